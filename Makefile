@@ -1,0 +1,42 @@
+# hcpipe — the two commands a newcomer needs are `make demo` and `make test`.
+# Both bootstrap everything: a Python venv holding PyTorch's libtorch (for the
+# `hcpipe-torch` worker), then a release build of the runner and the worker.
+
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+TORCH_VERSION := 2.11.0
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+PYTHON ?= python3
+
+# tch's build script finds libtorch through the venv's python; VIRTUAL_ENV
+# alone is not enough, its bin must come first on PATH.
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(VENV)/bin:$(PATH)
+export VIRTUAL_ENV := $(VENV)
+
+.PHONY: all build demo test lint fmt clean bench torch
+
+all: build
+
+$(TORCH_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q torch==$(TORCH_VERSION)
+	touch $@
+
+torch: $(TORCH_STAMP)
+
+build: $(TORCH_STAMP)
+	cargo build --release --workspace
+
+demo: build
+	target/release/hcpipe run pipelines/demo.yaml
+
+test: build
+	cargo test --release --workspace
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean

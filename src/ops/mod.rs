@@ -1,0 +1,179 @@
+//! Built-in stage kinds ("ops") and the contract every op implements.
+//!
+//! An op is a named, versioned function from (params, upstream artifact
+//! folders) to files written into a fresh output folder plus a metrics map.
+//! The executor hands an op an [`OpCtx`]; whatever the op writes under
+//! `ctx.out` becomes the stage's artifact once it returns `Ok`, and the
+//! returned [`Metrics`] are stored beside it (and written to `metrics.json`).
+//!
+//! Two kinds of op exist:
+//! - [`OpKind::Native`]: plain Rust, run inside the runner (or `hcpipe exec`).
+//! - [`OpKind::Torch`]: tensor work, run by the separate `hcpipe-torch`
+//!   worker executable, which links libtorch. The runner writes a [`JobSpec`]
+//!   JSON file and starts the worker with `--job FILE`; the worker writes its
+//!   files and `metrics.json` into `out` and exits 0, or prints one error
+//!   paragraph on stderr and exits non-zero.
+//!
+//! Inputs are found by role, not by position: an op asks for "the upstream
+//! stage made by op `crop`" with [`OpCtx::input_by_op`], so a pipeline names
+//! its stages freely.
+//!
+//! Params are checked before anything runs: each op deserialises its params
+//! into a typed struct with `#[serde(deny_unknown_fields)]`, so a typo fails
+//! the whole pipeline at load time with the list of valid names.
+
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// A stage's resolved parameters (after `${params.x}` substitution).
+pub type Params = serde_json::Map<String, serde_json::Value>;
+/// What a stage reports: flat or nested JSON, stored in the cache entry.
+pub type Metrics = serde_json::Map<String, serde_json::Value>;
+
+/// One upstream artifact handed to a stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Input {
+    /// The upstream stage's name as written in the pipeline (`crop_left`).
+    pub stage: String,
+    /// The op that produced it; `None` for a `cmd` stage.
+    pub op: Option<String>,
+    /// The folder holding the artifact's files (read-only).
+    pub dir: PathBuf,
+}
+
+/// Everything an op may look at. Ops must not read the environment, the
+/// working directory or clocks for anything that changes their output: only
+/// what is here is part of the stage key.
+pub struct OpCtx<'a> {
+    pub stage: &'a str,
+    pub params: &'a Params,
+    pub inputs: &'a [Input],
+    /// A fresh, empty folder; everything written here is the artifact.
+    pub out: &'a Path,
+    /// How many threads the op may use (the stage's `resources.cpu`).
+    pub threads: usize,
+}
+
+impl<'a> OpCtx<'a> {
+    /// Deserialise this stage's params into the op's typed struct.
+    pub fn params<T: DeserializeOwned>(&self) -> Result<T, OpError> {
+        parse_params(self.params).map_err(OpError::Params)
+    }
+
+    /// The only upstream stage made by `op`, or an error naming what `needs` holds.
+    pub fn input_by_op(&self, op: &str) -> Result<&'a Input, OpError> {
+        let mut found = self.inputs.iter().filter(|i| i.op.as_deref() == Some(op));
+        match (found.next(), found.next()) {
+            (Some(one), None) => Ok(one),
+            (None, _) => Err(OpError::MissingInput {
+                stage: self.stage.to_string(),
+                wanted: op.to_string(),
+                have: self.describe_inputs(),
+            }),
+            (Some(_), Some(_)) => Err(OpError::Msg(format!(
+                "stage `{}` needs exactly one upstream `{op}` stage but has several ({}); keep one in `needs`",
+                self.stage,
+                self.describe_inputs()
+            ))),
+        }
+    }
+
+    /// Every upstream stage made by `op`, in `needs` order.
+    pub fn inputs_by_op(&self, op: &str) -> Vec<&'a Input> {
+        self.inputs.iter().filter(|i| i.op.as_deref() == Some(op)).collect()
+    }
+
+    /// The first upstream stage made by any of `ops` (e.g. the dataset,
+    /// which `fetch` or `synth` may have made).
+    pub fn input_by_any_op(&self, ops: &[&str]) -> Result<&'a Input, OpError> {
+        self.inputs
+            .iter()
+            .find(|i| i.op.as_deref().is_some_and(|o| ops.contains(&o)))
+            .ok_or_else(|| OpError::MissingInput {
+                stage: self.stage.to_string(),
+                wanted: ops.join("` or `"),
+                have: self.describe_inputs(),
+            })
+    }
+
+    fn describe_inputs(&self) -> String {
+        if self.inputs.is_empty() {
+            return "`needs` is empty".to_string();
+        }
+        self.inputs
+            .iter()
+            .map(|i| format!("`{}` ({})", i.stage, i.op.as_deref().unwrap_or("cmd")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Deserialise params into `T`, turning serde's message into one line.
+pub fn parse_params<T: DeserializeOwned>(params: &Params) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::Object(params.clone())).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("bad params: {0}")]
+    Params(String),
+    #[error("stage `{stage}` needs an upstream `{wanted}` stage; it has {have}. Add one to its `needs`.")]
+    MissingInput { stage: String, wanted: String, have: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Msg(String),
+}
+
+impl OpError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        OpError::Io { path: path.into(), source }
+    }
+}
+
+/// Where an op's code runs.
+#[derive(Clone, Copy)]
+pub enum OpKind {
+    /// Rust inside the runner process.
+    Native(fn(&OpCtx) -> Result<Metrics, OpError>),
+    /// The `hcpipe-torch` worker executable.
+    Torch,
+}
+
+/// A registered op.
+pub struct OpDef {
+    pub name: &'static str,
+    /// Part of the stage key: bump when the op's output for the same inputs changes.
+    pub version: u32,
+    pub kind: OpKind,
+    /// Checks params at pipeline load time (typically `parse_params::<T>`).
+    pub check_params: fn(&Params) -> Result<(), String>,
+    /// One line for `hcpipe ops` and error messages.
+    pub summary: &'static str,
+}
+
+/// The job file the runner hands to the torch worker (`hcpipe-torch --job FILE`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub op: String,
+    pub stage: String,
+    pub params: Params,
+    pub inputs: Vec<Input>,
+    pub out: PathBuf,
+    pub threads: usize,
+}
+
+/// Every op hcpipe knows, in the order `hcpipe ops` lists them.
+pub fn registry() -> &'static [OpDef] {
+    REGISTRY
+}
+
+/// Look an op up by name.
+pub fn lookup(name: &str) -> Option<&'static OpDef> {
+    REGISTRY.iter().find(|d| d.name == name)
+}
+
+static REGISTRY: &[OpDef] = &[];
