@@ -83,7 +83,10 @@ impl<'a> OpCtx<'a> {
 
     /// Every upstream stage made by `op`, in `needs` order.
     pub fn inputs_by_op(&self, op: &str) -> Vec<&'a Input> {
-        self.inputs.iter().filter(|i| i.op.as_deref() == Some(op)).collect()
+        self.inputs
+            .iter()
+            .filter(|i| i.op.as_deref() == Some(op))
+            .collect()
     }
 
     /// The first upstream stage made by any of `ops` (e.g. the dataset,
@@ -121,16 +124,26 @@ pub enum OpError {
     #[error("bad params: {0}")]
     Params(String),
     #[error("stage `{stage}` needs an upstream `{wanted}` stage; it has {have}. Add one to its `needs`.")]
-    MissingInput { stage: String, wanted: String, have: String },
+    MissingInput {
+        stage: String,
+        wanted: String,
+        have: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Msg(String),
 }
 
 impl OpError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        OpError::Io { path: path.into(), source }
+        OpError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -153,6 +166,12 @@ pub struct OpDef {
     pub check_params: fn(&Params) -> Result<(), String>,
     /// One line for `hcpipe ops` and error messages.
     pub summary: &'static str,
+}
+
+impl std::fmt::Debug for OpDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpDef({} v{})", self.name, self.version)
+    }
 }
 
 /// The job file the runner hands to the torch worker (`hcpipe-torch --job FILE`).

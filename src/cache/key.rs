@@ -1,0 +1,243 @@
+//! Stage keys: what makes two executions of a stage "the same".
+//!
+//! A key is blake3 over the canonical JSON of [`KeyInputs`]:
+//!
+//! | # | input | why |
+//! |---|---|---|
+//! | 1 | `cache_version` | bump [`CACHE_VERSION`] when what goes into a key changes |
+//! | 2 | `op` + `op_version` | an op's code change that alters output bumps its version |
+//! | 3 | `cmd` (after `${…}` substitution; `{in.X}`/`{out}` kept symbolic) | the command is the code |
+//! | 4 | `params` (canonical: object keys sorted) | one param change re-runs the stage |
+//! | 5 | `upstream`: need name → upstream key | a changed upstream re-runs everything below it |
+//! | 6 | `deps`: path → blake3 of content | declared input files |
+//! | 7 | `outs` | a cmd's promised outputs |
+//!
+//! Not in the key, on purpose: resources, the executor, the cache path, the
+//! environment and mtimes (a touched, unchanged dep re-runs nothing).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Bump when the meaning or layout of [`KeyInputs`] changes.
+pub const CACHE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StageKey(pub String);
+
+impl fmt::Display for StageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StageKey {
+    /// The short form shown to people (`run --json` prints the full key).
+    pub fn short(&self) -> &str {
+        &self.0[..self.0.len().min(12)]
+    }
+
+    /// A key read from a user or a file must be plain hex before it names a path.
+    pub fn parse(s: &str) -> Option<StageKey> {
+        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| StageKey(s.to_ascii_lowercase()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyInputs {
+    pub cache_version: u32,
+    pub op: Option<String>,
+    pub op_version: Option<u32>,
+    pub cmd: Option<String>,
+    pub params: Value,
+    pub upstream: BTreeMap<String, StageKey>,
+    pub deps: BTreeMap<String, String>,
+    pub outs: Vec<String>,
+}
+
+impl KeyInputs {
+    pub fn key(&self) -> StageKey {
+        let canonical = canonical(&serde_json::to_value(self).unwrap_or(Value::Null));
+        StageKey(
+            blake3::hash(canonical.to_string().as_bytes())
+                .to_hex()
+                .to_string(),
+        )
+    }
+
+    /// Why `self` (new) differs from `old`, one reason per changed input.
+    pub fn why_differs(&self, old: &KeyInputs) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.cache_version != old.cache_version {
+            why.push(format!(
+                "cache format changed ({} → {})",
+                old.cache_version, self.cache_version
+            ));
+        }
+        if self.op != old.op || self.op_version != old.op_version {
+            why.push(format!(
+                "op changed ({} → {})",
+                op_label(old),
+                op_label(self)
+            ));
+        }
+        if self.cmd != old.cmd {
+            why.push("cmd changed".to_string());
+        }
+        diff_maps(
+            "param",
+            &object(&old.params),
+            &object(&self.params),
+            &mut why,
+        );
+        for (name, key) in &self.upstream {
+            match old.upstream.get(name) {
+                None => why.push(format!("new upstream `{name}`")),
+                Some(k) if k != key => why.push(format!("upstream `{name}` changed")),
+                _ => {}
+            }
+        }
+        for name in old
+            .upstream
+            .keys()
+            .filter(|n| !self.upstream.contains_key(*n))
+        {
+            why.push(format!("upstream `{name}` removed"));
+        }
+        for (path, h) in &self.deps {
+            match old.deps.get(path) {
+                None => why.push(format!("new dep `{path}`")),
+                Some(o) if o != h => why.push(format!("dep `{path}` changed")),
+                _ => {}
+            }
+        }
+        for path in old.deps.keys().filter(|p| !self.deps.contains_key(*p)) {
+            why.push(format!("dep `{path}` removed"));
+        }
+        if self.outs != old.outs {
+            why.push("outs changed".to_string());
+        }
+        why
+    }
+}
+
+fn op_label(k: &KeyInputs) -> String {
+    match (&k.op, k.op_version) {
+        (Some(op), Some(v)) => format!("{op} v{v}"),
+        (Some(op), None) => op.clone(),
+        _ => "cmd".to_string(),
+    }
+}
+
+fn object(v: &Value) -> BTreeMap<String, Value> {
+    v.as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn diff_maps(
+    what: &str,
+    old: &BTreeMap<String, Value>,
+    new: &BTreeMap<String, Value>,
+    why: &mut Vec<String>,
+) {
+    for (k, v) in new {
+        match old.get(k) {
+            None => why.push(format!("{what} `{k}` added ({v})")),
+            Some(o) if o != v => why.push(format!("{what} `{k}` changed ({o} → {v})")),
+            _ => {}
+        }
+    }
+    for (k, o) in old {
+        if !new.contains_key(k) {
+            why.push(format!("{what} `{k}` removed (was {o})"));
+        }
+    }
+}
+
+/// The same value with every object's keys sorted, so equal params hash equally
+/// whatever order they were written in.
+pub fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                out.insert(k.clone(), canonical(&map[k]));
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> KeyInputs {
+        KeyInputs {
+            cache_version: CACHE_VERSION,
+            op: Some("crop".into()),
+            op_version: Some(1),
+            cmd: None,
+            params: json!({"region": "left_hc", "shift": 2}),
+            upstream: BTreeMap::from([("dataset".to_string(), StageKey("a".repeat(64)))]),
+            deps: BTreeMap::new(),
+            outs: vec![],
+        }
+    }
+
+    #[test]
+    fn same_inputs_same_key_whatever_the_param_order() {
+        let mut b = base();
+        b.params = json!({"shift": 2, "region": "left_hc"});
+        assert_eq!(base().key(), b.key());
+    }
+
+    #[test]
+    fn each_input_changes_the_key() {
+        let k = base().key();
+        type Change = Box<dyn Fn(&mut KeyInputs)>;
+        let changes: Vec<Change> = vec![
+            Box::new(|k| k.cache_version += 1),
+            Box::new(|k| k.op_version = Some(2)),
+            Box::new(|k| k.cmd = Some("x".into())),
+            Box::new(|k| k.params = json!({"region": "left_hc", "shift": 3})),
+            Box::new(|k| {
+                k.upstream
+                    .insert("dataset".into(), StageKey("b".repeat(64)));
+            }),
+            Box::new(|k| {
+                k.deps.insert("a.csv".into(), "00".into());
+            }),
+            Box::new(|k| k.outs.push("x".into())),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut b = base();
+            change(&mut b);
+            assert_ne!(b.key(), k, "change {i} kept the key");
+            assert!(
+                !b.why_differs(&base()).is_empty(),
+                "change {i} has no reason"
+            );
+        }
+    }
+
+    #[test]
+    fn why_names_the_param() {
+        let mut b = base();
+        b.params = json!({"region": "right_hc", "shift": 2});
+        assert_eq!(
+            b.why_differs(&base()),
+            vec!["param `region` changed (\"left_hc\" → \"right_hc\")"]
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! The cache: what goes into a stage key, and where bytes live.
+//!
+//! Layout under the cache root (default `cache/`, or `--cache DIR`):
+//!
+//! | path | holds |
+//! |---|---|
+//! | `objects/ab/abcdef…` | every artifact file once, named by its blake3, read-only |
+//! | `entries/<key>.json` | a finished stage: key inputs, file manifest, metrics — the commit point |
+//! | `artifacts/<key>/` | the artifact as a folder of hard links to objects (what `{in.X}` points at) |
+//! | `runs/<id>.json` | one run record per `hcpipe run` |
+//! | `logs/<key>.log` | the last attempt's stdout+stderr |
+//! | `locks/<key>.lock` | held while a runner executes that stage |
+//! | `tmp/` | staging folders of stages in flight |
+//! | `stat-cache.json` | (device, inode, size, mtime_ns) → blake3 of deps |
+//! | `use.lock` | shared by every run, exclusive for `gc` |
+//!
+//! An entry is written only after every object and the artifact folder are
+//! durable (temp + fsync + rename), so a `kill -9` at any moment leaves
+//! either a complete entry or none, and the next run continues from the
+//! finished stages.
+
+pub mod fsutil;
+pub mod gc;
+pub mod hash;
+pub mod key;
+pub mod lock;
+pub mod statcache;
+pub mod store;
+pub mod verify;
+
+pub use key::{KeyInputs, StageKey};
+pub use store::{Cache, Entry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cache entry {path} is unreadable ({reason}); run `hcpipe verify`, then `hcpipe run --force STAGE`")]
+    BadEntry {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{0}")]
+    Msg(String),
+}
+
+impl CacheError {
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        CacheError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

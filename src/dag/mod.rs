@@ -1,0 +1,196 @@
+//! Stage order: the pipeline's stages as a petgraph DAG of [`StageId`]s.
+//!
+//! Built once from a checked [`Pipeline`]; a cycle is reported with every
+//! stage on it, in order. From here on stages are referred to by id, never
+//! by name.
+
+pub mod render;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction;
+
+use crate::spec::{Pipeline, SpecError, StageSpec};
+
+/// Index of a stage in [`Dag::stages`] (and its node in the graph).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StageId(pub usize);
+
+pub struct Dag {
+    pub pipeline: Pipeline,
+    graph: DiGraph<StageId, ()>,
+    /// Stages in an order where every stage comes after its needs.
+    order: Vec<StageId>,
+}
+
+impl Dag {
+    pub fn build(pipeline: Pipeline) -> Result<Dag, SpecError> {
+        let mut graph = DiGraph::new();
+        let nodes: Vec<NodeIndex> = (0..pipeline.stages.len())
+            .map(|i| graph.add_node(StageId(i)))
+            .collect();
+        let index: std::collections::HashMap<&str, usize> = pipeline
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        for (i, stage) in pipeline.stages.iter().enumerate() {
+            for need in &stage.needs {
+                let up = *index.get(need.as_str()).ok_or_else(|| {
+                    SpecError::new(format!(
+                        "internal: unresolved need `{need}` (bug, please report)"
+                    ))
+                })?;
+                graph.add_edge(nodes[up], nodes[i], ());
+            }
+        }
+        let order = match stable_topo_order(&graph) {
+            Some(order) => order,
+            None => return Err(cycle_error(&graph, &pipeline)),
+        };
+        Ok(Dag {
+            pipeline,
+            graph,
+            order,
+        })
+    }
+
+    pub fn stage(&self, id: StageId) -> &StageSpec {
+        &self.pipeline.stages[id.0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.pipeline.stages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pipeline.stages.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = StageId> {
+        (0..self.len()).map(StageId)
+    }
+
+    pub fn topo_order(&self) -> &[StageId] {
+        &self.order
+    }
+
+    pub fn find(&self, name: &str) -> Option<StageId> {
+        self.pipeline
+            .stages
+            .iter()
+            .position(|s| s.name == name)
+            .map(StageId)
+    }
+
+    /// Direct upstream stages, in `needs` order.
+    pub fn needs(&self, id: StageId) -> Vec<StageId> {
+        self.stage(id)
+            .needs
+            .iter()
+            .filter_map(|n| self.find(n))
+            .collect()
+    }
+
+    /// Direct downstream stages.
+    pub fn dependents(&self, id: StageId) -> Vec<StageId> {
+        let mut out: Vec<StageId> = self
+            .graph
+            .neighbors_directed(NodeIndex::new(id.0), Direction::Outgoing)
+            .map(|n| self.graph[n])
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every stage downstream of `id`, transitively.
+    pub fn descendants(&self, id: StageId) -> Vec<StageId> {
+        let mut seen = vec![false; self.len()];
+        let mut stack = vec![id];
+        let mut out = Vec::new();
+        while let Some(s) = stack.pop() {
+            for d in self.dependents(s) {
+                if !seen[d.0] {
+                    seen[d.0] = true;
+                    out.push(d);
+                    stack.push(d);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Kahn's algorithm taking the earliest stage in file order first, so every
+/// listing follows the file where the graph allows. `None` on a cycle.
+fn stable_topo_order(graph: &DiGraph<StageId, ()>) -> Option<Vec<StageId>> {
+    let mut indegree: Vec<usize> = graph
+        .node_indices()
+        .map(|n| graph.neighbors_directed(n, Direction::Incoming).count())
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = indegree
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d == 0)
+        .map(|(i, _)| Reverse(i))
+        .collect();
+    let mut order = Vec::with_capacity(indegree.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(graph[NodeIndex::new(i)]);
+        for next in graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
+            indegree[next.index()] -= 1;
+            if indegree[next.index()] == 0 {
+                ready.push(Reverse(next.index()));
+            }
+        }
+    }
+    (order.len() == indegree.len()).then_some(order)
+}
+
+fn cycle_error(graph: &DiGraph<StageId, ()>, pipeline: &Pipeline) -> SpecError {
+    let mut cycles = Vec::new();
+    for scc in tarjan_scc(graph) {
+        let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+        if scc.len() > 1 || self_loop {
+            // Walk the cycle in edge order starting from its first stage in file order.
+            let start = *scc.iter().min_by_key(|n| graph[**n].0).unwrap_or(&scc[0]);
+            let mut path = vec![start];
+            let mut cur = start;
+            loop {
+                let next = graph
+                    .neighbors_directed(cur, Direction::Outgoing)
+                    .filter(|n| scc.contains(n))
+                    .min_by_key(|n| graph[*n].0);
+                match next {
+                    Some(n) if n == start || path.contains(&n) => {
+                        path.push(n);
+                        break;
+                    }
+                    Some(n) => {
+                        path.push(n);
+                        cur = n;
+                    }
+                    None => break,
+                }
+            }
+            let names: Vec<String> = path
+                .iter()
+                .map(|n| format!("`{}`", pipeline.stages[graph[*n].0].name))
+                .collect();
+            let first = &pipeline.stages[graph[start].0];
+            cycles.push(format!(
+                "{}:{}:{}: cycle in `needs`: {} (each needs the one before it); remove one of these needs",
+                pipeline.path.display(),
+                first.loc.line,
+                first.loc.col,
+                names.join(" → ")
+            ));
+        }
+    }
+    SpecError::new(cycles.join("\n"))
+}

@@ -1,0 +1,318 @@
+//! One stage execution, the same code for every executor: the local
+//! executor calls [`run_job`] on a thread; a Slurm job calls it through
+//! `hcpipe exec --job FILE` on a compute node.
+//!
+//! Steps: take the stage lock → if another run finished the key meanwhile,
+//! reuse it → run in a staging folder → commit to the cache. The lock makes
+//! two runners on one cache execute each key once.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::store::{EntryMeta, Staging};
+use crate::cache::{Cache, Entry, KeyInputs, StageKey};
+use crate::ops::{self, Input, JobSpec, Metrics, OpCtx, OpKind, Params};
+use crate::record::StageStatus;
+
+/// Everything needed to run one stage, resolved and serialisable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub stage: String,
+    pub pipeline: String,
+    pub key: StageKey,
+    pub key_inputs: KeyInputs,
+    pub work: Work,
+    pub params: Params,
+    /// Upstream artifacts, in `needs` order.
+    pub inputs: Vec<Input>,
+    /// The pipeline's folder: `cmd` stages run here.
+    pub workdir: PathBuf,
+    pub outs: Vec<String>,
+    pub threads: usize,
+    /// Run even when the key is cached (`--force`).
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Work {
+    Cmd(String),
+    Op(String),
+}
+
+/// Why a stage did not finish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    pub message: String,
+    /// The last lines of its output, when it had any.
+    pub log_tail: String,
+    pub log: Option<PathBuf>,
+}
+
+impl Failure {
+    fn msg(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            log_tail: String::new(),
+            log: None,
+        }
+    }
+}
+
+pub type Outcome = Result<(StageStatus, Entry), Failure>;
+
+/// Run `job` against `cache`, or reuse what another run finished.
+pub fn run_job(cache: &Cache, job: &Job) -> Outcome {
+    let _lock = cache
+        .lock_stage(&job.key)
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    if !job.force {
+        if let Some(entry) = cache
+            .entry(&job.key)
+            .map_err(|e| Failure::msg(e.to_string()))?
+        {
+            return Ok((StageStatus::Cached, entry));
+        }
+    }
+    let staging = cache
+        .staging(&job.key)
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    let log_path = staging.root.join("log");
+    let started = Instant::now();
+    let result = execute(job, &staging, &log_path);
+    let wall_s = started.elapsed().as_secs_f64();
+    let kept_log = cache.log_path(&job.key);
+    let _ = std::fs::copy(&log_path, &kept_log);
+    let metrics = result.map_err(|mut f| {
+        if log_path.exists() {
+            f.log_tail = tail(&kept_log, 20);
+            f.log = Some(kept_log.clone());
+        }
+        f
+    })?;
+    for out in &job.outs {
+        if !staging.out().join(out).exists() {
+            return Err(Failure::msg(format!(
+                "stage `{}` promised `outs: [{out}]` but did not write {{out}}/{out}",
+                job.stage
+            )));
+        }
+    }
+    let meta = EntryMeta {
+        stage: job.stage.clone(),
+        pipeline: job.pipeline.clone(),
+        inputs: job.key_inputs.clone(),
+        metrics,
+        wall_s,
+    };
+    let entry = cache
+        .commit(&staging, &job.key, meta)
+        .map_err(|e| Failure::msg(format!("storing the result of `{}`: {e}", job.stage)))?;
+    Ok((StageStatus::Ran, entry))
+}
+
+fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure> {
+    let out = staging.out();
+    match &job.work {
+        Work::Cmd(text) => {
+            let cmd = expand_cmd(text, &out, &job.inputs);
+            let mut command = Command::new("sh");
+            command.arg("-c").arg(&cmd).current_dir(&job.workdir);
+            command
+                .env("HCPIPE_STAGE", &job.stage)
+                .env("HCPIPE_OUT", &out)
+                .env("HCPIPE_THREADS", job.threads.to_string());
+            spawn_logged(command, log, &format!("cmd of stage `{}`", job.stage))?;
+            read_metrics(&out, &job.stage)
+        }
+        Work::Op(name) => {
+            let def = ops::lookup(name).ok_or_else(|| {
+                Failure::msg(format!(
+                    "unknown op `{name}` (this hcpipe is older than the pipeline?)"
+                ))
+            })?;
+            match def.kind {
+                OpKind::Native(f) => {
+                    let ctx = OpCtx {
+                        stage: &job.stage,
+                        params: &job.params,
+                        inputs: &job.inputs,
+                        out: &out,
+                        threads: job.threads,
+                    };
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&ctx)));
+                    let metrics = match result {
+                        Ok(Ok(m)) => m,
+                        Ok(Err(e)) => return Err(Failure::msg(format!("op `{name}`: {e}"))),
+                        Err(_) => {
+                            return Err(Failure::msg(format!(
+                                "op `{name}` crashed (bug, please report)"
+                            )))
+                        }
+                    };
+                    let bytes = serde_json::to_vec_pretty(&metrics)
+                        .map_err(|e| Failure::msg(e.to_string()))?;
+                    std::fs::write(out.join("metrics.json"), bytes)
+                        .map_err(|e| Failure::msg(format!("writing metrics.json: {e}")))?;
+                    Ok(metrics)
+                }
+                OpKind::Torch => {
+                    let worker = torch_worker().map_err(Failure::msg)?;
+                    let spec = JobSpec {
+                        op: name.clone(),
+                        stage: job.stage.clone(),
+                        params: job.params.clone(),
+                        inputs: job.inputs.clone(),
+                        out: out.clone(),
+                        threads: job.threads,
+                    };
+                    let job_file = staging.root.join("job.json");
+                    let bytes = serde_json::to_vec_pretty(&spec)
+                        .map_err(|e| Failure::msg(e.to_string()))?;
+                    std::fs::write(&job_file, bytes).map_err(|e| {
+                        Failure::msg(format!("writing {}: {e}", job_file.display()))
+                    })?;
+                    let mut command = Command::new(&worker);
+                    command
+                        .arg("--job")
+                        .arg(&job_file)
+                        .current_dir(&staging.root);
+                    spawn_logged(
+                        command,
+                        log,
+                        &format!("torch worker for stage `{}`", job.stage),
+                    )?;
+                    read_metrics(&out, &job.stage)
+                }
+            }
+        }
+    }
+}
+
+/// Where the torch worker lives: `$HCPIPE_TORCH_WORKER`, else beside this binary.
+pub fn torch_worker() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("HCPIPE_TORCH_WORKER") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot locate the hcpipe binary: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    // `cargo test` binaries live in target/<profile>/deps; the worker is one level up.
+    for candidate in [dir.join("hcpipe-torch"), dir.join("../hcpipe-torch")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "this stage runs in the torch worker `hcpipe-torch`, which is not beside {} ; build it with `make build` (it links libtorch) or set HCPIPE_TORCH_WORKER=/path/to/hcpipe-torch",
+        exe.display()
+    ))
+}
+
+/// `{out}` and `{in.NAME}` → absolute paths, shell-quoted.
+pub fn expand_cmd(text: &str, out: &Path, inputs: &[Input]) -> String {
+    let mut cmd = text.replace("{out}", &shell_quote(&out.to_string_lossy()));
+    let by_name: BTreeMap<&str, &Input> = inputs.iter().map(|i| (i.stage.as_str(), i)).collect();
+    for (name, input) in &by_name {
+        cmd = cmd.replace(
+            &format!("{{in.{name}}}"),
+            &shell_quote(&input.dir.to_string_lossy()),
+        );
+        // A matrix member is also reachable by its base name when it is the only one.
+        if let Some(base) = name.split('[').next().filter(|b| b != name) {
+            if inputs
+                .iter()
+                .filter(|i| i.stage.split('[').next() == Some(base))
+                .count()
+                == 1
+            {
+                cmd = cmd.replace(
+                    &format!("{{in.{base}}}"),
+                    &shell_quote(&input.dir.to_string_lossy()),
+                );
+            }
+        }
+    }
+    cmd
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Run a child with stdout+stderr into `log`; it dies with us (PR_SET_PDEATHSIG).
+fn spawn_logged(mut command: Command, log: &Path, what: &str) -> Result<(), Failure> {
+    let file = std::fs::File::create(log)
+        .map_err(|e| Failure::msg(format!("creating {}: {e}", log.display())))?;
+    let file2 = file.try_clone().map_err(|e| Failure::msg(e.to_string()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(file2));
+    // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let status = command
+        .status()
+        .map_err(|e| Failure::msg(format!("cannot start the {what}: {e}")))?;
+    if status.success() {
+        return Ok(());
+    }
+    let how = match status.code() {
+        Some(code) => format!("exited with status {code}"),
+        None => "was killed by a signal".to_string(),
+    };
+    Err(Failure::msg(format!("the {what} {how}")))
+}
+
+fn read_metrics(out: &Path, stage: &str) -> Result<Metrics, Failure> {
+    let path = out.join("metrics.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            Ok(_) => Err(Failure::msg(format!(
+                "stage `{stage}` wrote metrics.json that is not a JSON object"
+            ))),
+            Err(e) => Err(Failure::msg(format!(
+                "stage `{stage}` wrote invalid metrics.json: {e}"
+            ))),
+        },
+        Err(_) => Ok(Metrics::new()),
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A job as handed to `hcpipe exec` on another machine: the job and the
+/// (shared) cache it commits to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecJob {
+    pub cache: PathBuf,
+    pub job: Job,
+}

@@ -1,0 +1,115 @@
+//! Reading a pipeline file: bytes → [`RawPipeline`] → checked [`Pipeline`].
+//!
+//! Parse errors come from serde-saphyr, which is panic-free, bounds alias
+//! expansion and nesting (YAML bombs), and knows the line and column of every
+//! node. We chose it over serde_yaml (deprecated upstream, and without spans
+//! for errors found after parsing, dtolnay/serde-yaml#201).
+
+use std::path::Path;
+
+use super::raw::RawPipeline;
+use super::{validate, Pipeline, SpecError};
+
+/// Pipeline files larger than this are refused before parsing.
+const MAX_PIPELINE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Load, parse and check a pipeline file; `overrides` are `--set k=v` pairs.
+pub fn load_pipeline(path: &Path, overrides: &[(String, String)]) -> Result<Pipeline, SpecError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| {
+        SpecError::new(format!(
+            "cannot read pipeline file `{shown}`: {e}\n  hint: give the path to a YAML file, e.g. `hcpipe run pipelines/demo.yaml`"
+        ))
+    })?;
+    if meta.is_dir() {
+        return Err(SpecError::new(format!(
+            "`{shown}` is a folder, not a pipeline file\n  hint: name the YAML file inside it, e.g. `{shown}/pipeline.yaml`"
+        )));
+    }
+    if meta.len() > MAX_PIPELINE_BYTES {
+        return Err(SpecError::new(format!(
+            "pipeline file `{shown}` is {} bytes; hcpipe refuses pipeline files over {MAX_PIPELINE_BYTES} bytes",
+            meta.len()
+        )));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| SpecError::new(format!("cannot read `{shown}`: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        SpecError::new(format!(
+            "`{shown}` is not UTF-8 text (byte {}); save it as UTF-8",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let raw = parse_str(&text, &shown)?;
+    let abs = std::path::absolute(path).map_err(|e| SpecError::new(format!("`{shown}`: {e}")))?;
+    let file_hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+    validate::validate(raw, &text, &abs, &shown, file_hash, overrides)
+}
+
+/// Parse YAML text into the raw model; `shown` names the file in messages.
+pub fn parse_str(text: &str, shown: &str) -> Result<RawPipeline, SpecError> {
+    serde_saphyr::from_str::<RawPipeline>(text).map_err(|e| {
+        let loc = e
+            .location()
+            .map(|l| format!("{shown}:{}:{}: ", l.line(), l.column()))
+            .unwrap_or_else(|| format!("{shown}: "));
+        let rendered = e.to_string().replace("<input>", shown);
+        let hint = did_you_mean_field(&rendered)
+            .map(|s| format!("\n  hint: did you mean `{s}`?"))
+            .unwrap_or_default();
+        SpecError::new(format!("{loc}invalid pipeline\n{rendered}{hint}"))
+    })
+}
+
+/// serde's "unknown field `nedds`, expected one of op, needs" → `needs`.
+fn did_you_mean_field(message: &str) -> Option<String> {
+    let start = message.find("unknown field `")? + "unknown field `".len();
+    let rest = &message[start..];
+    let unknown = &rest[..rest.find('`')?];
+    let expected = rest
+        .split("expected one of ")
+        .nth(1)
+        .or_else(|| rest.split("expected ").nth(1))?;
+    let line = expected.lines().next()?;
+    let candidates = line.split(',').map(|c| c.trim().trim_matches('`'));
+    closest(unknown, candidates)
+}
+
+/// The candidate nearest to `word` when it is near enough to be a typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_gets_a_suggestion() {
+        let err =
+            parse_str("name: x\nstages:\n  a: {op: fetch, nedds: [b]}\n", "p.yaml").unwrap_err();
+        assert!(err.message.starts_with("p.yaml:3:18: "), "{}", err.message);
+        assert!(
+            err.message.contains("did you mean `needs`?"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_file_line_col() {
+        let err = parse_str("name: x\nstages:\n  a: {op: [fetch\n", "p.yaml").unwrap_err();
+        assert!(err.message.starts_with("p.yaml:3:"), "{}", err.message);
+    }
+
+    #[test]
+    fn closest_picks_typos_only() {
+        assert_eq!(closest("crp", ["crop", "fetch"]).as_deref(), Some("crop"));
+        assert_eq!(closest("zzzzzz", ["crop", "fetch"]), None);
+    }
+}

@@ -1,0 +1,162 @@
+//! `${params.NAME}` and `${matrix.KEY}` substitution, done before hashing so
+//! a stage key sees the values, not the placeholders.
+//!
+//! A string that is exactly one placeholder takes the value's type
+//! (`lr: ${params.lr}` stays a number); otherwise values are interpolated as
+//! text. `{in.X}` and `{out}` (single braces) are left for run time.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::ops::Params;
+
+/// What placeholders may refer to.
+pub struct Scope<'a> {
+    pub params: &'a Params,
+    pub matrix: &'a BTreeMap<String, Value>,
+}
+
+/// Substitute every placeholder inside `value`, recursively.
+pub fn subst_value(value: &Value, scope: &Scope) -> Result<Value, String> {
+    Ok(match value {
+        Value::String(s) => subst_string_typed(s, scope)?,
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| subst_value(v, scope))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                out.insert(k.clone(), subst_value(v, scope)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+fn subst_string_typed(s: &str, scope: &Scope) -> Result<Value, String> {
+    let trimmed = s.trim();
+    if let Some(inner) = trimmed.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+        if !inner.contains("${") && !inner.contains('}') {
+            return lookup(inner, scope).cloned();
+        }
+    }
+    subst_string(s, scope).map(Value::String)
+}
+
+/// Interpolate placeholders into text (for `cmd` and mixed strings).
+pub fn subst_string(s: &str, scope: &Scope) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in `{s}`; write `${{params.NAME}}`"))?;
+        let value = lookup(&after[..end], scope)?;
+        out.push_str(&display_value(value));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn lookup<'a>(path: &str, scope: &'a Scope) -> Result<&'a Value, String> {
+    let path = path.trim();
+    let (ns, name) = path
+        .split_once('.')
+        .ok_or_else(|| format!("`${{{path}}}` must be `${{params.NAME}}` or `${{matrix.KEY}}`"))?;
+    let (map_keys, found): (Vec<&String>, Option<&Value>) = match ns {
+        "params" => (scope.params.keys().collect(), scope.params.get(name)),
+        "matrix" => (scope.matrix.keys().collect(), scope.matrix.get(name)),
+        _ => {
+            return Err(format!(
+                "`${{{path}}}`: unknown namespace `{ns}`; use `params` or `matrix`"
+            ))
+        }
+    };
+    found.ok_or_else(|| {
+        let valid = if map_keys.is_empty() {
+            "none are defined".to_string()
+        } else {
+            map_keys
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let hint = super::load::closest(name, map_keys.iter().map(|k| k.as_str()))
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        format!("`${{{path}}}`: no {ns} named `{name}`{hint}; valid: {valid}")
+    })
+}
+
+/// How a value reads inside text and inside matrix member names.
+pub fn display_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope_with(params: &Params, matrix: &BTreeMap<String, Value>) -> String {
+        let scope = Scope { params, matrix };
+        subst_string(
+            "python x.py --lr ${params.lr} --seed ${matrix.seed}",
+            &scope,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn typed_and_text_substitution() {
+        let mut params = Params::new();
+        params.insert("lr".into(), json!(0.0001));
+        let mut matrix = BTreeMap::new();
+        matrix.insert("seed".into(), json!(3));
+        assert_eq!(
+            scope_with(&params, &matrix),
+            "python x.py --lr 0.0001 --seed 3"
+        );
+        let scope = Scope {
+            params: &params,
+            matrix: &matrix,
+        };
+        assert_eq!(
+            subst_value(&json!("${params.lr}"), &scope).unwrap(),
+            json!(0.0001)
+        );
+        assert_eq!(
+            subst_value(&json!({"a": ["${matrix.seed}"]}), &scope).unwrap(),
+            json!({"a": [3]})
+        );
+    }
+
+    #[test]
+    fn unknown_param_lists_valid_ones() {
+        let mut params = Params::new();
+        params.insert("seed".into(), json!(0));
+        let matrix = BTreeMap::new();
+        let scope = Scope {
+            params: &params,
+            matrix: &matrix,
+        };
+        let err = subst_string("${params.sed}", &scope).unwrap_err();
+        assert!(err.contains("did you mean `seed`"), "{err}");
+        assert!(subst_string("${params.seed", &scope)
+            .unwrap_err()
+            .contains("unclosed"));
+    }
+}
