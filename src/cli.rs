@@ -240,6 +240,7 @@ fn cmd_run(
     let _use = cache.use_lock().map_err(|e| e.to_string())?;
     let mut stat = StatCache::load(cache.stat_cache_path());
     let plan = plan(&dag, &cache, &mut stat).map_err(|e| e.to_string())?;
+    tracing::info!("hashed {} dep file(s)", stat.hashed);
     let _ = stat.save();
     let forced: HashSet<String> = force.into_iter().collect();
     if dry_run {
@@ -454,7 +455,9 @@ fn cmd_show(
                 println!("{}  (no result yet)", s.name);
                 continue;
             };
-            let path = cache.ensure_artifact(&entry).map_err(|e| e.to_string())?;
+            let path = cache
+                .ensure_artifact(&entry, false)
+                .map_err(|e| e.to_string())?;
             if json {
                 println!(
                     "{}",

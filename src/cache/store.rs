@@ -94,6 +94,9 @@ impl Drop for Staging {
     }
 }
 
+/// Cached artifacts up to this size are re-hashed before a stage reads them.
+pub const REHASH_LIMIT: u64 = 256 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct Cache {
     pub root: PathBuf,
@@ -184,30 +187,42 @@ impl Cache {
     /// A cached stage's artifact folder, checked cheaply (every file present
     /// with its recorded size) and rebuilt from objects when it was removed.
     /// A size mismatch means corruption: refuse, and say what to do.
-    pub fn ensure_artifact(&self, entry: &Entry) -> Result<PathBuf, CacheError> {
+    ///
+    /// With `rehash`, an artifact of at most [`REHASH_LIMIT`] bytes is also
+    /// re-hashed, so a flipped byte is caught before a stage consumes it.
+    pub fn ensure_artifact(&self, entry: &Entry, rehash: bool) -> Result<PathBuf, CacheError> {
         let dir = self.artifact_dir(&entry.key);
-        if dir.is_dir() {
-            for f in &entry.files {
-                if let FileKind::File { size, .. } = f.kind {
-                    let p = dir.join(&f.path);
-                    match std::fs::metadata(&p) {
-                        Ok(m) if m.len() == size => {}
-                        Ok(m) => {
-                            return Err(CacheError::Msg(format!(
-                                "cached artifact file {} of stage `{}` is {} bytes, expected {size}: the cache is corrupt; run `hcpipe verify`, then re-run with `--force {}`",
-                                p.display(),
-                                entry.stage,
-                                m.len(),
-                                entry.stage
-                            )))
-                        }
-                        Err(_) => return self.rebuild_view(entry),
+        if !dir.is_dir() {
+            return self.rebuild_view(entry);
+        }
+        let rehash = rehash && entry.bytes() <= REHASH_LIMIT;
+        for f in &entry.files {
+            if let FileKind::File { size, hash, .. } = &f.kind {
+                let p = dir.join(&f.path);
+                let corrupt = |what: String| {
+                    CacheError::Msg(format!(
+                        "cached file {} of stage `{}` {what}: the cache is corrupt; run `hcpipe verify`, then re-run with `--force {}`",
+                        p.display(),
+                        entry.stage,
+                        entry.stage
+                    ))
+                };
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.len() != *size => {
+                        return Err(corrupt(format!("is {} bytes, expected {size}", m.len())))
                     }
+                    Ok(_) if rehash => {
+                        let actual = hash_file(&p).map_err(|e| CacheError::io(&p, e))?;
+                        if actual.to_hex().as_str() != hash {
+                            return Err(corrupt("no longer matches its hash".to_string()));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return self.rebuild_view(entry),
                 }
             }
-            return Ok(dir);
         }
-        self.rebuild_view(entry)
+        Ok(dir)
     }
 
     fn rebuild_view(&self, entry: &Entry) -> Result<PathBuf, CacheError> {
@@ -338,7 +353,10 @@ impl Cache {
             .to_hex()
             .to_string();
         let dest = self.object_path(&hash);
-        if !dest.exists() {
+        // An existing object is trusted only if it still holds its bytes: a
+        // forced re-run is how a corrupt object gets replaced.
+        let intact = dest.exists() && hash_file(&dest).is_ok_and(|h| h.to_hex().as_str() == hash);
+        if !intact {
             let dir = dest.parent().unwrap_or(&self.root);
             std::fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
             let mode = if exec { 0o555 } else { 0o444 };

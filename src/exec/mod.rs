@@ -230,7 +230,9 @@ fn build_job(
                     )
                 })?,
         };
-        let dir = cache.ensure_artifact(&entry).map_err(|e| e.to_string())?;
+        let dir = cache
+            .ensure_artifact(&entry, true)
+            .map_err(|e| e.to_string())?;
         inputs.push(Input {
             stage: dag.stage(up).name.clone(),
             op: dag.stage(up).op_name().map(str::to_string),

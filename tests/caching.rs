@@ -1,0 +1,137 @@
+//! Caching and selective re-run; the stat cache.
+
+use crate::common::*;
+
+#[test]
+fn second_run_is_all_cached_and_outputs_are_right() {
+    let p = diamond();
+    let first = p.run(&["run", "p.yaml", "--json"]).ok();
+    assert_eq!(first.ran(), ["a", "b", "c", "d"]);
+    let second = p.run(&["run", "p.yaml", "--json"]).ok();
+    assert!(second.ran().is_empty(), "{}", second.stdout);
+    assert_eq!(second.statuses().len(), 4);
+    let show = p.run(&["show", "p.yaml", "d", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+    let d =
+        std::fs::read_to_string(std::path::Path::new(v["path"].as_str().unwrap()).join("d.txt"))
+            .unwrap();
+    assert_eq!(d, "data\nhello\ndata\nhello\n11\n");
+    let c = p.run(&["show", "p.yaml", "c", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(c.stdout.trim()).unwrap();
+    assert_eq!(v["metrics"]["n"], 1);
+}
+
+#[test]
+fn a_param_change_reruns_only_what_depends_on_it() {
+    let p = diamond();
+    p.run(&["run", "p.yaml"]).ok();
+    // `n` only feeds stage c: c and its dependant d re-run, a and b stay cached.
+    let r = p.run(&["run", "p.yaml", "--json", "--set", "n=2"]).ok();
+    assert_eq!(r.ran(), ["c", "d"]);
+    assert_eq!(r.status_of("a"), "cached");
+    let status = p.run(&["status", "p.yaml", "--set", "n=3"]).ok();
+    assert!(
+        status.stdout.contains("c      stale   cmd changed"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("b      fresh"), "{}", status.stdout);
+    // Back to n=1: every key was cached before.
+    let back = p.run(&["run", "p.yaml", "--json"]).ok();
+    assert!(back.ran().is_empty());
+}
+
+#[test]
+fn a_changed_dep_reruns_its_stage_and_status_says_why() {
+    let p = diamond();
+    p.run(&["run", "p.yaml"]).ok();
+    p.write("input.txt", "other\n");
+    let st = p.run(&["status", "p.yaml"]).ok();
+    assert!(
+        st.stdout.contains("dep `input.txt` changed"),
+        "{}",
+        st.stdout
+    );
+    let dry = p.run(&["run", "p.yaml", "--dry-run"]).ok();
+    assert!(dry.stdout.contains("would run  a"), "{}", dry.stdout);
+    assert_eq!(
+        p.run(&["run", "p.yaml", "--json"]).ok().ran(),
+        ["a", "b", "c", "d"]
+    );
+}
+
+#[test]
+fn force_reruns_a_cached_stage() {
+    let p = diamond();
+    p.run(&["run", "p.yaml"]).ok();
+    let r = p.run(&["run", "p.yaml", "--json", "--force", "b"]).ok();
+    assert_eq!(r.ran(), ["b"]);
+}
+
+#[test]
+fn touched_but_unchanged_dep_is_rehashed_once_and_reruns_nothing() {
+    let p = diamond();
+    let hashed = |r: &Run| {
+        r.stderr
+            .lines()
+            .find_map(|l| {
+                l.split("hashed ")
+                    .nth(1)
+                    .and_then(|x| x.split(' ').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+            })
+            .unwrap_or(usize::MAX)
+    };
+    let first = p.run(&["run", "p.yaml", "-v", "--json"]).ok();
+    assert_eq!(hashed(&first), 1, "{}", first.stderr);
+    let again = p.run(&["run", "p.yaml", "-v", "--json"]).ok();
+    assert_eq!(
+        hashed(&again),
+        0,
+        "stat cache should skip the unchanged dep:\n{}",
+        again.stderr
+    );
+    // Touch: new mtime, same bytes.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(p.path().join("input.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    let touched = p.run(&["run", "p.yaml", "-v", "--json"]).ok();
+    assert_eq!(hashed(&touched), 1, "{}", touched.stderr);
+    assert!(touched.ran().is_empty());
+    let after = p.run(&["run", "p.yaml", "-v", "--json"]).ok();
+    assert_eq!(hashed(&after), 0);
+}
+
+#[test]
+fn dag_renders_in_three_formats() {
+    let p = diamond();
+    let dot = p.run(&["dag", "p.yaml", "--format", "dot"]).ok().stdout;
+    assert!(
+        dot.starts_with("digraph") && dot.contains("n0 -> n1"),
+        "{dot}"
+    );
+    let mermaid = p.run(&["dag", "p.yaml", "--format", "mermaid"]).ok().stdout;
+    assert!(mermaid.contains("n1 --> n3"), "{mermaid}");
+    let text = p.run(&["dag", "p.yaml"]).ok().stdout;
+    assert_eq!(text.lines().next(), Some("a (cmd)"));
+    assert!(text.contains("d (cmd)  ← b, c"), "{text}");
+}
+
+#[test]
+fn show_lists_runs_and_one_run() {
+    let p = diamond();
+    p.run(&["run", "p.yaml"]).ok();
+    let list = p.run(&["show"]).ok().stdout;
+    let id = list
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let one = p.run(&["show", &id]).ok().stdout;
+    assert!(one.contains("ran") && one.contains("diamond"), "{one}");
+}

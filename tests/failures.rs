@@ -1,0 +1,92 @@
+//! A failing stage stops its dependants; independent branches finish.
+
+use crate::common::*;
+
+#[test]
+fn failure_stops_dependants_but_not_independent_branches() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"
+name: f
+stages:
+  bad: {cmd: "echo about to fail >&2; echo 'the real reason' >&2; exit 3"}
+  after_bad: {cmd: "true", needs: [bad]}
+  good: {cmd: "sleep 0.3; echo ok > {out}/ok"}
+  after_good: {cmd: "cat {in.good}/ok > {out}/ok", needs: [good]}
+"#,
+    );
+    let r = p.run(&["run", "p.yaml", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.status_of("bad"), "failed");
+    assert_eq!(r.status_of("after_bad"), "skipped");
+    assert_eq!(r.status_of("good"), "ran");
+    assert_eq!(r.status_of("after_good"), "ran");
+    assert!(
+        r.stderr.contains("stage `bad` failed") && r.stderr.contains("exited with status 3"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("| the real reason"),
+        "stderr tail missing:\n{}",
+        r.stderr
+    );
+    // Nothing of the failed stage was cached: a re-run tries it again, the rest is cached.
+    let again = p.run(&["run", "p.yaml", "--json"]);
+    assert_eq!(again.status_of("bad"), "failed");
+    assert_eq!(again.status_of("good"), "cached");
+}
+
+#[test]
+fn a_declared_out_that_is_missing_fails_the_stage() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "name: o\nstages:\n  a: {cmd: 'true', outs: [model.bin]}\n",
+    );
+    let r = p.run(&["run", "p.yaml"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("outs: [model.bin]"), "{}", r.stderr);
+}
+
+#[test]
+fn kill_9_loses_nothing_finished_and_the_next_run_continues() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"
+name: k
+stages:
+  quick: {cmd: "echo done > {out}/x"}
+  slow: {cmd: "sleep 30; echo late > {out}/y", needs: [quick]}
+"#,
+    );
+    let mut child = p
+        .cmd(&["run", "p.yaml"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until `quick` is committed (its entry exists), then kill -9 mid-`slow`.
+    let entries = p.cache().join("entries");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&entries).map(|d| d.count()).unwrap_or(0) < 1 {
+        assert!(std::time::Instant::now() < deadline, "quick never finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    unsafe { libc_kill(child.id() as i32, 9) };
+    child.wait().unwrap();
+    // The next run finds `quick` cached; `slow` is re-run (shortened so the test is quick).
+    let text = p.read("p.yaml").replace("sleep 30; ", "");
+    p.write("p.yaml", &text);
+    let r = p.run(&["run", "p.yaml", "--json"]).ok();
+    assert_eq!(r.status_of("quick"), "cached");
+    assert_eq!(r.status_of("slow"), "ran");
+    p.run(&["verify"]).ok();
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}

@@ -1,0 +1,11 @@
+//! hcpipe's integration tests: the real `hcpipe` binary, real processes, temp dirs.
+//! One test binary, one module per feature.
+
+mod common;
+
+mod caching;
+mod concurrency;
+mod errors;
+mod failures;
+mod parallel;
+mod verify_gc;
