@@ -88,6 +88,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two runs (ids) or two git revisions of a pipeline: params, stage keys (and why), metrics.
+    Diff {
+        a: String,
+        b: String,
+        /// The pipeline file whose git revisions A and B are (needed when A or B is not a run id).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-hash every cached object and report corruption, with the stages affected.
     Verify {
         #[arg(long)]
@@ -143,6 +153,12 @@ pub fn main() -> i32 {
             stage,
             json,
         } => cmd_show(&cli.cache, target.as_deref(), stage.as_deref(), json),
+        Command::Diff {
+            a,
+            b,
+            pipeline,
+            json,
+        } => cmd_diff(&cli.cache, &a, &b, pipeline.as_deref(), json),
         Command::Verify { json } => cmd_verify(&cli.cache, json),
         Command::Gc { keep_last } => cmd_gc(&cli.cache, keep_last),
         Command::Ops => {
@@ -517,6 +533,36 @@ fn cmd_show(
         "{}",
         table::render(&["stage", "status", "wall_s", "key", "metrics"], &rows)
     );
+    Ok(0)
+}
+
+fn cmd_diff(
+    cache_dir: &Path,
+    a: &str,
+    b: &str,
+    pipeline: Option<&Path>,
+    json: bool,
+) -> Result<i32, String> {
+    use crate::record::diff::{diff, render, Side};
+    let cache = open_cache(cache_dir)?;
+    let side = |which: &str| -> Result<Side, String> {
+        match (record::find_run(&cache, which), pipeline) {
+            (Ok(run), _) => Ok(Side::from_run(&cache, &run)),
+            (Err(_), Some(p)) => Side::from_revision(&cache, p, which),
+            (Err(e), None) => Err(format!(
+                "{e}\n  hint: to compare git revisions of a pipeline, add `--pipeline FILE`"
+            )),
+        }
+    };
+    let d = diff(&side(a)?, &side(b)?);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", render(&d));
+    }
     Ok(0)
 }
 

@@ -5,7 +5,9 @@ mod common;
 
 mod caching;
 mod concurrency;
+mod diff;
 mod errors;
 mod failures;
+mod matrix;
 mod parallel;
 mod verify_gc;

@@ -224,20 +224,20 @@ pub fn expand_cmd(text: &str, out: &Path, inputs: &[Input]) -> String {
             &format!("{{in.{name}}}"),
             &shell_quote(&input.dir.to_string_lossy()),
         );
-        // A matrix member is also reachable by its base name when it is the only one.
-        if let Some(base) = name.split('[').next().filter(|b| b != name) {
-            if inputs
-                .iter()
-                .filter(|i| i.stage.split('[').next() == Some(base))
-                .count()
-                == 1
-            {
-                cmd = cmd.replace(
-                    &format!("{{in.{base}}}"),
-                    &shell_quote(&input.dir.to_string_lossy()),
-                );
-            }
+    }
+    // A matrix stage's base name stands for all its members in `needs`
+    // (one folder when fanning out, every folder, space-separated, when gathering).
+    let mut by_base: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for i in inputs {
+        if let Some((base, _)) = i.stage.split_once('[') {
+            by_base
+                .entry(base)
+                .or_default()
+                .push(shell_quote(&i.dir.to_string_lossy()));
         }
+    }
+    for (base, dirs) in by_base {
+        cmd = cmd.replace(&format!("{{in.{base}}}"), &dirs.join(" "));
     }
     cmd
 }

@@ -2,6 +2,7 @@
 //! every finished stage, so even a killed run leaves an account of what it
 //! finished. `show`, `diff` and `gc` read them.
 
+pub mod diff;
 pub mod git;
 
 use std::path::{Path, PathBuf};

@@ -40,10 +40,21 @@ pub fn load_pipeline(path: &Path, overrides: &[(String, String)]) -> Result<Pipe
             e.utf8_error().valid_up_to()
         ))
     })?;
-    let raw = parse_str(&text, &shown)?;
+    load_pipeline_text(&text, path, &shown, overrides)
+}
+
+/// Check pipeline `text` as if it were the file at `path` (deps resolve
+/// beside `path`); `diff` uses this for a file read at a git revision.
+pub fn load_pipeline_text(
+    text: &str,
+    path: &Path,
+    shown: &str,
+    overrides: &[(String, String)],
+) -> Result<Pipeline, SpecError> {
+    let raw = parse_str(text, shown)?;
     let abs = std::path::absolute(path).map_err(|e| SpecError::new(format!("`{shown}`: {e}")))?;
     let file_hash = blake3::hash(text.as_bytes()).to_hex().to_string();
-    validate::validate(raw, &text, &abs, &shown, file_hash, overrides)
+    validate::validate(raw, text, &abs, shown, file_hash, overrides)
 }
 
 /// Parse YAML text into the raw model; `shown` names the file in messages.

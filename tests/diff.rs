@@ -1,0 +1,109 @@
+//! `hcpipe diff` between runs and between git revisions of a pipeline.
+
+use std::process::Command;
+
+use crate::common::*;
+
+fn git(p: &Project, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const PIPE: &str = r#"
+name: d
+params: {lr: 0.1}
+stages:
+  prep: {cmd: "echo prep > {out}/p"}
+  train:
+    cmd: "echo '{\"loss\": ${params.lr}, \"val\": {\"acc\": 0.5}}' > {out}/metrics.json"
+    needs: [prep]
+"#;
+
+#[test]
+fn diff_across_two_git_commits_shows_params_keys_and_metric_deltas() {
+    let p = Project::new();
+    p.write("p.yaml", PIPE);
+    git(&p, &["init", "-q"]);
+    git(
+        &p,
+        &["-c", "user.email=t@t", "-c", "user.name=t", "add", "p.yaml"],
+    );
+    git(
+        &p,
+        &[
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-qm",
+            "one",
+        ],
+    );
+    p.run(&["run", "p.yaml"]).ok();
+    p.write("p.yaml", &PIPE.replace("lr: 0.1", "lr: 0.25"));
+    git(
+        &p,
+        &[
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-qam",
+            "two",
+        ],
+    );
+    p.run(&["run", "p.yaml"]).ok();
+    let text = p
+        .run(&["diff", "HEAD~1", "HEAD", "--pipeline", "p.yaml"])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("lr") && text.contains("0.1") && text.contains("0.25"),
+        "{text}"
+    );
+    assert!(text.contains("train  changed  cmd changed"), "{text}");
+    assert!(text.contains("prep   same"), "{text}");
+    assert!(text.contains("loss") && text.contains("+0.1500"), "{text}");
+    let json = p
+        .run(&["diff", "HEAD~1", "HEAD", "--pipeline", "p.yaml", "--json"])
+        .ok()
+        .stdout;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["params"][0]["param"], "lr");
+    let loss = v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "loss")
+        .unwrap();
+    assert!((loss["delta"].as_f64().unwrap() - 0.15).abs() < 1e-9);
+}
+
+#[test]
+fn diff_between_two_run_ids() {
+    let p = Project::new();
+    p.write("p.yaml", PIPE);
+    p.run(&["run", "p.yaml"]).ok();
+    p.run(&["run", "p.yaml", "--set", "lr=0.5"]).ok();
+    let list = p.run(&["show"]).ok().stdout;
+    let ids: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let text = p.run(&["diff", ids[0], ids[1]]).ok().stdout;
+    assert!(text.contains("0.5") && text.contains("+0.4000"), "{text}");
+    let err = p.run(&["diff", "nope", ids[1]]);
+    assert_eq!(err.code, 2);
+    assert!(err.stderr.contains("--pipeline FILE"), "{}", err.stderr);
+}
