@@ -85,3 +85,31 @@ fn needing_a_matrix_stage_without_gather_or_matrix_is_an_error() {
         r.stderr
     );
 }
+
+#[test]
+fn collect_tabulates_a_sweep() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"
+name: t
+stages:
+  train:
+    cmd: "echo '{\"best_epoch\": 3, \"train\": {\"bacc\": ${matrix.lr}}}' > {out}/metrics.json"
+    matrix: {lr: [0.1, 0.2]}
+  table:
+    op: collect
+    needs: [train]
+    gather: true
+    params: {columns: [train.best_epoch, train.train.bacc], headers: [best epoch, train bacc]}
+"#,
+    );
+    p.run(&["run", "p.yaml"]).ok();
+    let t = p.run(&["show", "p.yaml", "table", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(t.stdout.trim()).unwrap();
+    let dir = std::path::Path::new(v["path"].as_str().unwrap());
+    let tsv = std::fs::read_to_string(dir.join("table.tsv")).unwrap();
+    assert_eq!(tsv, "lr\tbest epoch\ttrain bacc\n0.1\t3\t0.1000\n0.2\t3\t0.2000\n");
+    let md = std::fs::read_to_string(dir.join("table.md")).unwrap();
+    assert!(md.starts_with("| lr | best epoch | train bacc |\n|---|---|---|\n"), "{md}");
+}

@@ -22,6 +22,7 @@
 //! into a typed struct with `#[serde(deny_unknown_fields)]`, so a typo fails
 //! the whole pipeline at load time with the list of valid names.
 
+pub mod collect;
 pub mod metrics;
 
 use std::path::{Path, PathBuf};
@@ -195,4 +196,10 @@ pub fn lookup(name: &str) -> Option<&'static OpDef> {
     REGISTRY.iter().find(|d| d.name == name)
 }
 
-static REGISTRY: &[OpDef] = &[];
+static REGISTRY: &[OpDef] = &[OpDef {
+    name: "collect",
+    version: 1,
+    kind: OpKind::Native(collect::run),
+    check_params: collect::check,
+    summary: "one table (TSV + Markdown) of gathered stages' metrics, a row per matrix member",
+}];
