@@ -91,3 +91,25 @@ fn gc_keeps_what_the_newest_runs_use() {
     assert_eq!(dropped.ran(), ["a", "b", "c", "d"]);
     assert_eq!(p.run(&["verify"]).code, 0);
 }
+
+#[test]
+fn gc_refuses_while_a_run_uses_the_cache() {
+    let p = Project::new();
+    p.write("p.yaml", "name: g\nstages:\n  slow: {cmd: 'sleep 2; echo x > {out}/x'}\n");
+    let mut child = p.cmd(&["run", "p.yaml"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let lock = p.cache().join("use.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !lock.exists() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let gc = p.run(&["gc"]);
+    assert_eq!(gc.code, 2, "{}", gc.stdout);
+    assert!(gc.stderr.contains("another `hcpipe` is using the cache"), "{}", gc.stderr);
+    assert!(child.wait().unwrap().success());
+    p.run(&["gc"]).ok();
+    // The finished run's result survived both gcs.
+    let again = p.run(&["run", "p.yaml", "--json"]).ok();
+    assert!(again.ran().is_empty());
+}
