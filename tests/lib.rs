@@ -8,6 +8,7 @@ mod concurrency;
 mod diff;
 mod errors;
 mod failures;
+mod hostile;
 mod matrix;
 mod parallel;
 mod verify_gc;
