@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test lint fmt clean bench torch
+.PHONY: all build demo test lint fmt clean bench torch soak
 
 all: build
 
@@ -33,6 +33,10 @@ demo: build
 
 test: build
 	cargo test --release --workspace
+
+# Long reliability checks, outside `make test`.
+soak: build
+	HCPIPE_SOAK_KILLS=100 cargo test --release --test lib soak -- --nocapture
 
 lint:
 	cargo fmt --all --check

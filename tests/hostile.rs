@@ -7,7 +7,11 @@ use crate::common::*;
 fn refused(p: &Project) -> String {
     let t = Instant::now();
     let r = p.run(&["run", "p.yaml"]);
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(r.code, 2, "stdout:{}\nstderr:{}", r.stdout, r.stderr);
     assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
     r.stderr
@@ -20,7 +24,10 @@ fn billion_laughs_alias_bomb() {
     let mut y = String::from("name: bomb\nparams:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..12 {
         let prev = format!("*a{}", i - 1);
-        y.push_str(&format!("  a{i}: &a{i} [{}]\n", vec![prev.as_str(); 10].join(", ")));
+        y.push_str(&format!(
+            "  a{i}: &a{i} [{}]\n",
+            vec![prev.as_str(); 10].join(", ")
+        ));
     }
     y.push_str("stages:\n  s: {cmd: 'true'}\n");
     p.write("p.yaml", &y);
@@ -32,7 +39,11 @@ fn billion_laughs_alias_bomb() {
 fn deeply_nested_yaml() {
     let p = Project::new();
     let depth = 100_000;
-    let y = format!("name: deep\nstages:\n  s: {{cmd: 'true', params: {{x: {}{}}}}}\n", "[".repeat(depth), "]".repeat(depth));
+    let y = format!(
+        "name: deep\nstages:\n  s: {{cmd: 'true', params: {{x: {}{}}}}}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
     p.write("p.yaml", &y);
     refused(&p);
 }
@@ -41,7 +52,9 @@ fn deeply_nested_yaml() {
 fn huge_file_is_refused_before_parsing() {
     let p = Project::new();
     let mut y = String::from("name: huge\nstages:\n  s: {cmd: 'true'}\n");
-    y.push_str(&"# padding padding padding padding padding padding padding padding\n".repeat(80_000));
+    y.push_str(
+        &"# padding padding padding padding padding padding padding padding\n".repeat(80_000),
+    );
     p.write("p.yaml", &y);
     let err = refused(&p);
     assert!(err.contains("refuses pipeline files over"), "{err}");
@@ -59,7 +72,10 @@ fn wrong_types_name_the_place() {
     p.write("p.yaml", "stages:\n  s: {cmd: 'true'}\n");
     let err = refused(&p);
     assert!(err.contains("name"), "{err}");
-    p.write("p.yaml", "name: t\nstages:\n  s: {cmd: 'true', resources: {cpu: -1}}\n");
+    p.write(
+        "p.yaml",
+        "name: t\nstages:\n  s: {cmd: 'true', resources: {cpu: -1}}\n",
+    );
     refused(&p);
 }
 

@@ -11,4 +11,5 @@ mod failures;
 mod hostile;
 mod matrix;
 mod parallel;
+mod soak;
 mod verify_gc;

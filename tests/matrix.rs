@@ -109,7 +109,13 @@ stages:
     let v: serde_json::Value = serde_json::from_str(t.stdout.trim()).unwrap();
     let dir = std::path::Path::new(v["path"].as_str().unwrap());
     let tsv = std::fs::read_to_string(dir.join("table.tsv")).unwrap();
-    assert_eq!(tsv, "lr\tbest epoch\ttrain bacc\n0.1\t3\t0.1000\n0.2\t3\t0.2000\n");
+    assert_eq!(
+        tsv,
+        "lr\tbest epoch\ttrain bacc\n0.1\t3\t0.1000\n0.2\t3\t0.2000\n"
+    );
     let md = std::fs::read_to_string(dir.join("table.md")).unwrap();
-    assert!(md.starts_with("| lr | best epoch | train bacc |\n|---|---|---|\n"), "{md}");
+    assert!(
+        md.starts_with("| lr | best epoch | train bacc |\n|---|---|---|\n"),
+        "{md}"
+    );
 }

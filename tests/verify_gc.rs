@@ -95,8 +95,15 @@ fn gc_keeps_what_the_newest_runs_use() {
 #[test]
 fn gc_refuses_while_a_run_uses_the_cache() {
     let p = Project::new();
-    p.write("p.yaml", "name: g\nstages:\n  slow: {cmd: 'sleep 2; echo x > {out}/x'}\n");
-    let mut child = p.cmd(&["run", "p.yaml"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    p.write(
+        "p.yaml",
+        "name: g\nstages:\n  slow: {cmd: 'sleep 2; echo x > {out}/x'}\n",
+    );
+    let mut child = p
+        .cmd(&["run", "p.yaml"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let lock = p.cache().join("use.lock");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !lock.exists() {
@@ -106,7 +113,11 @@ fn gc_refuses_while_a_run_uses_the_cache() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let gc = p.run(&["gc"]);
     assert_eq!(gc.code, 2, "{}", gc.stdout);
-    assert!(gc.stderr.contains("another `hcpipe` is using the cache"), "{}", gc.stderr);
+    assert!(
+        gc.stderr.contains("another `hcpipe` is using the cache"),
+        "{}",
+        gc.stderr
+    );
     assert!(child.wait().unwrap().success());
     p.run(&["gc"]).ok();
     // The finished run's result survived both gcs.

@@ -29,7 +29,11 @@ pub fn check(params: &super::Params) -> Result<(), String> {
         return Err("`columns` is empty; list metrics as STAGE.metric.path".into());
     }
     if !p.headers.is_empty() && p.headers.len() != p.columns.len() {
-        return Err(format!("`headers` has {} names for {} columns", p.headers.len(), p.columns.len()));
+        return Err(format!(
+            "`headers` has {} names for {} columns",
+            p.headers.len(),
+            p.columns.len()
+        ));
     }
     for c in &p.columns {
         if !c.contains('.') {
@@ -57,28 +61,48 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         }
         let path = input.dir.join("metrics.json");
         let metrics: Value = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OpError::Msg(format!("{}: {e}", path.display())))?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| OpError::Msg(format!("{}: {e}", path.display())))?,
             Err(_) => Value::Object(Default::default()),
         };
         rows.entry(values).or_default().insert(base, metrics);
     }
     if rows.is_empty() {
-        return Err(OpError::Msg(format!("stage `{}` gathered nothing; give it `needs` and `gather: true`", ctx.stage)));
+        return Err(OpError::Msg(format!(
+            "stage `{}` gathered nothing; give it `needs` and `gather: true`",
+            ctx.stage
+        )));
     }
-    let headers: Vec<String> = if p.headers.is_empty() { p.columns.clone() } else { p.headers.clone() };
+    let headers: Vec<String> = if p.headers.is_empty() {
+        p.columns.clone()
+    } else {
+        p.headers.clone()
+    };
     let mut tsv = String::new();
     let mut md = String::new();
-    let head: Vec<String> = matrix_keys.iter().cloned().chain(headers.iter().cloned()).collect();
+    let head: Vec<String> = matrix_keys
+        .iter()
+        .cloned()
+        .chain(headers.iter().cloned())
+        .collect();
     let _ = writeln!(tsv, "{}", head.join("\t"));
     let _ = writeln!(md, "| {} |", head.join(" | "));
     let _ = writeln!(md, "|{}", "---|".repeat(head.len()));
     let mut missing = Vec::new();
     for (values, by_base) in &rows {
-        let kv: BTreeMap<&str, &str> = values.split(',').filter_map(|s| s.split_once('=')).collect();
-        let mut cells: Vec<String> = matrix_keys.iter().map(|k| kv.get(k.as_str()).unwrap_or(&"").to_string()).collect();
+        let kv: BTreeMap<&str, &str> = values
+            .split(',')
+            .filter_map(|s| s.split_once('='))
+            .collect();
+        let mut cells: Vec<String> = matrix_keys
+            .iter()
+            .map(|k| kv.get(k.as_str()).unwrap_or(&"").to_string())
+            .collect();
         for col in &p.columns {
             let (base, path) = col.split_once('.').unwrap_or((col, ""));
-            let v = by_base.get(base).and_then(|m| path.split('.').try_fold(m, |v, k| v.get(k)));
+            let v = by_base
+                .get(base)
+                .and_then(|m| path.split('.').try_fold(m, |v, k| v.get(k)));
             match v {
                 Some(Value::Number(n)) => cells.push(format_number(n.as_f64().unwrap_or(f64::NAN))),
                 Some(Value::String(s)) => cells.push(s.clone()),
@@ -99,8 +123,10 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             p.columns.join(", ")
         )));
     }
-    std::fs::write(ctx.out.join("table.tsv"), tsv).map_err(|e| OpError::io(ctx.out.join("table.tsv"), e))?;
-    std::fs::write(ctx.out.join("table.md"), &md).map_err(|e| OpError::io(ctx.out.join("table.md"), e))?;
+    std::fs::write(ctx.out.join("table.tsv"), tsv)
+        .map_err(|e| OpError::io(ctx.out.join("table.tsv"), e))?;
+    std::fs::write(ctx.out.join("table.md"), &md)
+        .map_err(|e| OpError::io(ctx.out.join("table.md"), e))?;
     let mut m = Metrics::new();
     m.insert("rows".into(), Value::from(rows.len()));
     if !missing.is_empty() {
