@@ -26,7 +26,7 @@ fn billion_laughs_alias_bomb() {
         let prev = format!("*a{}", i - 1);
         y.push_str(&format!(
             "  a{i}: &a{i} [{}]\n",
-            vec![prev.as_str(); 10].join(", ")
+            [prev.as_str(); 10].join(", ")
         ));
     }
     y.push_str("stages:\n  s: {cmd: 'true'}\n");
