@@ -6,6 +6,7 @@ mod common;
 mod caching;
 mod concurrency;
 mod diff;
+mod disk_full;
 mod errors;
 mod failures;
 mod hostile;

@@ -7,7 +7,7 @@
 //! two runners on one cache execute each key once.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -83,16 +83,14 @@ pub fn run_job(cache: &Cache, job: &Job) -> Outcome {
     let staging = cache
         .staging(&job.key)
         .map_err(|e| Failure::msg(e.to_string()))?;
-    let log_path = staging.root.join("log");
+    // The log lives outside the staging folder so it outlasts a failed attempt.
+    let log_path = cache.log_path(&job.key);
     let started = Instant::now();
     let result = execute(job, &staging, &log_path);
     let wall_s = started.elapsed().as_secs_f64();
-    let kept_log = cache.log_path(&job.key);
-    let _ = std::fs::copy(&log_path, &kept_log);
     let metrics = result.map_err(|mut f| {
         if log_path.exists() {
-            f.log_tail = tail(&kept_log, 20);
-            f.log = Some(kept_log.clone());
+            f.log = Some(log_path.clone());
         }
         f
     })?;
@@ -252,15 +250,19 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Run a child with stdout+stderr into `log`; it dies with us (PR_SET_PDEATHSIG).
+/// Bytes of a child's output kept in memory for the error message, so the
+/// reason survives even when the log file cannot be written (a full disk).
+const TAIL_BYTES: usize = 16 * 1024;
+
+/// Run a child with stdout+stderr into `log` (and the last bytes in memory);
+/// the child dies with us (PR_SET_PDEATHSIG).
 fn spawn_logged(mut command: Command, log: &Path, what: &str) -> Result<(), Failure> {
-    let file = std::fs::File::create(log)
-        .map_err(|e| Failure::msg(format!("creating {}: {e}", log.display())))?;
-    let file2 = file.try_clone().map_err(|e| Failure::msg(e.to_string()))?;
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::from(file2));
+    let (mut reader, writer) =
+        std::io::pipe().map_err(|e| Failure::msg(format!("cannot make a pipe: {e}")))?;
+    let writer2 = writer
+        .try_clone()
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    command.stdin(Stdio::null()).stdout(writer).stderr(writer2);
     // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
     unsafe {
         command.pre_exec(|| {
@@ -268,9 +270,35 @@ fn spawn_logged(mut command: Command, log: &Path, what: &str) -> Result<(), Fail
             Ok(())
         });
     }
-    let status = command
-        .status()
+    let mut child = command
+        .spawn()
         .map_err(|e| Failure::msg(format!("cannot start the {what}: {e}")))?;
+    // Our copies of the write end must go, or the read below never sees EOF.
+    drop(command);
+    let mut file = std::fs::File::create(log).ok();
+    let mut tail_buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Some(f) = file.as_mut() {
+                    if f.write_all(&chunk[..n]).is_err() {
+                        file = None;
+                    }
+                }
+                tail_buf.extend_from_slice(&chunk[..n]);
+                if tail_buf.len() > 2 * TAIL_BYTES {
+                    tail_buf.drain(..tail_buf.len() - TAIL_BYTES);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Failure::msg(format!("waiting for the {what}: {e}")))?;
     if status.success() {
         return Ok(());
     }
@@ -278,7 +306,13 @@ fn spawn_logged(mut command: Command, log: &Path, what: &str) -> Result<(), Fail
         Some(code) => format!("exited with status {code}"),
         None => "was killed by a signal".to_string(),
     };
-    Err(Failure::msg(format!("the {what} {how}")))
+    let text = String::from_utf8_lossy(&tail_buf);
+    let lines: Vec<&str> = text.lines().collect();
+    Err(Failure {
+        message: format!("the {what} {how}"),
+        log_tail: lines[lines.len().saturating_sub(20)..].join("\n"),
+        log: None,
+    })
 }
 
 fn read_metrics(out: &Path, stage: &str) -> Result<Metrics, Failure> {
