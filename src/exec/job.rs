@@ -331,17 +331,6 @@ fn read_metrics(out: &Path, stage: &str) -> Result<Metrics, Failure> {
     }
 }
 
-/// The last `n` lines of a file.
-pub fn tail(path: &Path, n: usize) -> String {
-    let mut text = String::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let mut bytes = Vec::new();
-        let _ = f.read_to_end(&mut bytes);
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
 
 /// A job as handed to `hcpipe exec` on another machine: the job and the
 /// (shared) cache it commits to.
