@@ -23,6 +23,7 @@
 //! the whole pipeline at load time with the list of valid names.
 
 pub mod metrics;
+pub mod soft_vote;
 
 use std::path::{Path, PathBuf};
 
@@ -83,7 +84,10 @@ impl<'a> OpCtx<'a> {
 
     /// Every upstream stage made by `op`, in `needs` order.
     pub fn inputs_by_op(&self, op: &str) -> Vec<&'a Input> {
-        self.inputs.iter().filter(|i| i.op.as_deref() == Some(op)).collect()
+        self.inputs
+            .iter()
+            .filter(|i| i.op.as_deref() == Some(op))
+            .collect()
     }
 
     /// The first upstream stage made by any of `ops` (e.g. the dataset,
@@ -121,16 +125,26 @@ pub enum OpError {
     #[error("bad params: {0}")]
     Params(String),
     #[error("stage `{stage}` needs an upstream `{wanted}` stage; it has {have}. Add one to its `needs`.")]
-    MissingInput { stage: String, wanted: String, have: String },
+    MissingInput {
+        stage: String,
+        wanted: String,
+        have: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Msg(String),
 }
 
 impl OpError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        OpError::Io { path: path.into(), source }
+        OpError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -176,4 +190,10 @@ pub fn lookup(name: &str) -> Option<&'static OpDef> {
     REGISTRY.iter().find(|d| d.name == name)
 }
 
-static REGISTRY: &[OpDef] = &[];
+static REGISTRY: &[OpDef] = &[OpDef {
+    name: "soft_vote",
+    version: 1,
+    kind: OpKind::Native(soft_vote::run),
+    check_params: |p| parse_params::<soft_vote::SoftVoteParams>(p).map(|_| ()),
+    summary: "averages the probabilities of several `evaluate` stages (the lab's soft voting)",
+}];
