@@ -25,6 +25,7 @@
 pub mod cluster_metrics;
 pub mod gmm;
 pub mod metrics;
+pub mod nifti;
 pub mod soft_vote;
 
 use std::path::{Path, PathBuf};
