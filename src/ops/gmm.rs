@@ -255,6 +255,8 @@ pub fn fit(features: &Array2<f64>, params: &GmmParams) -> Result<Clustering, Str
     // squared distances), so fitting standardised codes is the same model as
     // scikit-learn's on the raw ones. It keeps linfa's unshifted exp() of the
     // log-densities in range: with 80 dims of spread 1e4 they underflow to 0.
+    // It also makes linfa's absolute k-means tolerance (centroid shift 1e-4)
+    // relative to the spread, as scikit-learn's KMeans tolerance is.
     let centre = features
         .mean_axis(Axis(0))
         .unwrap_or_else(|| ndarray::Array1::zeros(d));
