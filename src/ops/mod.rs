@@ -23,7 +23,11 @@
 //! the whole pipeline at load time with the list of valid names.
 
 pub mod collect;
+pub mod cluster_metrics;
+pub mod gmm;
 pub mod metrics;
+pub mod nifti;
+pub mod soft_vote;
 
 use std::path::{Path, PathBuf};
 
@@ -196,10 +200,26 @@ pub fn lookup(name: &str) -> Option<&'static OpDef> {
     REGISTRY.iter().find(|d| d.name == name)
 }
 
-static REGISTRY: &[OpDef] = &[OpDef {
-    name: "collect",
-    version: 1,
-    kind: OpKind::Native(collect::run),
-    check_params: collect::check,
-    summary: "one table (TSV + Markdown) of gathered stages' metrics, a row per matrix member",
-}];
+static REGISTRY: &[OpDef] = &[
+    OpDef {
+        name: "soft_vote",
+        version: 1,
+        kind: OpKind::Native(soft_vote::run),
+        check_params: |p| parse_params::<soft_vote::SoftVoteParams>(p).map(|_| ()),
+        summary: "averages the probabilities of several `evaluate` stages (the lab's soft voting)",
+    },
+    OpDef {
+        name: "gmm",
+        version: 1,
+        kind: OpKind::Native(gmm::run),
+        check_params: gmm::check_params,
+        summary: "Gaussian mixture on `extract_codes` codes (scikit-learn's defaults) + metrics vs labels",
+    },
+    OpDef {
+        name: "collect",
+        version: 1,
+        kind: OpKind::Native(collect::run),
+        check_params: collect::check,
+        summary: "one table (TSV + Markdown) of gathered stages' metrics, a row per matrix member",
+    },
+];

@@ -1,0 +1,860 @@
+//! `gmm`: the lab's Gaussian-mixture clustering of autoencoder codes.
+//!
+//! Needs one `extract_codes` stage (`codes.tsv`: `participant_id label f0 …
+//! fN`) and optionally the dataset (`fetch` or `synth`), whose
+//! `OASIS_BIDS.tsv` adds each subject's age and MMS, as the lab's final plot
+//! does. The model is linfa's `GaussianMixtureModel` set up as scikit-learn's
+//! `GaussianMixture(n_components)` defaults: full covariances, k-means
+//! initialisation, `tol` 1e-3, `reg_covar` 1e-6, `max_n_iter` 100, one run,
+//! seeded by `seed` (the k-means++ draw is the only randomness).
+//!
+//! Artifact: `assignments.tsv` (`participant_id label cluster proba_0 …
+//! [age MMS]`). Metrics: `mean_log_likelihood` (scikit-learn's `score`),
+//! `converged`, the lab's `compute_metrics(labels, cluster index)` as `lab`,
+//! the same under the best cluster → label matching as `matched` with the
+//! mapping in `cluster_to_label`, `adjusted_rand_index`, and a per-cluster
+//! summary.
+//!
+//! linfa's EM computes responsibilities as `ln(Σ exp(·))` without the
+//! log-sum-exp shift (80-dim densities of spread 1e4 underflow to 0 → NaN),
+//! and `predict` panics on a NaN row. So the codes are fitted standardised
+//! (one centre and one scale for all features, with `reg_covar` scaled to
+//! match: the same mixture, see [`fit`]), the fit is checked for finite
+//! parameters, and the log-likelihood, probabilities and assignments are
+//! computed here with a shifted log-sum-exp from the fitted parameters.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use linfa::prelude::*;
+use linfa_clustering::{GaussianMixtureModel, GmmCovarType, GmmError, GmmInitMethod};
+use linfa_linalg::cholesky::Cholesky;
+use linfa_linalg::triangular::{SolveTriangular, UPLO};
+use ndarray::{Array2, Axis};
+use rand_xoshiro::rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro256Plus;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::cluster_metrics::{adjusted_rand_index, best_cluster_to_label};
+use super::metrics::compute_metrics;
+use super::{Metrics, OpCtx, OpError};
+
+/// Params, defaulting to scikit-learn's `GaussianMixture` as the lab uses it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GmmParams {
+    pub n_components: usize,
+    pub seed: u64,
+    pub tol: f64,
+    pub reg_covar: f64,
+    pub max_n_iter: u64,
+}
+
+impl Default for GmmParams {
+    fn default() -> Self {
+        GmmParams {
+            n_components: 2,
+            seed: 0,
+            tol: 1e-3,
+            reg_covar: 1e-6,
+            max_n_iter: 100,
+        }
+    }
+}
+
+impl GmmParams {
+    /// Range checks serde cannot express; run at pipeline load time too.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_COMPONENTS).contains(&self.n_components) {
+            return Err(format!(
+                "n_components is {}, expected 1 to {MAX_COMPONENTS} (the lab uses 2)",
+                self.n_components
+            ));
+        }
+        if !(self.tol.is_finite() && self.tol > 0.0) {
+            return Err(format!(
+                "tol is {}, expected a positive number (default 1e-3)",
+                self.tol
+            ));
+        }
+        if !(self.reg_covar.is_finite() && self.reg_covar > 0.0) {
+            return Err(format!(
+                "reg_covar is {}, expected a positive number (default 1e-6)",
+                self.reg_covar
+            ));
+        }
+        if self.max_n_iter == 0 {
+            return Err("max_n_iter is 0, expected at least 1 (default 100)".into());
+        }
+        Ok(())
+    }
+}
+
+/// The cluster → label search tries 2^n mappings (see `cluster_metrics`).
+const MAX_COMPONENTS: usize = 16;
+const CODES: &str = "codes.tsv";
+const ASSIGNMENTS: &str = "assignments.tsv";
+const DEMOGRAPHICS: &str = "OASIS-1_dataset/tsv_files/lab_1/OASIS_BIDS.tsv";
+
+/// Parses and range-checks params (the registry's `check_params`).
+pub fn check_params(params: &super::Params) -> Result<(), String> {
+    super::parse_params::<GmmParams>(params)?.check()
+}
+
+/// The codes of one split, as `extract_codes` writes them.
+#[derive(Debug, Clone)]
+pub struct Codes {
+    pub ids: Vec<String>,
+    pub labels: Vec<i64>,
+    /// One row per subject, one column per code feature.
+    pub features: Array2<f64>,
+}
+
+/// A fitted mixture, evaluated on the data it was fitted on.
+#[derive(Debug, Clone)]
+pub struct Clustering {
+    /// Most probable component of each sample (scikit-learn's `predict`).
+    pub clusters: Vec<usize>,
+    /// Posterior of each component, samples × components (`predict_proba`).
+    pub proba: Array2<f64>,
+    /// Mean per-sample log-likelihood (scikit-learn's `score`).
+    pub mean_log_likelihood: f64,
+    pub weights: Vec<f64>,
+}
+
+/// The op's entry point (see the module docs).
+pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
+    let params: GmmParams = ctx.params()?;
+    params.check().map_err(OpError::Params)?;
+    let codes_input = ctx.input_by_op("extract_codes")?;
+    let codes_path = codes_input.dir.join(CODES);
+    let codes = read_codes(&codes_path)?;
+    let demographics = match ctx.input_by_any_op(&["fetch", "synth"]) {
+        Ok(dataset) => Some(read_demographics(
+            &dataset.dir.join(DEMOGRAPHICS),
+            &codes.ids,
+        )?),
+        Err(_) => None,
+    };
+
+    // Thread count does not change the result: linfa's parallel loops are
+    // per-sample assignments, and the k-means++ draw is sequential.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(ctx.threads.max(1))
+        .build()
+        .map_err(|e| {
+            OpError::Msg(format!(
+                "stage `{}`: cannot start {} threads: {e}",
+                ctx.stage, ctx.threads
+            ))
+        })?;
+    let fitted = pool
+        .install(|| fit(&codes.features, &params))
+        .map_err(|e| OpError::Msg(format!("{}: {e}", codes_path.display())))?;
+
+    write_assignments(
+        &ctx.out.join(ASSIGNMENTS),
+        &codes,
+        &fitted,
+        demographics.as_deref(),
+    )?;
+    Ok(summarise(&codes, &fitted, &params, demographics.as_deref()))
+}
+
+fn summarise(
+    codes: &Codes,
+    fitted: &Clustering,
+    params: &GmmParams,
+    demographics: Option<&[Demographics]>,
+) -> Metrics {
+    let k = params.n_components;
+    let raw: Vec<i64> = fitted.clusters.iter().map(|&c| c as i64).collect();
+    let mapping = best_cluster_to_label(&codes.labels, &fitted.clusters, k).unwrap_or_default();
+    let matched: Vec<i64> = fitted
+        .clusters
+        .iter()
+        .map(|&c| mapping.get(c).copied().unwrap_or(-1))
+        .collect();
+    let per_cluster: Vec<serde_json::Value> = (0..k)
+        .map(|c| {
+            let members: Vec<usize> = (0..codes.ids.len())
+                .filter(|&i| fitted.clusters.get(i) == Some(&c))
+                .collect();
+            let n_ad = members
+                .iter()
+                .filter(|&&i| codes.labels.get(i) == Some(&1))
+                .count();
+            let mut entry = json!({
+                "cluster": c,
+                "weight": fitted.weights.get(c),
+                "n": members.len(),
+                "n_ad": n_ad,
+                "n_cn": members.len() - n_ad,
+            });
+            if let (Some(table), Some(map)) = (demographics, entry.as_object_mut()) {
+                let mean = |get: fn(&Demographics) -> f64| {
+                    let values: Vec<f64> = members
+                        .iter()
+                        .filter_map(|&i| table.get(i))
+                        .map(get)
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+                };
+                map.insert("mean_age".into(), json!(mean(|d| d.age)));
+                map.insert("mean_mms".into(), json!(mean(|d| d.mms)));
+            }
+            entry
+        })
+        .collect();
+
+    let mut metrics = Metrics::new();
+    metrics.insert("n".into(), json!(codes.ids.len()));
+    metrics.insert("n_features".into(), json!(codes.features.ncols()));
+    metrics.insert("n_components".into(), json!(k));
+    metrics.insert(
+        "mean_log_likelihood".into(),
+        json!(fitted.mean_log_likelihood),
+    );
+    // linfa returns an error instead of an unconverged model, so a result is converged.
+    // It does not report the iteration count, hence no `n_iter`.
+    metrics.insert("converged".into(), json!(true));
+    metrics.insert("weights".into(), json!(fitted.weights));
+    metrics.insert("lab".into(), json!(compute_metrics(&codes.labels, &raw)));
+    metrics.insert(
+        "matched".into(),
+        json!(compute_metrics(&codes.labels, &matched)),
+    );
+    metrics.insert("cluster_to_label".into(), json!(mapping));
+    metrics.insert(
+        "adjusted_rand_index".into(),
+        json!(adjusted_rand_index(&codes.labels, &fitted.clusters)),
+    );
+    metrics.insert("clusters".into(), json!(per_cluster));
+    metrics
+}
+
+/// Fits the mixture and evaluates it on `features` (rows = samples).
+///
+/// Errors are plain sentences meant to follow the codes file's path.
+pub fn fit(features: &Array2<f64>, params: &GmmParams) -> Result<Clustering, String> {
+    params.check()?;
+    let (n, d) = features.dim();
+    let k = params.n_components;
+    if n < k {
+        return Err(format!(
+            "{n} subjects but {k} mixture components; a Gaussian mixture needs at least as many samples as components"
+        ));
+    }
+    if d == 0 {
+        return Err("the codes have no feature columns".into());
+    }
+    // EM with full covariances is equivariant under x → (x - c) / s when
+    // reg_covar becomes reg_covar / s² (k-means++ too: it only compares
+    // squared distances), so fitting standardised codes is the same model as
+    // scikit-learn's on the raw ones. It keeps linfa's unshifted exp() of the
+    // log-densities in range: with 80 dims of spread 1e4 they underflow to 0.
+    // It also makes linfa's absolute k-means tolerance (centroid shift 1e-4)
+    // relative to the spread, as scikit-learn's KMeans tolerance is.
+    let centre = features
+        .mean_axis(Axis(0))
+        .unwrap_or_else(|| ndarray::Array1::zeros(d));
+    let centred = features - &centre;
+    let spread = (centred.iter().map(|v| v * v).sum::<f64>() / (n * d) as f64).sqrt();
+    let scale = if spread.is_finite() && spread > 0.0 {
+        spread
+    } else {
+        1.0
+    };
+    let scaled = centred / scale;
+    let dataset = DatasetBase::from(scaled.clone());
+    let hyper =
+        GaussianMixtureModel::params_with_rng(k, Xoshiro256Plus::seed_from_u64(params.seed))
+            .covariance_type(GmmCovarType::Full)
+            .init_method(GmmInitMethod::KMeans)
+            .tolerance(params.tol)
+            .reg_covariance(params.reg_covar / (scale * scale))
+            .n_runs(1)
+            .max_n_iterations(params.max_n_iter);
+    // linfa has `unwrap`s on paths its checks should rule out; a panic there
+    // must still fail this stage with a sentence, not take the runner down.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hyper.fit(&dataset)))
+        .map_err(|_| "linfa's GaussianMixtureModel panicked while fitting (a bug in linfa-clustering 0.8); try another `seed`".to_string())?;
+    let model = outcome.map_err(|e| explain(&e, params))?;
+
+    let weights = model.weights().to_vec();
+    let finite = weights.iter().all(|w| w.is_finite() && *w > 0.0)
+        && model.means().iter().all(|v| v.is_finite())
+        && model.covariances().iter().all(|v| v.is_finite());
+    if !finite {
+        return Err(format!(
+            "the fitted mixture has non-finite parameters (EM overflowed on codes of this scale); \
+             raise `reg_covar` (now {}) or rescale the codes",
+            params.reg_covar
+        ));
+    }
+    let log_prob = weighted_log_prob(&scaled, &model)
+        .map_err(|e| format!("{e}; raise `reg_covar` (now {})", params.reg_covar))?;
+    let mut proba = Array2::zeros((n, k));
+    let mut clusters = Vec::with_capacity(n);
+    let mut total = 0.0;
+    for (i, row) in log_prob.axis_iter(Axis(0)).enumerate() {
+        // log-sum-exp, shifted by the row's maximum so nothing overflows.
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        total += lse;
+        let mut best = 0;
+        for (c, v) in row.iter().enumerate() {
+            proba[[i, c]] = (v - lse).exp();
+            if *v > row[best] {
+                best = c;
+            }
+        }
+        clusters.push(best);
+    }
+    // Back to the raw codes' density: the Jacobian of x / scale is scale^-d.
+    let mean_log_likelihood = total / n as f64 - d as f64 * scale.ln();
+    if !mean_log_likelihood.is_finite() {
+        return Err(format!(
+            "the log-likelihood of the fitted mixture is not finite; raise `reg_covar` (now {})",
+            params.reg_covar
+        ));
+    }
+    Ok(Clustering {
+        clusters,
+        proba,
+        mean_log_likelihood,
+        weights,
+    })
+}
+
+/// ln(weight_k) + ln N(x_i | mean_k, cov_k), samples × components, through
+/// the Cholesky factor of each covariance (as scikit-learn does).
+fn weighted_log_prob(
+    x: &Array2<f64>,
+    model: &GaussianMixtureModel<f64>,
+) -> Result<Array2<f64>, String> {
+    let (n, d) = x.dim();
+    let k = model.weights().len();
+    let mut out = Array2::zeros((n, k));
+    let ln_2pi = (2.0 * std::f64::consts::PI).ln();
+    for c in 0..k {
+        let cov = model.covariances().index_axis(Axis(0), c);
+        let chol = cov
+            .cholesky()
+            .map_err(|e| format!("covariance of component {c} is not positive definite ({e})"))?;
+        let diff = (x - &model.means().row(c)).reversed_axes(); // d × n
+        let solved = chol
+            .solve_triangular(&diff, UPLO::Lower)
+            .map_err(|e| format!("component {c}: {e}"))?;
+        let half_log_det: f64 = chol.diag().iter().map(|v| v.ln()).sum();
+        let ln_weight = model.weights()[c].ln();
+        for (i, column) in solved.axis_iter(Axis(1)).enumerate() {
+            let mahalanobis: f64 = column.iter().map(|v| v * v).sum();
+            out[[i, c]] = ln_weight - 0.5 * (d as f64 * ln_2pi + mahalanobis) - half_log_det;
+        }
+    }
+    Ok(out)
+}
+
+/// Turns linfa's error into what happened and what to change.
+fn explain(error: &GmmError, params: &GmmParams) -> String {
+    match error {
+        GmmError::NotConverged(_) => format!(
+            "the Gaussian mixture did not converge in {} EM iterations (tol {}); raise `max_n_iter` or `tol`, or try another `seed`",
+            params.max_n_iter, params.tol
+        ),
+        GmmError::LinalgError(e) => format!(
+            "a mixture component's covariance is singular ({e}): its codes are (nearly) collapsed or it holds \
+             too few subjects for the code's dimension; raise `reg_covar` (now {}) or lower `n_components`",
+            params.reg_covar
+        ),
+        GmmError::EmptyCluster(_) | GmmError::KMeansError(_) => format!(
+            "a mixture component ended up empty ({error}); the codes may hold fewer than {} distinct points: lower `n_components` or try another `seed`",
+            params.n_components
+        ),
+        GmmError::MinMaxError(_) | GmmError::LowerBoundError(_) => format!(
+            "EM produced NaN responsibilities ({error}): linfa's unshifted exp() of the log-densities \
+             under- or overflowed even on standardised codes, which happens when features differ in \
+             spread by many orders of magnitude; standardise each feature or raise `reg_covar` (now {})",
+            params.reg_covar
+        ),
+        other => format!("fitting the Gaussian mixture failed: {other}"),
+    }
+}
+
+/// Reads `codes.tsv`: header `participant_id label f0 … f(d-1)`, labels 0/1,
+/// finite features.
+pub fn read_codes(path: &Path) -> Result<Codes, OpError> {
+    let bad = |what: String| OpError::Msg(format!("{}: {what}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| OpError::io(path, e))?;
+    let mut reader = csv::ReaderBuilder::new().delimiter(b'\t').from_reader(file);
+    let header = reader
+        .headers()
+        .map_err(|e| bad(format!("cannot read the header: {e}")))?
+        .clone();
+    let mut columns = header.iter();
+    if columns.next() != Some("participant_id") || columns.next() != Some("label") {
+        return Err(bad(format!(
+            "header starts with {:?}, expected `participant_id`, `label`, then f0, f1, … (as `extract_codes` writes it)",
+            header.iter().take(2).collect::<Vec<_>>()
+        )));
+    }
+    for (i, name) in columns.enumerate() {
+        if name != format!("f{i}") {
+            return Err(bad(format!(
+                "feature column {} is named `{name}`, expected `f{i}`",
+                i + 1
+            )));
+        }
+    }
+    let d = header.len() - 2;
+    let (mut ids, mut labels, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    let mut seen = HashSet::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| bad(e.to_string()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let id = record.get(0).unwrap_or_default().to_string();
+        let at = |what: String| bad(format!("line {line}, subject `{id}`: {what}"));
+        let label = record.get(1).unwrap_or_default();
+        match label.trim().parse::<i64>() {
+            Ok(l @ (0 | 1)) => labels.push(l),
+            _ => return Err(at(format!("label is `{label}`, expected 0 (CN) or 1 (AD)"))),
+        }
+        for (j, cell) in record.iter().skip(2).enumerate() {
+            match cell.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => values.push(v),
+                _ => return Err(at(format!("f{j} is `{cell}`, expected a finite number"))),
+            }
+        }
+        if !seen.insert(id.clone()) {
+            return Err(at("listed twice; each subject must appear once".into()));
+        }
+        ids.push(id);
+    }
+    if ids.is_empty() {
+        return Err(bad("no subjects (the table has only a header)".into()));
+    }
+    let features = Array2::from_shape_vec((ids.len(), d), values)
+        .map_err(|e| bad(format!("rows of unequal length: {e}")))?;
+    Ok(Codes {
+        ids,
+        labels,
+        features,
+    })
+}
+
+/// Age and MMS of one subject (NaN when the table leaves it empty).
+#[derive(Debug, Clone, Copy)]
+pub struct Demographics {
+    pub age: f64,
+    pub mms: f64,
+}
+
+/// Age (`age_bl`) and `MMS` of each of `ids`, from the dataset's `OASIS_BIDS.tsv`.
+fn read_demographics(path: &Path, ids: &[String]) -> Result<Vec<Demographics>, OpError> {
+    #[derive(Deserialize)]
+    struct Row {
+        participant_id: String,
+        // Empty or `n/a` cells are missing values, not errors.
+        #[serde(deserialize_with = "csv::invalid_option")]
+        age_bl: Option<f64>,
+        #[serde(rename = "MMS", deserialize_with = "csv::invalid_option")]
+        mms: Option<f64>,
+    }
+    let file = std::fs::File::open(path).map_err(|e| OpError::io(path, e))?;
+    let mut reader = csv::ReaderBuilder::new().delimiter(b'\t').from_reader(file);
+    let mut table = HashMap::new();
+    for record in reader.deserialize::<Row>() {
+        let row = record.map_err(|e| {
+            OpError::Msg(format!(
+                "{}: {e}; expected columns participant_id, age_bl, MMS",
+                path.display()
+            ))
+        })?;
+        let nan = f64::NAN;
+        table.insert(
+            row.participant_id,
+            Demographics {
+                age: row.age_bl.unwrap_or(nan),
+                mms: row.mms.unwrap_or(nan),
+            },
+        );
+    }
+    ids.iter()
+        .map(|id| {
+            table.get(id).copied().ok_or_else(|| {
+                OpError::Msg(format!(
+                    "{}: subject `{id}` of the codes is missing; the codes must come from this dataset",
+                    path.display()
+                ))
+            })
+        })
+        .collect()
+}
+
+fn write_assignments(
+    path: &Path,
+    codes: &Codes,
+    fitted: &Clustering,
+    demographics: Option<&[Demographics]>,
+) -> Result<(), OpError> {
+    let to_err = |e: csv::Error| OpError::Msg(format!("{}: cannot write: {e}", path.display()));
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(b'\t')
+        .from_path(path)
+        .map_err(to_err)?;
+    let mut header = vec![
+        "participant_id".to_string(),
+        "label".into(),
+        "cluster".into(),
+    ];
+    header.extend((0..fitted.proba.ncols()).map(|c| format!("proba_{c}")));
+    if demographics.is_some() {
+        header.extend(["age".to_string(), "MMS".into()]);
+    }
+    writer.write_record(&header).map_err(to_err)?;
+    let cell = |v: f64| {
+        if v.is_finite() {
+            v.to_string()
+        } else {
+            String::new()
+        }
+    };
+    for (i, (id, label)) in codes.ids.iter().zip(&codes.labels).enumerate() {
+        let mut row = vec![
+            id.clone(),
+            label.to_string(),
+            fitted
+                .clusters
+                .get(i)
+                .map_or(String::new(), |c| c.to_string()),
+        ];
+        row.extend(fitted.proba.row(i).iter().map(|p| p.to_string()));
+        if let Some(d) = demographics.and_then(|t| t.get(i)) {
+            row.extend([cell(d.age), cell(d.mms)]);
+        }
+        writer.write_record(&row).map_err(to_err)?;
+    }
+    writer.flush().map_err(|e| OpError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Input;
+    use rand_xoshiro::rand_core::RngCore;
+
+    /// Standard normal draws (Box–Muller) from a seeded xoshiro.
+    struct Normal(Xoshiro256Plus);
+    impl Normal {
+        fn new(seed: u64) -> Self {
+            Normal(Xoshiro256Plus::seed_from_u64(seed))
+        }
+        fn uniform(&mut self) -> f64 {
+            // 53 random bits in (0, 1]: never ln(0).
+            ((self.0.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+        }
+        fn sample(&mut self) -> f64 {
+            let (u, v) = (self.uniform(), self.uniform());
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        }
+    }
+
+    /// `per_cluster` samples around 0 (label 0) then `per_cluster` around
+    /// `gap` on every axis (label 1), unit noise, rows shuffled by interleaving.
+    fn blobs(per_cluster: usize, dims: usize, gap: f64, seed: u64) -> (Array2<f64>, Vec<i64>) {
+        let mut normal = Normal::new(seed);
+        let mut x = Array2::zeros((2 * per_cluster, dims));
+        let mut labels = Vec::new();
+        for i in 0..2 * per_cluster {
+            let label = (i % 2) as i64;
+            for j in 0..dims {
+                x[[i, j]] = normal.sample() + gap * label as f64;
+            }
+            labels.push(label);
+        }
+        (x, labels)
+    }
+
+    fn ari(labels: &[i64], fitted: &Clustering) -> f64 {
+        adjusted_rand_index(labels, &fitted.clusters).unwrap()
+    }
+
+    #[test]
+    fn separable_blobs_in_5_dims_are_recovered() {
+        let (x, labels) = blobs(20, 5, 6.0, 1);
+        let fitted = fit(&x, &GmmParams::default()).unwrap();
+        assert_eq!(ari(&labels, &fitted), 1.0);
+        assert!(fitted.mean_log_likelihood.is_finite());
+        // Five unit-variance dims: about -5/2 (1 + ln 2π) ≈ -7.09 per sample,
+        // less because the fitted covariances hug the sample.
+        assert!(
+            (-9.0..-5.0).contains(&fitted.mean_log_likelihood),
+            "{}",
+            fitted.mean_log_likelihood
+        );
+        for row in fitted.proba.axis_iter(Axis(0)) {
+            assert!((row.sum() - 1.0).abs() < 1e-9);
+        }
+        assert!((fitted.weights.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn separable_blobs_in_80_dims_with_fewer_samples_than_dims() {
+        // 30 subjects per component in 80 dims: each covariance has rank 29,
+        // and only reg_covar keeps it invertible, as with the lab's codes.
+        let (x, labels) = blobs(30, 80, 3.0, 2);
+        let fitted = fit(&x, &GmmParams::default()).unwrap();
+        assert_eq!(ari(&labels, &fitted), 1.0);
+        assert!(fitted.mean_log_likelihood.is_finite());
+    }
+
+    #[test]
+    fn low_rank_codes_are_clustered() {
+        // 60 codes of 80 dims spanning a 5-dim subspace (an autoencoder's codes
+        // can be this degenerate), two groups apart along one direction.
+        let mut normal = Normal::new(3);
+        let basis = Array2::from_shape_fn((5, 80), |_| normal.sample());
+        let mut latent = Array2::from_shape_fn((60, 5), |_| normal.sample() * 0.3);
+        let labels: Vec<i64> = (0..60).map(|i| i64::from(i >= 30)).collect();
+        for (i, label) in labels.iter().enumerate() {
+            latent[[i, 0]] += 4.0 * *label as f64;
+        }
+        let x = latent.dot(&basis);
+        let fitted = fit(&x, &GmmParams::default()).unwrap();
+        assert_eq!(ari(&labels, &fitted), 1.0);
+        assert!(fitted.mean_log_likelihood.is_finite());
+    }
+
+    #[test]
+    fn same_seed_same_result() {
+        let (x, _) = blobs(15, 10, 0.8, 4); // overlapping: the init matters
+        let params = GmmParams {
+            seed: 7,
+            ..GmmParams::default()
+        };
+        let a = fit(&x, &params).unwrap();
+        let b = fit(&x, &params).unwrap();
+        assert_eq!(a.clusters, b.clusters);
+        assert_eq!(
+            a.mean_log_likelihood.to_bits(),
+            b.mean_log_likelihood.to_bits()
+        );
+        assert_eq!(a.proba, b.proba);
+    }
+
+    #[test]
+    fn too_few_samples_and_bad_params_are_explained() {
+        let (x, _) = blobs(1, 3, 1.0, 5);
+        let params = GmmParams {
+            n_components: 3,
+            ..GmmParams::default()
+        };
+        let msg = fit(&x, &params).unwrap_err();
+        assert!(msg.contains("2 subjects but 3 mixture components"), "{msg}");
+        let msg = GmmParams {
+            reg_covar: 0.0,
+            ..GmmParams::default()
+        }
+        .check()
+        .unwrap_err();
+        assert!(msg.contains("reg_covar"), "{msg}");
+        let mut params = crate::ops::Params::new();
+        params.insert("n_component".into(), 2.into());
+        assert!(check_params(&params).is_err());
+        params.clear();
+        params.insert("n_components".into(), 0.into());
+        assert!(check_params(&params)
+            .unwrap_err()
+            .contains("n_components is 0"));
+    }
+
+    #[test]
+    fn collapsed_codes_fail_with_a_sentence() {
+        // Every subject has the same code: no two distinct components exist.
+        let x = Array2::from_elem((10, 4), 0.5);
+        let msg = fit(&x, &GmmParams::default()).unwrap_err();
+        assert!(
+            msg.contains("n_components") || msg.contains("reg_covar"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn large_spread_codes_fit_and_the_likelihood_follows_the_scale() {
+        // Full-rank 80-dim codes of spread 1e4: linfa alone underflows exp()
+        // of every log-density to 0 and fails on NaN responsibilities.
+        let (x, labels) = blobs(100, 80, 3.0, 8);
+        let big = &x * 1e4;
+        let params = GmmParams::default();
+        let fitted = fit(&big, &params).unwrap();
+        assert_eq!(ari(&labels, &fitted), 1.0);
+        // Scaling the codes by s (and reg_covar by s²) is the same mixture;
+        // only the density changes, by -d ln s per sample.
+        let same = GmmParams {
+            reg_covar: params.reg_covar * 1e-8,
+            ..params
+        };
+        let small = fit(&x, &same).unwrap();
+        assert_eq!(small.clusters, fitted.clusters);
+        let expected = small.mean_log_likelihood - 80.0 * 1e4f64.ln();
+        assert!(
+            (fitted.mean_log_likelihood - expected).abs() < 1e-6,
+            "{} vs {expected}",
+            fitted.mean_log_likelihood
+        );
+    }
+
+    fn codes_tsv(x: &Array2<f64>, labels: &[i64]) -> String {
+        let mut text = "participant_id\tlabel".to_string();
+        for j in 0..x.ncols() {
+            text += &format!("\tf{j}");
+        }
+        text += "\n";
+        for (i, row) in x.axis_iter(Axis(0)).enumerate() {
+            text += &format!("sub-{i:03}\t{}", labels[i]);
+            for v in row {
+                text += &format!("\t{v}");
+            }
+            text += "\n";
+        }
+        text
+    }
+
+    #[test]
+    fn bad_codes_tables_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CODES);
+        let cases = [
+            (
+                "participant_id\tlabel\tf0\ns1\t0\tnan\n",
+                "line 2, subject `s1`: f0 is `nan`",
+            ),
+            (
+                "participant_id\tlabel\tf0\ns1\t0\tinf\n",
+                "f0 is `inf`, expected a finite number",
+            ),
+            ("participant_id\tlabel\tf0\ns1\t2\t0.5\n", "label is `2`"),
+            (
+                "participant_id\tlabel\tf1\ns1\t0\t0.5\n",
+                "named `f1`, expected `f0`",
+            ),
+            (
+                "id\tlabel\tf0\ns1\t0\t0.5\n",
+                "expected `participant_id`, `label`",
+            ),
+            (
+                "participant_id\tlabel\tf0\ns1\t0\t0.5\ns2\t1\n",
+                "codes.tsv",
+            ),
+            ("participant_id\tlabel\tf0\n", "no subjects"),
+            (
+                "participant_id\tlabel\tf0\ns1\t0\t1\ns1\t0\t1\n",
+                "listed twice",
+            ),
+        ];
+        for (text, expected) in cases {
+            std::fs::write(&path, text).unwrap();
+            let msg = read_codes(&path).unwrap_err().to_string();
+            assert!(
+                msg.contains("codes.tsv") && msg.contains(expected),
+                "{text:?} → {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn op_writes_assignments_and_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let (x, labels) = blobs(12, 5, 6.0, 6);
+        let codes_dir = dir.path().join("codes");
+        std::fs::create_dir_all(&codes_dir).unwrap();
+        std::fs::write(codes_dir.join(CODES), codes_tsv(&x, &labels)).unwrap();
+        let bids = dir.path().join("data").join(DEMOGRAPHICS);
+        std::fs::create_dir_all(bids.parent().unwrap()).unwrap();
+        let mut table = "participant_id\tsex\tage_bl\tMMS\n".to_string();
+        for i in 0..24 {
+            // AD (odd rows) are 80 with MMS 20, CN 60 with 30; one MMS missing.
+            let (age, mms) = if i % 2 == 1 { (80, "20") } else { (60, "30") };
+            let mms = if i == 0 { "" } else { mms };
+            table += &format!("sub-{i:03}\tF\t{age}\t{mms}\n");
+        }
+        std::fs::write(&bids, table).unwrap();
+
+        let inputs = [
+            Input {
+                stage: "codes".into(),
+                op: Some("extract_codes".into()),
+                dir: codes_dir,
+            },
+            Input {
+                stage: "data".into(),
+                op: Some("synth".into()),
+                dir: dir.path().join("data"),
+            },
+        ];
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let params = crate::ops::Params::new();
+        let ctx = OpCtx {
+            stage: "gmm",
+            params: &params,
+            inputs: &inputs,
+            out: &out,
+            threads: 2,
+        };
+        let metrics = run(&ctx).unwrap();
+
+        assert_eq!(metrics["adjusted_rand_index"], 1.0);
+        assert_eq!(metrics["matched"]["accuracy"], 1.0);
+        assert_eq!(metrics["n"], 24);
+        assert_eq!(metrics["n_features"], 5);
+        let mapping = metrics["cluster_to_label"].clone();
+        assert!(
+            mapping == json!([0, 1]) || mapping == json!([1, 0]),
+            "{mapping}"
+        );
+        // The lab scores the raw cluster index: perfect or all wrong.
+        let lab_accuracy = metrics["lab"]["accuracy"].as_f64().unwrap();
+        assert_eq!(
+            lab_accuracy,
+            if mapping == json!([0, 1]) { 1.0 } else { 0.0 }
+        );
+        let ad_cluster = if mapping == json!([0, 1]) { 1 } else { 0 };
+        let ad = &metrics["clusters"][ad_cluster];
+        assert_eq!(
+            (ad["n"].clone(), ad["n_ad"].clone(), ad["mean_age"].clone()),
+            (json!(12), json!(12), json!(80.0))
+        );
+        assert_eq!(metrics["clusters"][1 - ad_cluster]["mean_mms"], 30.0); // the missing one skipped
+
+        let text = std::fs::read_to_string(out.join(ASSIGNMENTS)).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("participant_id\tlabel\tcluster\tproba_0\tproba_1\tage\tMMS")
+        );
+        let first: Vec<&str> = lines.next().unwrap().split('\t').collect();
+        assert_eq!(
+            (first[0], first[1], first[5], first[6]),
+            ("sub-000", "0", "60", "")
+        );
+        assert_eq!(text.lines().count(), 25);
+    }
+
+    #[test]
+    fn codes_missing_from_the_dataset_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bids = dir.path().join("OASIS_BIDS.tsv");
+        std::fs::write(&bids, "participant_id\tage_bl\tMMS\nsub-1\t70\t29\n").unwrap();
+        let msg = read_demographics(&bids, &["sub-1".into(), "sub-2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("`sub-2`") && msg.contains("OASIS_BIDS.tsv"),
+            "{msg}"
+        );
+    }
+}
