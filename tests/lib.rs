@@ -8,4 +8,5 @@ mod concurrency;
 mod errors;
 mod failures;
 mod parallel;
+mod slurm;
 mod verify_gc;
