@@ -293,22 +293,22 @@ fn slurm_opt_reaches_sbatch() {
     assert!(r.stderr.contains("--executor slurm"), "{}", r.stderr);
 }
 
-#[test]
-fn ctrl_c_cancels_the_runs_slurm_jobs() {
-    if !slurm_up() {
-        return;
-    }
-    let p = Project::new();
+/// Start `run p.yaml --executor slurm` for a one-stage `sleep 120` pipeline.
+fn start_long_run(p: &Project) -> std::process::Child {
     p.write("p.yaml", "name: c\nstages:\n  long: {cmd: \"sleep 120\"}\n");
-    let child = slurm_cmd(&p, &["run", "p.yaml"])
+    slurm_cmd(p, &["run", "p.yaml"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
-    // Wait until the job runs (its working folder is this project's).
+        .unwrap()
+}
+
+/// Wait until the run's job is running; its Slurm job id.
+fn wait_running(p: &Project, child: &mut std::process::Child) -> String {
+    // Its job is the running one whose working folder is this project's.
     let workdir = p.cache().join("slurm");
     let start = Instant::now();
-    let job_id = loop {
+    loop {
         let out = Command::new("squeue")
             .args(["-h", "-o", "%i %T %Z"])
             .output()
@@ -320,14 +320,29 @@ fn ctrl_c_cancels_the_runs_slurm_jobs() {
                 .then(|| f[0].to_string())
         });
         if let Some(id) = found {
-            break id;
+            return id;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "job never ran:\n{text}"
-        );
+        if start.elapsed() > Duration::from_secs(30) {
+            // SIGINT: the runner cancels its job before we fail.
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            let _ = child.wait();
+            panic!("the job never ran:\n{text}");
+        }
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_the_runs_slurm_jobs() {
+    if !slurm_up() {
+        return;
+    }
+    let p = Project::new();
+    let mut child = start_long_run(&p);
+    let job_id = wait_running(&p, &mut child);
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -345,4 +360,31 @@ fn ctrl_c_cancels_the_runs_slurm_jobs() {
     assert!(jobs[0].state.starts_with("CANCELLED"), "{jobs:?}");
     let runs = p.run(&["show", "--json"]).ok();
     assert!(runs.stdout.contains("\"interrupted\""), "{}", runs.stdout);
+}
+
+#[test]
+fn a_job_cancelled_by_someone_else_fails_its_stage() {
+    if !slurm_up() {
+        return;
+    }
+    let p = Project::new();
+    let mut child = start_long_run(&p);
+    let job_id = wait_running(&p, &mut child);
+    let out = Command::new("scancel").arg(&job_id).output().unwrap();
+    assert!(out.status.success());
+    let r = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "stage `long` failed: Slurm job {job_id} ended CANCELLED"
+        )),
+        "{}",
+        r.stderr
+    );
+    // The tail of Slurm's log says who ended it.
+    assert!(
+        r.stderr.contains(&format!("*** JOB {job_id} ON ")) && r.stderr.contains(" CANCELLED AT "),
+        "{}",
+        r.stderr
+    );
 }

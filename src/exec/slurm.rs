@@ -96,7 +96,7 @@ impl Submitted {
 
     fn failure(&self, job_id: &str, what: &str) -> Failure {
         Failure {
-            message: format!("Slurm job {job_id} ({}): {what}", self.log.display()),
+            message: format!("Slurm job {job_id} {what}"),
             log_tail: tail(&self.log, 20),
             log: Some(self.log.clone()),
         }
@@ -343,10 +343,22 @@ impl SlurmExecutor {
             .map_err(|e| {
                 sub.failure(
                     job_id,
-                    &format!("unreadable result {}: {e}", path.display()),
+                    &format!("left an unreadable result {}: {e}", path.display()),
                 )
             })?;
         if let Some(f) = result.failure {
+            // Killed by Slurm (scancel, time limit, memory): say so, and show
+            // Slurm's log, which names the cause, rather than the stage's.
+            let killed = Self::job_state(job_id)
+                .map(|(state, _)| state)
+                .filter(|s| is_final(s) && s != "COMPLETED" && s != "FAILED");
+            if let Some(state) = killed {
+                return Err(Failure {
+                    message: format!("Slurm job {job_id} ended {state}: {}", f.message),
+                    log_tail: tail(&sub.log, 20),
+                    log: Some(sub.log.clone()),
+                });
+            }
             let tail = if f.log_tail.is_empty() {
                 tail(&sub.log, 20)
             } else {
@@ -359,19 +371,22 @@ impl SlurmExecutor {
             });
         }
         let (Some(key), Some(status)) = (result.key, result.status) else {
-            return Err(sub.failure(job_id, "its result names neither a key nor a failure"));
+            return Err(sub.failure(
+                job_id,
+                "wrote a result that names neither a key nor a failure",
+            ));
         };
         match self.cache.entry(&key) {
             Ok(Some(entry)) => Ok((status, entry)),
             Ok(None) => Err(sub.failure(
                 job_id,
                 &format!(
-                    "the job committed {} but this machine does not see it in {}; the cache must be on a file system shared by this machine and the compute nodes",
+                    "committed {} but this machine does not see it in {}; the cache must be on a file system shared by this machine and the compute nodes",
                     key.short(),
                     self.cache.root.display()
                 ),
             )),
-            Err(e) => Err(sub.failure(job_id, &e.to_string())),
+            Err(e) => Err(sub.failure(job_id, &format!("succeeded, but its cache entry is unreadable: {e}"))),
         }
     }
 }
@@ -433,11 +448,11 @@ impl Executor for SlurmExecutor {
             } else {
                 let what = match Self::job_state(&job_id) {
                     Some((state, code)) => format!(
-                        "stage `{}` ended {state} (exit code {code}) without writing its result",
+                        "ended {state} (exit code {code}) before stage `{}` wrote its result",
                         sub.stage
                     ),
                     None => format!(
-                        "stage `{}` left the queue without writing {}; is {} shared with the compute nodes?",
+                        "left the queue before stage `{}` wrote {}; is {} shared with the compute nodes?",
                         sub.stage,
                         sub.result_file().display(),
                         self.cache.root.display()
