@@ -12,8 +12,11 @@ use crate::cache::statcache::StatCache;
 use crate::cache::Cache;
 use crate::dag::render::{render, DagFormat};
 use crate::dag::Dag;
+use crate::dag::StageId;
 use crate::exec::local::LocalExecutor;
 use crate::exec::plan::{freshness, plan, Freshness};
+use crate::exec::slurm::{JobResult, SlurmExecutor};
+use crate::exec::{interrupt, Executor};
 use crate::exec::{run_dag, slots, RunOptions};
 use crate::record::{self, RunRecord};
 use crate::report::progress::Reporter;
@@ -37,9 +40,15 @@ struct Cli {
     command: Command,
 }
 
+/// Default `--jobs` with Slurm: CPUs requested by jobs in flight at once.
+const SLURM_DEFAULT_JOBS: usize = 256;
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ExecutorKind {
+    /// Stages as processes/threads on this machine.
     Local,
+    /// One `sbatch` job per stage; the cache must be shared with the compute nodes.
+    Slurm,
 }
 
 #[derive(Subcommand)]
@@ -61,6 +70,9 @@ enum Command {
         dry_run: bool,
         #[arg(long, value_enum, default_value = "local")]
         executor: ExecutorKind,
+        /// With `--executor slurm`: an sbatch option added verbatim to every job (repeatable), e.g. --slurm-opt=--qos=short.
+        #[arg(long, value_name = "OPT", allow_hyphen_values = true)]
+        slurm_opt: Vec<String>,
         /// One JSON object per finished stage on stdout.
         #[arg(long)]
         json: bool,
@@ -136,9 +148,22 @@ pub fn main() -> i32 {
             set,
             force,
             dry_run,
-            executor: _,
+            executor,
+            slurm_opt,
             json,
-        } => cmd_run(&cli.cache, &pipeline, jobs, &set, force, dry_run, json),
+        } => cmd_run(
+            &cli.cache,
+            &pipeline,
+            RunArgs {
+                jobs,
+                set,
+                force,
+                dry_run,
+                executor,
+                slurm_opt,
+                json,
+            },
+        ),
         Command::Status {
             pipeline,
             set,
@@ -221,16 +246,31 @@ fn open_cache(dir: &Path) -> Result<Cache, String> {
     Cache::open(dir).map_err(|e| e.to_string())
 }
 
-fn cmd_run(
-    cache_dir: &Path,
-    pipeline: &Path,
+/// `hcpipe run`'s flags.
+struct RunArgs {
     jobs: Option<usize>,
-    set: &[String],
+    set: Vec<String>,
     force: Vec<String>,
     dry_run: bool,
+    executor: ExecutorKind,
+    slurm_opt: Vec<String>,
     json: bool,
-) -> Result<i32, String> {
-    let dag = load_dag(pipeline, set)?;
+}
+
+fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, String> {
+    let RunArgs {
+        jobs,
+        set,
+        force,
+        dry_run,
+        executor: executor_kind,
+        slurm_opt,
+        json,
+    } = args;
+    if !slurm_opt.is_empty() && executor_kind != ExecutorKind::Slurm {
+        return Err("--slurm-opt only applies with `--executor slurm`".into());
+    }
+    let dag = load_dag(pipeline, &set)?;
     for f in &force {
         if f != "*"
             && !dag
@@ -284,10 +324,12 @@ fn cmd_run(
         }
         return Ok(0);
     }
-    let jobs = jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
+    // With Slurm, --jobs caps the CPUs requested by jobs in flight, not this machine's cores.
+    let jobs = jobs.unwrap_or_else(|| match executor_kind {
+        ExecutorKind::Slurm => SLURM_DEFAULT_JOBS,
+        ExecutorKind::Local => std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)
+            .unwrap_or(1),
     });
     if jobs == 0 {
         return Err("--jobs 0: give at least 1".into());
@@ -299,7 +341,11 @@ fn cmd_run(
         pipeline_hash: dag.pipeline.file_hash.clone(),
         git: record::git::state_of(&dag.pipeline.path),
         params: dag.pipeline.params.clone(),
-        executor: "local".into(),
+        executor: match executor_kind {
+            ExecutorKind::Local => "local",
+            ExecutorKind::Slurm => "slurm",
+        }
+        .into(),
         started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         finished: None,
         status: "running".into(),
@@ -308,27 +354,52 @@ fn cmd_run(
     };
     let opts = RunOptions {
         jobs,
-        gpus: slots::detect_gpus(),
+        // Slurm places GPU jobs itself; this machine's GPUs are no limit then.
+        gpus: match executor_kind {
+            ExecutorKind::Local => slots::detect_gpus(),
+            ExecutorKind::Slurm => 0,
+        },
         force: forced,
     };
-    let mut executor = LocalExecutor {
-        cache: cache.clone(),
+    let mut executor: Box<dyn Executor> = match executor_kind {
+        ExecutorKind::Local => Box::new(LocalExecutor {
+            cache: cache.clone(),
+        }),
+        ExecutorKind::Slurm => {
+            let resources = (0..dag.len())
+                .map(|i| dag.stage(StageId(i)).resources.clone())
+                .collect();
+            Box::new(SlurmExecutor::new(cache.clone(), resources, slurm_opt)?)
+        }
     };
+    interrupt::install();
     let mut reporter = Reporter::new(json, dag.len());
     let ok = run_dag(
         &dag,
         &cache,
         &plan,
         &opts,
-        &mut executor,
+        executor.as_mut(),
         &mut record,
         &mut reporter,
     );
     reporter.finish();
-    record.status = if ok { "ok" } else { "failed" }.into();
+    let interrupted = interrupt::requested();
+    record.status = if interrupted {
+        "interrupted"
+    } else if ok {
+        "ok"
+    } else {
+        "failed"
+    }
+    .into();
     record.finished =
         Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
     record.save(&cache).map_err(|e| e.to_string())?;
+    if interrupted {
+        eprintln!("error: run {} interrupted", record.id);
+        return Ok(130);
+    }
     if ok {
         return Ok(0);
     }
@@ -611,31 +682,71 @@ fn cmd_gc(cache_dir: &Path, keep_last: Option<usize>) -> Result<i32, String> {
     Ok(0)
 }
 
+/// Run one stage from a job file, and leave its outcome in the result file
+/// beside it (see `exec::slurm::result_path_for`): the runner reads that,
+/// not the exit code, so it also learns why a job failed.
 fn cmd_exec(job_file: &Path) -> Result<i32, String> {
-    let bytes = std::fs::read(job_file)
-        .map_err(|e| format!("cannot read job file {}: {e}", job_file.display()))?;
-    let job: crate::exec::job::ExecJob = serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "job file {} is not a valid hcpipe job: {e}",
-            job_file.display()
-        )
-    })?;
-    let cache = open_cache(&job.cache)?;
-    let _use = cache.use_lock().map_err(|e| e.to_string())?;
-    match crate::exec::job::run_job(&cache, &job.job) {
-        Ok((status, entry)) => {
-            println!(
-                "{}",
-                serde_json::json!({"stage": job.job.stage, "key": entry.key, "status": status.as_str(), "wall_s": entry.wall_s})
-            );
-            Ok(0)
+    let stage = |job: Option<&crate::exec::job::ExecJob>| {
+        job.map(|j| j.job.stage.clone()).unwrap_or_default()
+    };
+    let failed = |job: Option<&crate::exec::job::ExecJob>, message: String| {
+        let result = JobResult {
+            stage: stage(job),
+            key: job.map(|j| j.job.key.clone()),
+            status: None,
+            failure: Some(crate::exec::job::Failure {
+                message: message.clone(),
+                log_tail: String::new(),
+                log: None,
+            }),
+        };
+        if let Err(e) = crate::exec::slurm::write_result(job_file, &result) {
+            eprintln!("error: {e}");
         }
+        message
+    };
+    let job: crate::exec::job::ExecJob = std::fs::read(job_file)
+        .map_err(|e| format!("cannot read job file {}: {e}", job_file.display()))
+        .and_then(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "job file {} is not a valid hcpipe job (written by another hcpipe version?): {e}",
+                    job_file.display()
+                )
+            })
+        })
+        .map_err(|m| failed(None, m))?;
+    let cache = open_cache(&job.cache).map_err(|m| failed(Some(&job), m))?;
+    let _use = cache
+        .use_lock()
+        .map_err(|e| failed(Some(&job), e.to_string()))?;
+    let outcome = crate::exec::job::run_job(&cache, &job.job);
+    let result = match &outcome {
+        Ok((status, entry)) => JobResult {
+            stage: job.job.stage.clone(),
+            key: Some(entry.key.clone()),
+            status: Some(*status),
+            failure: None,
+        },
+        Err(f) => JobResult {
+            stage: job.job.stage.clone(),
+            key: Some(job.job.key.clone()),
+            status: None,
+            failure: Some(f.clone()),
+        },
+    };
+    match &outcome {
+        Ok((status, entry)) => println!(
+            "{}",
+            serde_json::json!({"stage": job.job.stage, "key": entry.key, "status": status.as_str(), "wall_s": entry.wall_s})
+        ),
         Err(f) => {
             eprintln!("error: stage `{}` failed: {}", job.job.stage, f.message);
             if !f.log_tail.is_empty() {
                 eprintln!("{}", f.log_tail);
             }
-            Ok(1)
         }
     }
+    crate::exec::slurm::write_result(job_file, &result)?;
+    Ok(if outcome.is_ok() { 0 } else { 1 })
 }

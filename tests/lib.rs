@@ -12,5 +12,6 @@ mod failures;
 mod hostile;
 mod matrix;
 mod parallel;
+mod slurm;
 mod soak;
 mod verify_gc;

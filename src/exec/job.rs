@@ -331,11 +331,18 @@ fn read_metrics(out: &Path, stage: &str) -> Result<Metrics, Failure> {
     }
 }
 
-
 /// A job as handed to `hcpipe exec` on another machine: the job and the
 /// (shared) cache it commits to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecJob {
     pub cache: PathBuf,
     pub job: Job,
+}
+
+/// The last `n` lines of a file (for logs written elsewhere, e.g. by Slurm).
+pub fn tail(path: &Path, n: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -10,10 +10,12 @@
 //! The loop never uses `?`: after a failure it stops launching that branch,
 //! drains what is running, and reports everything at the end.
 
+pub mod interrupt;
 pub mod job;
 pub mod local;
 pub mod plan;
 pub mod slots;
+pub mod slurm;
 
 use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -101,6 +103,10 @@ pub fn run_dag(
 
     let mut running = 0usize;
     loop {
+        if interrupt::requested() {
+            executor.cancel_all();
+            break;
+        }
         // Launch every ready stage that fits the free slots, in topological order.
         for &id in dag.topo_order() {
             if state[id.0] != State::Waiting {

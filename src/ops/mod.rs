@@ -22,8 +22,8 @@
 //! into a typed struct with `#[serde(deny_unknown_fields)]`, so a typo fails
 //! the whole pipeline at load time with the list of valid names.
 
-pub mod collect;
 pub mod cluster_metrics;
+pub mod collect;
 pub mod gmm;
 pub mod metrics;
 pub mod nifti;
