@@ -90,3 +90,31 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn interrupting_the_runner_kills_the_stage_and_its_children() {
+    let p = Project::new();
+    p.write(
+        "w/p.yaml",
+        "name: i\nstages:\n  s: {cmd: \"sleep 30 & echo $! > ../sleep.pid; wait\"}\n",
+    );
+    let mut child = p
+        .cmd(&["run", "w/p.yaml"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while p.read("sleep.pid").trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "stage never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid: i32 = p.read("sleep.pid").trim().parse().unwrap();
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false);
+    assert!(!alive, "the stage's `sleep` outlived the interrupted run");
+}

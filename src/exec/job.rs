@@ -264,15 +264,19 @@ fn spawn_logged(mut command: Command, log: &Path, what: &str) -> Result<(), Fail
         .map_err(|e| Failure::msg(e.to_string()))?;
     command.stdin(Stdio::null()).stdout(writer).stderr(writer2);
     // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+    // Its own process group, so cancelling reaches the stage's whole tree
+    // (a `sh -c` and what it started), not just the shell.
     unsafe {
         command.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::setpgid(0, 0);
             Ok(())
         });
     }
     let mut child = command
         .spawn()
         .map_err(|e| Failure::msg(format!("cannot start the {what}: {e}")))?;
+    let _running = RunningGuard::new(child.id());
     // Our copies of the write end must go, or the read below never sees EOF.
     drop(command);
     let mut file = std::fs::File::create(log).ok();
@@ -345,4 +349,37 @@ pub fn tail(path: &Path, n: usize) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Process groups of the stages this process is running, for [`kill_running`].
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+struct RunningGuard(u32);
+
+impl RunningGuard {
+    fn new(pid: u32) -> RunningGuard {
+        if let Ok(mut r) = RUNNING.lock() {
+            r.push(pid);
+        }
+        RunningGuard(pid)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut r) = RUNNING.lock() {
+            r.retain(|p| *p != self.0);
+        }
+    }
+}
+
+/// Kill every stage process group this process started (Ctrl-C, SIGTERM).
+pub fn kill_running() {
+    let groups = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
+    for pgid in groups {
+        // SAFETY: kill(2) with a negative pid signals that process group only.
+        unsafe {
+            libc::kill(-(pgid as i32), libc::SIGKILL);
+        }
+    }
 }

@@ -24,4 +24,8 @@ impl Executor for LocalExecutor {
             let _ = done.send((id, outcome));
         });
     }
+
+    fn cancel_all(&mut self) {
+        super::job::kill_running();
+    }
 }
