@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test lint fmt clean bench torch soak
+.PHONY: all build demo test lint fmt clean bench bench-runner bench-hash torch soak
 
 all: build
 
@@ -41,6 +41,17 @@ soak: build
 lint:
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
+
+# Benchmarks (BENCHMARKS.md): runner overhead vs DVC and Snakemake, and
+# hashing throughput. They need only the runner, not the torch worker.
+bench: bench-runner bench-hash
+
+bench-runner:
+	cargo build --release
+	$(PYTHON) bench/runner.py
+
+bench-hash:
+	$(PYTHON) bench/hash.py
 
 clean:
 	cargo clean

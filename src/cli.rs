@@ -292,6 +292,12 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
             ));
         }
     }
+    // git reads the pipeline's revision for the run record while we plan.
+    let git = if dry_run {
+        None
+    } else {
+        record::git::start(&dag.pipeline.path)
+    };
     let cache = open_cache(cache_dir)?;
     let _use = cache.use_lock().map_err(|e| e.to_string())?;
     let mut stat = StatCache::load(cache.stat_cache_path());
@@ -339,7 +345,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         pipeline: dag.pipeline.name.clone(),
         pipeline_path: dag.pipeline.path.display().to_string(),
         pipeline_hash: dag.pipeline.file_hash.clone(),
-        git: record::git::state_of(&dag.pipeline.path),
+        git: git.and_then(record::git::Pending::finish),
         params: dag.pipeline.params.clone(),
         executor: match executor_kind {
             ExecutorKind::Local => "local",

@@ -96,7 +96,13 @@ pub enum Freshness {
 
 /// Compare each stage's current key with what the newest run of this pipeline used.
 pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
-    let runs = runs_of(cache, &dag.pipeline.path);
+    // Run records explain stale stages only; when every stage is cached,
+    // `status` need not read (every) one of them.
+    let runs = if plan.cached.iter().all(Option::is_some) {
+        Vec::new()
+    } else {
+        runs_of(cache, &dag.pipeline.path)
+    };
     dag.ids()
         .map(|id: StageId| {
             if plan.cached[id.0].is_some() {
