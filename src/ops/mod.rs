@@ -22,13 +22,19 @@
 //! into a typed struct with `#[serde(deny_unknown_fields)]`, so a typo fails
 //! the whole pipeline at load time with the list of valid names.
 
+pub mod age_filter;
 pub mod cluster_metrics;
 pub mod collect;
+pub mod crop;
+pub mod dataset;
+pub mod demographics;
+pub mod fetch;
 pub mod gmm;
 pub mod metrics;
 pub mod nifti;
+pub mod pt;
 pub mod soft_vote;
-
+pub mod synth;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -201,6 +207,41 @@ pub fn lookup(name: &str) -> Option<&'static OpDef> {
 }
 
 static REGISTRY: &[OpDef] = &[
+    OpDef {
+        name: "fetch",
+        version: 1,
+        kind: OpKind::Native(fetch::run),
+        check_params: fetch::check_params,
+        summary: "download (http/https/file, resume, retries, checksum pin) and safely extract a .tar.gz, or copy a local folder",
+    },
+    OpDef {
+        name: "synth",
+        version: 1,
+        kind: OpKind::Native(synth::run),
+        check_params: |p| parse_params::<synth::SynthParams>(p).map(|_| ()),
+        summary: "a synthetic OASIS-1-like dataset in the lab tarball's layout (tables + grey-matter .pt volumes)",
+    },
+    OpDef {
+        name: "demographics",
+        version: 1,
+        kind: OpKind::Native(demographics::run),
+        check_params: |p| parse_params::<demographics::DemographicsParams>(p).map(|_| ()),
+        summary: "the lab's population tables (all/train/validation) and bias checks with p-values",
+    },
+    OpDef {
+        name: "age_filter",
+        version: 1,
+        kind: OpKind::Native(age_filter::run),
+        check_params: |p| parse_params::<age_filter::AgeFilterParams>(p).map(|_| ()),
+        summary: "the subjects of a split aged min_age (62) or more",
+    },
+    OpDef {
+        name: "crop",
+        version: 1,
+        kind: OpKind::Native(crop::run),
+        check_params: |p| parse_params::<crop::CropParams>(p).map(|_| ()),
+        summary: "hippocampus patches (left_hc / right_hc) with a shift margin, as safetensors",
+    },
     OpDef {
         name: "soft_vote",
         version: 1,

@@ -1,0 +1,268 @@
+//! `crop`: the lab's hippocampus patches for every train and validation
+//! subject, one region per stage (the pipeline has `crop_left` and
+//! `crop_right`).
+//!
+//! The lab crops `img[:, 25:55, 50:90, 27:57]` (left) or `img[:, 65:95, ...]`
+//! (right), moved by a random ±`shift` voxels per axis while training. So
+//! that training can draw those shifts without the 8 MB volumes, each patch is
+//! stored grown by `shift` voxels on every side: the centre crop
+//! `[s:s+30, s:s+40, s:s+30]` is the lab's unshifted patch, and any shifted
+//! patch is a window inside it.
+//!
+//! Artifact: `meta.json`, `{train,validation}.safetensors` (`patches` F32
+//! [N,1,30+2s,40+2s,30+2s], `labels` I64 [N], AD = 1), `{train,validation}.tsv`
+//! (row i describes patch i). Each volume is read once; subjects of both
+//! splits are cropped in parallel (rayon, `resources.cpu` threads).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use rayon::prelude::*;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::Deserialize;
+
+use super::dataset::{thread_pool, tsv_number, Dataset, Diagnosis, Split, SplitRow, IMAGE_SHAPE};
+use super::{Metrics, OpCtx, OpError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    LeftHc,
+    RightHc,
+}
+
+impl Region {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Region::LeftHc => "left_hc",
+            Region::RightHc => "right_hc",
+        }
+    }
+
+    /// The lab's box, half-open `[start, end)` per axis x, y, z.
+    pub fn lab_box(self) -> [[usize; 2]; 3] {
+        let x = match self {
+            Region::LeftHc => [25, 55],
+            Region::RightHc => [65, 95],
+        };
+        [x, [50, 90], [27, 57]]
+    }
+}
+
+fn d_shift() -> usize {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropParams {
+    pub region: Region,
+    /// The lab's `random_shift` (CropLeftHC(2)): margin kept on every side.
+    #[serde(default = "d_shift")]
+    pub shift: usize,
+}
+
+/// Largest margin that keeps both boxes inside the 121×145×121 volume.
+pub const MAX_SHIFT: usize = 20;
+
+/// The stored (grown) box: `[start, end)` per axis.
+pub fn stored_box(region: Region, shift: usize) -> [[usize; 2]; 3] {
+    region.lab_box().map(|[a, b]| [a - shift, b + shift])
+}
+
+/// Cut the stored box out of one x-major volume.
+pub fn crop_volume(vol: &[f32], bx: [[usize; 2]; 3]) -> Vec<f32> {
+    let [_, _, ny, nz] = IMAGE_SHAPE;
+    let [[x0, x1], [y0, y1], [z0, z1]] = bx;
+    let mut out = Vec::with_capacity((x1 - x0) * (y1 - y0) * (z1 - z0));
+    for x in x0..x1 {
+        for y in y0..y1 {
+            let start = (x * ny + y) * nz;
+            out.extend_from_slice(vol.get(start + z0..start + z1).unwrap_or_default());
+        }
+    }
+    out
+}
+
+pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
+    let p: CropParams = ctx.params()?;
+    if p.shift > MAX_SHIFT {
+        return Err(OpError::Params(format!(
+            "crop: `shift` = {} would leave the volume; use at most {MAX_SHIFT} (the lab uses 2)",
+            p.shift
+        )));
+    }
+    let ds = Dataset::open(&ctx.input_by_any_op(&["fetch", "synth"])?.dir)?;
+    let bx = stored_box(p.region, p.shift);
+    let stored = bx.map(|[a, b]| b - a);
+    let jobs: Vec<(Split, &SplitRow)> = Split::ALL
+        .iter()
+        .flat_map(|&s| ds.split(s).iter().map(move |r| (s, r)))
+        .collect();
+    let patches: Vec<Vec<f32>> = thread_pool(ctx.threads)?.install(|| {
+        jobs.par_iter()
+            .map(|(_, r)| {
+                ds.read_image(&r.participant_id, &r.session_id)
+                    .map(|v| crop_volume(&v, bx))
+            })
+            .collect::<Result<_, _>>()
+    })?;
+    let mut by_split: HashMap<&str, Vec<(&SplitRow, &Vec<f32>)>> = HashMap::new();
+    for ((split, row), patch) in jobs.iter().zip(&patches) {
+        by_split
+            .entry(split.as_str())
+            .or_default()
+            .push((row, patch));
+    }
+    let mut m = Metrics::new();
+    for split in Split::ALL {
+        let items = by_split.remove(split.as_str()).unwrap_or_default();
+        write_split(ctx.out, split, &ds, &items, stored)?;
+        for d in Diagnosis::ALL {
+            let n = items.iter().filter(|(r, _)| r.diagnosis == d).count();
+            m.insert(format!("{}_{}", split.as_str(), d.as_str()), n.into());
+        }
+    }
+    let meta = serde_json::json!({
+        "region": p.region.as_str(),
+        "box": {"x": p.region.lab_box()[0], "y": p.region.lab_box()[1], "z": p.region.lab_box()[2]},
+        "shift": p.shift,
+        "patch_shape": [30, 40, 30],
+        "stored_shape": stored,
+    });
+    let path = ctx.out.join("meta.json");
+    let text = serde_json::to_string_pretty(&meta).map_err(|e| OpError::Msg(e.to_string()))?;
+    std::fs::write(&path, text + "\n").map_err(|e| OpError::io(&path, e))?;
+    m.insert("region".into(), p.region.as_str().into());
+    Ok(m)
+}
+
+fn write_split(
+    out: &Path,
+    split: Split,
+    ds: &Dataset,
+    items: &[(&SplitRow, &Vec<f32>)],
+    stored: [usize; 3],
+) -> Result<(), OpError> {
+    let n = items.len();
+    let mut bytes = Vec::with_capacity(n * stored.iter().product::<usize>() * 4);
+    let mut labels = Vec::with_capacity(n * 8);
+    let mut tsv = String::from("participant_id\tsession_id\tdiagnosis\tlabel\tage\tsex\tMMS\n");
+    for (row, patch) in items {
+        bytes.extend(patch.iter().flat_map(|v| v.to_le_bytes()));
+        labels.extend(row.diagnosis.label().to_le_bytes());
+        let s = ds.subject(row)?;
+        let _ = writeln!(
+            tsv,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            row.participant_id,
+            row.session_id,
+            row.diagnosis.as_str(),
+            row.diagnosis.label(),
+            tsv_number(s.age, false),
+            s.sex,
+            tsv_number(s.mms, true)
+        );
+    }
+    let name = split.as_str();
+    let st = out.join(format!("{name}.safetensors"));
+    let fail = |e: safetensors::SafeTensorError| {
+        OpError::Msg(format!("{}: cannot write: {e}", st.display()))
+    };
+    let patches = TensorView::new(
+        Dtype::F32,
+        vec![n, 1, stored[0], stored[1], stored[2]],
+        &bytes,
+    )
+    .map_err(fail)?;
+    let labels = TensorView::new(Dtype::I64, vec![n], &labels).map_err(fail)?;
+    safetensors::serialize_to_file([("patches", patches), ("labels", labels)], None, &st)
+        .map_err(fail)?;
+    let path = out.join(format!("{name}.tsv"));
+    std::fs::write(&path, tsv).map_err(|e| OpError::io(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::synth::{draw_subjects, volume, write_dataset, SynthParams};
+    use super::super::{Input, Params};
+    use super::*;
+
+    #[test]
+    fn crops_synth_data_with_the_margin() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut sp: SynthParams = serde_json::from_str("{}").unwrap();
+        (sp.n_train_ad, sp.n_train_cn, sp.n_val_ad, sp.n_val_cn) = (1, 2, 1, 1);
+        let subjects = draw_subjects(&sp);
+        let data = tmp.path().join("ds");
+        write_dataset(&data, &sp, &subjects, 2).unwrap();
+        let out = tmp.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let inputs = [Input {
+            stage: "dataset".into(),
+            op: Some("synth".into()),
+            dir: data,
+        }];
+        let params: Params = serde_json::from_str(r#"{"region": "right_hc", "shift": 2}"#).unwrap();
+        let m = run(&OpCtx {
+            stage: "crop_right",
+            params: &params,
+            inputs: &inputs,
+            out: &out,
+            threads: 2,
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                m["train_AD"].as_u64(),
+                m["train_CN"].as_u64(),
+                m["validation_CN"].as_u64()
+            ),
+            (Some(1), Some(2), Some(1))
+        );
+        let bytes = std::fs::read(out.join("train.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("patches").unwrap();
+        assert_eq!(t.shape(), &[3, 1, 34, 44, 34]);
+        let tsv = std::fs::read_to_string(out.join("train.tsv")).unwrap();
+        let first = tsv.lines().nth(1).unwrap();
+        let pid = first.split('\t').next().unwrap();
+        let label: i64 = first.split('\t').nth(3).unwrap().parse().unwrap();
+        assert_eq!(
+            i64::from_le_bytes(st.tensor("labels").unwrap().data()[..8].try_into().unwrap()),
+            label
+        );
+        // Patch 0's centre crop is the lab's img[:, 65:95, 50:90, 27:57].
+        let s = subjects.iter().find(|s| s.participant_id() == pid).unwrap();
+        let vol = volume(&sp, s);
+        let f = |i: usize| f32::from_le_bytes(t.data()[i * 4..i * 4 + 4].try_into().unwrap());
+        for (x, y, z) in [(0, 0, 0), (29, 39, 29), (15, 20, 15), (3, 31, 7)] {
+            let patch_idx = ((x + 2) * 44 + (y + 2)) * 34 + (z + 2);
+            assert_eq!(f(patch_idx), vol[((65 + x) * 145 + 50 + y) * 121 + 27 + z]);
+        }
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("meta.json")).unwrap()).unwrap();
+        assert_eq!(meta["stored_shape"], serde_json::json!([34, 44, 34]));
+        assert_eq!(meta["box"]["x"], serde_json::json!([65, 95]));
+    }
+
+    #[test]
+    fn bad_region_and_shift_are_refused() {
+        let p: Params = serde_json::from_str(r#"{"region": "hc"}"#).unwrap();
+        assert!(super::super::parse_params::<CropParams>(&p)
+            .unwrap_err()
+            .contains("left_hc"));
+        let p: Params = serde_json::from_str(r#"{"region": "left_hc", "shift": 50}"#).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let e = run(&OpCtx {
+            stage: "c",
+            params: &p,
+            inputs: &[],
+            out: out.path(),
+            threads: 1,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("at most 20"), "{e}");
+    }
+}

@@ -1,0 +1,450 @@
+//! `demographics`: the lab's population tables (its `characteristics_table`)
+//! for all subjects, train and validation, and the bias checks the lab asks
+//! the reader to make by eye, as tests with p-values.
+//!
+//! Artifact:
+//! - `population.tsv`: `split diagnosis N age %sexF education MMS CDR=0 CDR=0.5 CDR=1 CDR=2`,
+//!   cells printed as the lab prints them: `'%.1f ± %.1f'` of the mean and the
+//!   population standard deviation (pandas' NaN-skipping `np.mean`/`np.std`),
+//!   `%sexF` as Python prints `round(x * 100, 1)` in a pandas table (`63`,
+//!   `62.2`), CDR columns counting `cdr_global == value`. As in the lab, the
+//!   train and validation rows look their subjects up in `OASIS_BIDS.tsv`
+//!   but group them by the split table's own diagnosis.
+//! - `checks.tsv`: `check group test statistic p_value detail`: AD vs CN age
+//!   (Welch's t), and per class train vs validation age and MMS (Welch's t)
+//!   and sex (Fisher's exact test), plus the class mix of the two splits.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Deserialize;
+use statrs::distribution::{ContinuousCDF, Discrete, Hypergeometric, StudentsT};
+
+use super::dataset::{Dataset, Diagnosis, Subject};
+use super::{Metrics, OpCtx, OpError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemographicsParams {
+    /// Significance level used for the words in `checks.tsv`'s `detail`.
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+}
+
+fn d_alpha() -> f64 {
+    0.05
+}
+
+/// One row of the lab's table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PopulationRow {
+    pub split: &'static str,
+    pub diagnosis: Diagnosis,
+    pub n: usize,
+    pub age: (f64, f64),
+    pub pct_female: f64,
+    pub education: (f64, f64),
+    pub mms: (f64, f64),
+    /// Counts of cdr_global = 0, 0.5, 1, 2.
+    pub cdr: [usize; 4],
+}
+
+impl PopulationRow {
+    /// The row's cells after `split diagnosis`, as the lab prints them.
+    pub fn cells(&self) -> Vec<String> {
+        let pm = |(m, s): (f64, f64)| format!("{m:.1} ± {s:.1}");
+        let mut c = vec![
+            self.n.to_string(),
+            pm(self.age),
+            py_round1(self.pct_female),
+            pm(self.education),
+            pm(self.mms),
+        ];
+        c.extend(self.cdr.iter().map(|n| n.to_string()));
+        c
+    }
+}
+
+/// `round(x, 1)` as a pandas table prints it: `63` for 63.0, `62.2` otherwise.
+fn py_round1(x: f64) -> String {
+    let s = format!("{x:.1}");
+    match s.strip_suffix(".0") {
+        Some(whole) => whole.to_string(),
+        None => s,
+    }
+}
+
+/// Mean and population standard deviation, skipping NaN (pandas' `np.mean`/`np.std`).
+pub fn nan_mean_std(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let v: Vec<f64> = values.filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+/// The lab's `characteristics_table` for one group of (subject, diagnosis).
+fn table(split: &'static str, members: &[(&Subject, Diagnosis)]) -> Vec<PopulationRow> {
+    let mut rows = Vec::new();
+    for d in Diagnosis::ALL {
+        let group: Vec<&Subject> = members.iter().filter(|m| m.1 == d).map(|m| m.0).collect();
+        if group.is_empty() {
+            continue; // np.unique(df.diagnosis) only lists present classes
+        }
+        let females = group.iter().filter(|s| s.sex == "F").count();
+        let mut cdr = [0usize; 4];
+        for (slot, value) in cdr.iter_mut().zip([0.0, 0.5, 1.0, 2.0]) {
+            *slot = group.iter().filter(|s| s.cdr_global == value).count();
+        }
+        rows.push(PopulationRow {
+            split,
+            diagnosis: d,
+            n: group.len(),
+            age: nan_mean_std(group.iter().map(|s| s.age)),
+            pct_female: females as f64 / group.len() as f64 * 100.0,
+            education: nan_mean_std(group.iter().map(|s| s.education_level)),
+            mms: nan_mean_std(group.iter().map(|s| s.mms)),
+            cdr,
+        });
+    }
+    rows
+}
+
+/// The lab's three tables: all subjects, train, validation.
+pub fn population(ds: &Dataset) -> Result<Vec<PopulationRow>, OpError> {
+    let all: Vec<(&Subject, Diagnosis)> = ds.subjects.iter().map(|s| (s, s.diagnosis)).collect();
+    let mut rows = table("all", &all);
+    for (name, split) in [("train", &ds.train), ("validation", &ds.validation)] {
+        let members = split
+            .iter()
+            .map(|r| ds.subject(r).map(|s| (s, r.diagnosis)))
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.extend(table(name, &members));
+    }
+    Ok(rows)
+}
+
+/// One line of `checks.tsv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub check: String,
+    pub group: String,
+    pub test: &'static str,
+    pub statistic: f64,
+    pub p_value: f64,
+    pub detail: String,
+}
+
+/// Welch's unequal-variance t test (two-sided), NaN skipped: (t, p).
+pub fn welch_t(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let a: Vec<f64> = a.iter().copied().filter(|x| !x.is_nan()).collect();
+    let b: Vec<f64> = b.iter().copied().filter(|x| !x.is_nan()).collect();
+    if a.len() < 2 || b.len() < 2 {
+        return (f64::NAN, f64::NAN);
+    }
+    let stats = |v: &[f64]| {
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        (
+            n,
+            m,
+            v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0),
+        )
+    };
+    let ((na, ma, va), (nb, mb, vb)) = (stats(&a), stats(&b));
+    let se2 = va / na + vb / nb;
+    if se2 == 0.0 {
+        // Both groups constant: equal means say nothing differs, unequal ones differ surely.
+        return if ma == mb {
+            (0.0, 1.0)
+        } else {
+            (f64::INFINITY.copysign(ma - mb), 0.0)
+        };
+    }
+    let t = (ma - mb) / se2.sqrt();
+    let df = se2 * se2 / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
+    let p = StudentsT::new(0.0, 1.0, df).map_or(f64::NAN, |d| 2.0 * d.sf(t.abs()));
+    (t, p.min(1.0))
+}
+
+/// Fisher's exact test (two-sided) on [[a, b], [c, d]]: (odds ratio, p).
+pub fn fisher_exact(a: u64, b: u64, c: u64, d: u64) -> (f64, f64) {
+    let (n, k, draws) = (a + b + c + d, a + c, a + b);
+    let Ok(h) = Hypergeometric::new(n, k, draws) else {
+        return (f64::NAN, f64::NAN);
+    };
+    let observed = h.pmf(a);
+    let lo = draws.saturating_sub(n - k);
+    let hi = draws.min(k);
+    // Tables as or less likely than the observed one (relative slack as scipy).
+    let p: f64 = (lo..=hi)
+        .map(|x| h.pmf(x))
+        .filter(|&q| q <= observed * (1.0 + 1e-7))
+        .sum();
+    let odds = (a as f64 * d as f64) / (b as f64 * c as f64);
+    (odds, p.min(1.0))
+}
+
+fn verdict(p: f64, alpha: f64, differ: &str, same: &str) -> String {
+    if p.is_nan() {
+        "not testable (fewer than two subjects on a side)".to_string()
+    } else if p < alpha {
+        format!("{differ} (p < {alpha})")
+    } else {
+        format!("{same} (p >= {alpha})")
+    }
+}
+
+/// The checks the lab asks for: age confound and train/validation balance.
+pub fn checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
+    let mut out = Vec::new();
+    let ages = |d: Diagnosis| {
+        ds.subjects
+            .iter()
+            .filter(|s| s.diagnosis == d)
+            .map(|s| s.age)
+            .collect::<Vec<_>>()
+    };
+    let (ad, cn) = (ages(Diagnosis::AD), ages(Diagnosis::CN));
+    let (t, p) = welch_t(&ad, &cn);
+    let (mad, mcn) = (
+        nan_mean_std(ad.iter().copied()).0,
+        nan_mean_std(cn.iter().copied()).0,
+    );
+    out.push(Check {
+        check: "age AD vs CN".into(),
+        group: "all".into(),
+        test: "welch_t",
+        statistic: t,
+        p_value: p,
+        detail: format!(
+            "AD {mad:.1} vs CN {mcn:.1} years: {}",
+            verdict(p, alpha, "the classes differ in age, a classifier may learn age instead of disease; check the >= 62 subgroup", "no age difference detected")
+        ),
+    });
+    let members =
+        |rows: &[super::dataset::SplitRow], d: Diagnosis| -> Result<Vec<&Subject>, OpError> {
+            rows.iter()
+                .filter(|r| r.diagnosis == d)
+                .map(|r| ds.subject(r))
+                .collect()
+        };
+    for d in Diagnosis::ALL {
+        let (tr, va) = (members(&ds.train, d)?, members(&ds.validation, d)?);
+        for (name, f) in [
+            ("age", (|s: &Subject| s.age) as fn(&Subject) -> f64),
+            ("MMS", |s: &Subject| s.mms),
+        ] {
+            let (a, b): (Vec<f64>, Vec<f64>) = (
+                tr.iter().map(|s| f(s)).collect(),
+                va.iter().map(|s| f(s)).collect(),
+            );
+            let (t, p) = welch_t(&a, &b);
+            out.push(Check {
+                check: format!("{name} train vs validation"),
+                group: d.as_str().into(),
+                test: "welch_t",
+                statistic: t,
+                p_value: p,
+                detail: format!(
+                    "train {:.1} vs validation {:.1}: {}",
+                    nan_mean_std(a.iter().copied()).0,
+                    nan_mean_std(b.iter().copied()).0,
+                    verdict(p, alpha, "unbalanced", "balanced")
+                ),
+            });
+        }
+        let f = |v: &[&Subject]| v.iter().filter(|s| s.sex == "F").count() as u64;
+        let (tf, vf) = (f(&tr), f(&va));
+        let (odds, p) = fisher_exact(tf, tr.len() as u64 - tf, vf, va.len() as u64 - vf);
+        out.push(Check {
+            check: "sex train vs validation".into(),
+            group: d.as_str().into(),
+            test: "fisher_exact",
+            statistic: odds,
+            p_value: p,
+            detail: format!(
+                "women: train {tf}/{} vs validation {vf}/{}: {}",
+                tr.len(),
+                va.len(),
+                verdict(p, alpha, "unbalanced", "balanced")
+            ),
+        });
+    }
+    let count = |rows: &[super::dataset::SplitRow], d: Diagnosis| {
+        rows.iter().filter(|r| r.diagnosis == d).count() as u64
+    };
+    let (tad, tcn, vad, vcn) = (
+        count(&ds.train, Diagnosis::AD),
+        count(&ds.train, Diagnosis::CN),
+        count(&ds.validation, Diagnosis::AD),
+        count(&ds.validation, Diagnosis::CN),
+    );
+    let (odds, p) = fisher_exact(tad, tcn, vad, vcn);
+    out.push(Check {
+        check: "diagnosis train vs validation".into(),
+        group: "all".into(),
+        test: "fisher_exact",
+        statistic: odds,
+        p_value: p,
+        detail: format!(
+            "AD/CN: train {tad}/{tcn} vs validation {vad}/{vcn}: {}",
+            verdict(p, alpha, "unbalanced", "balanced")
+        ),
+    });
+    Ok(out)
+}
+
+fn num(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v:.6}")
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), OpError> {
+    std::fs::write(path, text).map_err(|e| OpError::io(path, e))
+}
+
+pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
+    let p: DemographicsParams = ctx.params()?;
+    if !(p.alpha > 0.0 && p.alpha < 1.0) {
+        return Err(OpError::Params(format!(
+            "demographics: `alpha` must lie in (0, 1), got {}",
+            p.alpha
+        )));
+    }
+    let ds = Dataset::open(&ctx.input_by_any_op(&["fetch", "synth"])?.dir)?;
+    let rows = population(&ds)?;
+    let checks = checks(&ds, p.alpha)?;
+    let mut text = String::from(
+        "split\tdiagnosis\tN\tage\t%sexF\teducation\tMMS\tCDR=0\tCDR=0.5\tCDR=1\tCDR=2\n",
+    );
+    let mut m = Metrics::new();
+    for r in &rows {
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}",
+            r.split,
+            r.diagnosis.as_str(),
+            r.cells().join("\t")
+        );
+        let key = format!("{}_{}", r.split, r.diagnosis.as_str());
+        m.insert(format!("{key}_n"), r.n.into());
+        m.insert(
+            format!("{key}_age"),
+            format!("{:.1} ± {:.1}", r.age.0, r.age.1).into(),
+        );
+    }
+    write(&ctx.out.join("population.tsv"), &text)?;
+    let mut text = String::from("check\tgroup\ttest\tstatistic\tp_value\tdetail\n");
+    for c in &checks {
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            c.check,
+            c.group,
+            c.test,
+            num(c.statistic),
+            num(c.p_value),
+            c.detail
+        );
+        let key = format!("p_{}_{}", c.check.replace(' ', "_"), c.group);
+        m.insert(
+            key,
+            serde_json::Number::from_f64(c.p_value).map_or(serde_json::Value::Null, Into::into),
+        );
+    }
+    write(&ctx.out.join("checks.tsv"), &text)?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dataset::real_tables_dataset;
+    use super::super::Input;
+    use super::*;
+
+    /// The seed's three printed tables, copied verbatim (lab section 0 and 1).
+    const SEED_TABLES: &str = "\
+all AD 73 77.5 ± 7.4 63 2.7 ± 1.3 22.7 ± 3.6 0 45 26 2
+all CN 304 44.0 ± 23.3 62.2 3.5 ± 1.2 29.7 ± 0.6 124 0 0 0
+train AD 58 77.4 ± 7.5 69 2.8 ± 1.4 22.6 ± 3.6 0 37 19 2
+train CN 242 43.4 ± 23.5 62 3.6 ± 1.2 29.8 ± 0.5 97 0 0 0
+validation AD 15 78.2 ± 6.6 40 2.5 ± 1.0 22.9 ± 3.6 0 8 7 0
+validation CN 62 46.3 ± 22.6 62.9 3.4 ± 1.3 29.6 ± 0.7 27 0 0 0
+";
+
+    fn run_on(dir: &Path, out: &Path) -> Metrics {
+        let inputs = [Input {
+            stage: "dataset".into(),
+            op: Some("fetch".into()),
+            dir: dir.to_path_buf(),
+        }];
+        let params = Metrics::new();
+        let ctx = OpCtx {
+            stage: "demographics",
+            params: &params,
+            inputs: &inputs,
+            out,
+            threads: 1,
+        };
+        run(&ctx).unwrap()
+    }
+
+    #[test]
+    fn reproduces_the_seed_tables_on_the_real_tsvs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = real_tables_dataset(&tmp.path().join("ds"));
+        let out = tmp.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let m = run_on(&ds, &out);
+        let got = std::fs::read_to_string(out.join("population.tsv")).unwrap();
+        let mut lines = got.lines();
+        assert_eq!(
+            lines.next().unwrap().replace('\t', " "),
+            "split diagnosis N age %sexF education MMS CDR=0 CDR=0.5 CDR=1 CDR=2"
+        );
+        // The seed prints cells separated by spaces; `± ` sits inside a cell.
+        let body: String = lines.map(|l| l.replace('\t', " ") + "\n").collect();
+        assert_eq!(body, SEED_TABLES);
+        assert_eq!(m["train_AD_n"], 58);
+        let checks = std::fs::read_to_string(out.join("checks.tsv")).unwrap();
+        let age = checks
+            .lines()
+            .find(|l| l.starts_with("age AD vs CN"))
+            .unwrap();
+        assert!(age.contains("the classes differ in age"), "{age}");
+        // The lab's split was made to balance age, sex and MMS per class.
+        for l in checks.lines().filter(|l| l.contains("train vs validation")) {
+            assert!(
+                l.ends_with("balanced (p >= 0.05)") || l.contains(" balanced (p >= 0.05)"),
+                "{l}"
+            );
+        }
+    }
+
+    #[test]
+    fn welch_and_fisher_match_reference_values() {
+        // By hand: t = -4 / sqrt(2.5/5 + 14/6), Welch df = 6.9723; p from numeric
+        // integration of the t density (what scipy's ttest_ind(equal_var=False) gives).
+        let (t, p) = welch_t(
+            &[1.0, 2.0, 3.0, 4.0, 5.0],
+            &[2.0, 4.0, 6.0, 8.0, 10.0, 12.0],
+        );
+        assert!((t + 2.376354).abs() < 1e-5, "{t}");
+        assert!((p - 0.049284).abs() < 1e-5, "{p}");
+        // scipy.stats.fisher_exact([[8, 2], [1, 5]]) -> (20.0, 0.03496503...)
+        let (odds, p) = fisher_exact(8, 2, 1, 5);
+        assert_eq!(odds, 20.0);
+        assert!((p - 0.034965).abs() < 1e-5, "{p}");
+        assert_eq!(py_round1(63.0), "63");
+        assert_eq!(py_round1(62.2368), "62.2");
+        let (m, s) = nan_mean_std([1.0, f64::NAN, 3.0].into_iter());
+        assert_eq!((m, s), (2.0, 1.0));
+    }
+}
