@@ -23,6 +23,7 @@
 //! the whole pipeline at load time with the list of valid names.
 
 pub mod metrics;
+pub mod torch_params;
 
 use std::path::{Path, PathBuf};
 
@@ -83,7 +84,10 @@ impl<'a> OpCtx<'a> {
 
     /// Every upstream stage made by `op`, in `needs` order.
     pub fn inputs_by_op(&self, op: &str) -> Vec<&'a Input> {
-        self.inputs.iter().filter(|i| i.op.as_deref() == Some(op)).collect()
+        self.inputs
+            .iter()
+            .filter(|i| i.op.as_deref() == Some(op))
+            .collect()
     }
 
     /// The first upstream stage made by any of `ops` (e.g. the dataset,
@@ -121,16 +125,26 @@ pub enum OpError {
     #[error("bad params: {0}")]
     Params(String),
     #[error("stage `{stage}` needs an upstream `{wanted}` stage; it has {have}. Add one to its `needs`.")]
-    MissingInput { stage: String, wanted: String, have: String },
+    MissingInput {
+        stage: String,
+        wanted: String,
+        have: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Msg(String),
 }
 
 impl OpError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        OpError::Io { path: path.into(), source }
+        OpError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -176,4 +190,33 @@ pub fn lookup(name: &str) -> Option<&'static OpDef> {
     REGISTRY.iter().find(|d| d.name == name)
 }
 
-static REGISTRY: &[OpDef] = &[];
+static REGISTRY: &[OpDef] = &[
+    OpDef {
+        name: "train_cnn",
+        version: 1,
+        kind: OpKind::Torch,
+        check_params: |p| torch_params::TrainCnnParams::from_params(p).map(|_| ()),
+        summary: "train the lab's CNN on one `crop` stage (Adam, best epoch by training loss)",
+    },
+    OpDef {
+        name: "evaluate",
+        version: 1,
+        kind: OpKind::Torch,
+        check_params: |p| torch_params::EvaluateParams::from_params(p).map(|_| ()),
+        summary: "a `train_cnn` model on the validation split: predictions and lab metrics",
+    },
+    OpDef {
+        name: "train_ae",
+        version: 1,
+        kind: OpKind::Torch,
+        check_params: |p| torch_params::TrainAeParams::from_params(p).map(|_| ()),
+        summary: "train the lab's autoencoder on one `crop` stage (Adam, summed MSE)",
+    },
+    OpDef {
+        name: "extract_codes",
+        version: 1,
+        kind: OpKind::Torch,
+        check_params: |p| torch_params::ExtractCodesParams::from_params(p).map(|_| ()),
+        summary: "a `train_ae` model's 80-value codes of one split, for clustering",
+    },
+];
