@@ -28,13 +28,7 @@ pub fn compute_metrics(truth: &[i64], predicted: &[i64]) -> BinaryMetrics {
             (false, true) => fn_ += 1,
         }
     }
-    let ratio = |num: usize, den: usize| {
-        if den == 0 {
-            0.0
-        } else {
-            num as f64 / den as f64
-        }
-    };
+    let ratio = |num: usize, den: usize| if den == 0 { 0.0 } else { num as f64 / den as f64 };
     let sensitivity = ratio(tp, tp + fn_);
     let specificity = ratio(tn, tn + fp);
     BinaryMetrics {
