@@ -38,11 +38,16 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|_| {}));
     let outcome = std::panic::catch_unwind(|| {
         let job = hcpipe_torch::job::read(&path)?;
-        hcpipe_torch::job::execute(&job)
-            .map_err(|e| (job.stage.clone(), job.op.clone(), e))
-            .map_err(|(stage, op, e)| {
-                hcpipe::ops::OpError::Msg(format!("stage `{stage}` (op `{op}`): {e}"))
-            })
+        hcpipe_torch::job::execute(&job).map_err(|e| {
+            // Say which stage failed, unless the message already does.
+            let text = e.to_string();
+            let stage = format!("stage `{}`", job.stage);
+            if text.contains(&stage) {
+                hcpipe::ops::OpError::Msg(format!("{text} (op `{}`)", job.op))
+            } else {
+                hcpipe::ops::OpError::Msg(format!("{stage} (op `{}`): {text}", job.op))
+            }
+        })
     });
     match outcome {
         Ok(Ok(_)) => ExitCode::SUCCESS,

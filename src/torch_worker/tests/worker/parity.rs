@@ -44,7 +44,7 @@ fn python_lab_classes_load_checkpoints_and_agree() {
     Crop {
         signal: 0.3,
         seed: 5,
-        ..Crop::lab(6, 2)
+        ..Crop::lab(4, 1)
     }
     .write(&crop);
     // One epoch each, so BatchNorm running statistics are not the defaults.
@@ -52,7 +52,7 @@ fn python_lab_classes_load_checkpoints_and_agree() {
     run_ok(&job(
         work.path(),
         "train_cnn",
-        json!({"epochs": 1, "lr": 1e-3}),
+        json!({"epochs": 1, "lr": 1e-3, "batch_size": 2}),
         vec![input("c", "crop", &crop)],
         &cnn_dir,
     ));
