@@ -122,8 +122,8 @@ pub fn fit(
 
 /// A classifier's results over a split, as the lab's `test` computes them.
 pub struct Classified {
-    /// Summed cross-entropy (divide by n for the lab's `mean_loss`).
-    pub loss_sum: f64,
+    /// Cross-entropy per patch (their sum / n is the lab's `mean_loss`).
+    pub losses: Vec<f64>,
     /// Softmax (P(CN), P(AD)) per patch.
     pub proba: Vec<[f64; 2]>,
     /// argmax of the logits per patch.
@@ -132,7 +132,7 @@ pub struct Classified {
 
 impl Classified {
     pub fn mean_loss(&self) -> f64 {
-        self.loss_sum / self.proba.len().max(1) as f64
+        self.losses.iter().sum::<f64>() / self.losses.len().max(1) as f64
     }
 }
 
@@ -140,7 +140,7 @@ impl Classified {
 pub fn classify(net: &CustomNetwork, data: &CropSplit, batch_size: usize) -> Result<Classified> {
     let n = data.len();
     let mut out = Classified {
-        loss_sum: 0.0,
+        losses: Vec::with_capacity(n),
         proba: Vec::with_capacity(n),
         predicted: Vec::with_capacity(n),
     };
@@ -152,9 +152,11 @@ pub fn classify(net: &CustomNetwork, data: &CropSplit, batch_size: usize) -> Res
             let labels = data.labels.narrow(0, start as i64, len as i64);
             let logits = net.forward_t(&images, false);
             let loss = logits
-                .f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0)
+                .f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::None, -100, 0.0)
                 .context(|| "cross-entropy".to_string())?;
-            out.loss_sum += loss.double_value(&[]);
+            let loss = loss.to_kind(Kind::Double).to_device(tch::Device::Cpu);
+            out.losses
+                .extend(Vec::<f64>::try_from(loss).context(|| "losses".to_string())?);
             let proba = logits.softmax(1, Kind::Double).to_device(tch::Device::Cpu);
             let predicted = logits.argmax(1, false).to_device(tch::Device::Cpu);
             let proba = Vec::<f64>::try_from(proba.flatten(0, -1))

@@ -22,7 +22,7 @@ use super::{common_metrics, finite, params};
 use crate::data::CropSplit;
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
-use crate::train::classify;
+use crate::train::{classify, Classified};
 use crate::tsv::Table;
 
 pub fn run(ctx: &OpCtx) -> Result<Metrics> {
@@ -63,10 +63,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
     let truth = data.labels_host();
     let all: Vec<usize> = (0..data.len()).collect();
     let mut m = Metrics::new();
-    m.insert(
-        "validation".into(),
-        subset_metrics(&truth, &c.predicted, &c.proba, &all),
-    );
+    m.insert("validation".into(), subset_metrics(&truth, &c, &all));
     if let Some(filter) = old_filter {
         let keep = read_subject_ids(&filter.dir.join("subjects.tsv"))?;
         let old: Vec<usize> = (0..data.len())
@@ -86,36 +83,18 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
                 crop.stage
             )));
         }
-        m.insert(
-            "old".into(),
-            subset_metrics(&truth, &c.predicted, &c.proba, &old),
-        );
+        m.insert("old".into(), subset_metrics(&truth, &c, &old));
     }
     m.extend(common_metrics(device, started));
     m.insert("region".into(), json!(data.meta.region));
     Ok(m)
 }
 
-/// The lab's metrics and mean loss over the patches `idx`.
-fn subset_metrics(truth: &[i64], predicted: &[i64], proba: &[[f64; 2]], idx: &[usize]) -> Value {
-    let t: Vec<i64> = idx.iter().filter_map(|&i| truth.get(i).copied()).collect();
-    let p: Vec<i64> = idx
-        .iter()
-        .filter_map(|&i| predicted.get(i).copied())
-        .collect();
-    // Cross-entropy of one patch = -ln P(true class).
-    let loss: f64 = idx
-        .iter()
-        .filter_map(|&i| {
-            Some(
-                -proba
-                    .get(i)?
-                    .get(usize::try_from(*truth.get(i)?).ok()?)?
-                    .ln(),
-            )
-        })
-        .sum();
-    let b = compute_metrics(&t, &p);
+/// The lab's metrics and mean loss (summed cross-entropy / n) over the patches `idx`.
+fn subset_metrics(truth: &[i64], c: &Classified, idx: &[usize]) -> Value {
+    let pick = |v: &[i64]| -> Vec<i64> { idx.iter().filter_map(|&i| v.get(i).copied()).collect() };
+    let loss: f64 = idx.iter().filter_map(|&i| c.losses.get(i)).sum();
+    let b = compute_metrics(&pick(truth), &pick(&c.predicted));
     json!({
         "accuracy": b.accuracy,
         "sensitivity": b.sensitivity,

@@ -106,4 +106,5 @@ fn python_lab_classes_load_checkpoints_and_agree() {
         stdout.contains("cnn logits max diff") && stdout.contains("ae recon max diff"),
         "{stdout}"
     );
+    eprintln!("{stdout}");
 }
