@@ -84,10 +84,7 @@ impl<'a> OpCtx<'a> {
 
     /// Every upstream stage made by `op`, in `needs` order.
     pub fn inputs_by_op(&self, op: &str) -> Vec<&'a Input> {
-        self.inputs
-            .iter()
-            .filter(|i| i.op.as_deref() == Some(op))
-            .collect()
+        self.inputs.iter().filter(|i| i.op.as_deref() == Some(op)).collect()
     }
 
     /// The first upstream stage made by any of `ops` (e.g. the dataset,
@@ -125,26 +122,16 @@ pub enum OpError {
     #[error("bad params: {0}")]
     Params(String),
     #[error("stage `{stage}` needs an upstream `{wanted}` stage; it has {have}. Add one to its `needs`.")]
-    MissingInput {
-        stage: String,
-        wanted: String,
-        have: String,
-    },
+    MissingInput { stage: String, wanted: String, have: String },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Msg(String),
 }
 
 impl OpError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        OpError::Io {
-            path: path.into(),
-            source,
-        }
+        OpError::Io { path: path.into(), source }
     }
 }
 
