@@ -35,6 +35,7 @@ pub mod nifti;
 pub mod pt;
 pub mod soft_vote;
 pub mod synth;
+pub mod torch_params;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -241,6 +242,34 @@ static REGISTRY: &[OpDef] = &[
         kind: OpKind::Native(crop::run),
         check_params: |p| parse_params::<crop::CropParams>(p).map(|_| ()),
         summary: "hippocampus patches (left_hc / right_hc) with a shift margin, as safetensors",
+    },
+    OpDef {
+        name: "train_cnn",
+        version: 1,
+        kind: OpKind::Torch,
+        check_params: |p| torch_params::TrainCnnParams::from_params(p).map(|_| ()),
+        summary: "train the lab's CNN on one `crop` stage (Adam, best epoch by training loss)",
+    },
+    OpDef {
+        name: "evaluate",
+        version: 1,
+        kind: OpKind::Torch,
+        check_params: |p| torch_params::EvaluateParams::from_params(p).map(|_| ()),
+        summary: "a `train_cnn` model on the validation split: predictions and lab metrics",
+    },
+    OpDef {
+        name: "train_ae",
+        version: 1,
+        kind: OpKind::Torch,
+        check_params: |p| torch_params::TrainAeParams::from_params(p).map(|_| ()),
+        summary: "train the lab's autoencoder on one `crop` stage (Adam, summed MSE)",
+    },
+    OpDef {
+        name: "extract_codes",
+        version: 1,
+        kind: OpKind::Torch,
+        check_params: |p| torch_params::ExtractCodesParams::from_params(p).map(|_| ()),
+        summary: "a `train_ae` model's 80-value codes of one split, for clustering",
     },
     OpDef {
         name: "soft_vote",

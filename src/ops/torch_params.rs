@@ -1,0 +1,209 @@
+//! Params of the ops the `hcpipe-torch` worker runs (`train_cnn`, `evaluate`,
+//! `train_ae`, `extract_codes`).
+//!
+//! They live in the runner lib, not in the worker, so the runner checks a
+//! pipeline's params at load time without linking libtorch; the worker
+//! deserialises the same structs from its job file. Defaults are the lab's
+//! (seed notebook, sections "Train & Test" and "Train Autoencoder").
+
+use serde::{Deserialize, Serialize};
+
+use super::{parse_params, Params};
+
+/// Where the tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when the worker sees a GPU, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// Fails when no GPU is visible rather than silently using the CPU.
+    Cuda,
+}
+
+/// Which split of a `crop` artifact an op reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Validation,
+}
+
+impl Split {
+    /// The file stem inside a `crop` artifact (`train.safetensors`, `train.tsv`).
+    pub fn stem(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Validation => "validation",
+        }
+    }
+}
+
+fn default_cnn_lr() -> f64 {
+    1e-4
+}
+fn default_ae_lr() -> f64 {
+    1e-2
+}
+fn default_epochs() -> usize {
+    30
+}
+fn default_train_batch() -> usize {
+    4
+}
+fn default_eval_batch() -> usize {
+    32
+}
+fn default_split() -> Split {
+    Split::Train
+}
+
+/// `train_cnn`: the lab's CustomNetwork, Adam, summed cross-entropy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainCnnParams {
+    #[serde(default = "default_cnn_lr")]
+    pub lr: f64,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_train_batch")]
+    pub batch_size: usize,
+    /// Seeds weight init, dropout, shuffling and shifts.
+    #[serde(default)]
+    pub seed: u64,
+    /// Random shift in voxels per axis during training; defaults to the
+    /// margin the `crop` stage stored (its `shift`), and may not exceed it.
+    #[serde(default)]
+    pub shift: Option<usize>,
+    #[serde(default)]
+    pub device: DeviceChoice,
+}
+
+/// `train_ae`: the lab's AutoEncoder, Adam, summed MSE.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainAeParams {
+    #[serde(default = "default_ae_lr")]
+    pub lr: f64,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_train_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub shift: Option<usize>,
+    #[serde(default)]
+    pub device: DeviceChoice,
+}
+
+/// `evaluate`: a trained CNN on the validation split (and the old subjects).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateParams {
+    /// Only speed depends on it (evaluation mode: no batch statistics).
+    #[serde(default = "default_eval_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub device: DeviceChoice,
+}
+
+/// `extract_codes`: the autoencoder's 80-value codes of one split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractCodesParams {
+    #[serde(default = "default_split")]
+    pub split: Split,
+    #[serde(default = "default_eval_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub device: DeviceChoice,
+}
+
+fn check_training(lr: f64, epochs: usize, batch_size: usize) -> Result<(), String> {
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(format!("`lr` must be a positive number, got {lr}"));
+    }
+    if epochs == 0 {
+        return Err("`epochs` must be at least 1".to_string());
+    }
+    check_batch(batch_size)
+}
+
+fn check_batch(batch_size: usize) -> Result<(), String> {
+    if batch_size == 0 {
+        return Err("`batch_size` must be at least 1".to_string());
+    }
+    Ok(())
+}
+
+impl TrainCnnParams {
+    /// Parse and check the values serde cannot (positive lr, non-zero sizes).
+    pub fn from_params(p: &Params) -> Result<Self, String> {
+        let t: Self = parse_params(p)?;
+        check_training(t.lr, t.epochs, t.batch_size)?;
+        Ok(t)
+    }
+}
+
+impl TrainAeParams {
+    pub fn from_params(p: &Params) -> Result<Self, String> {
+        let t: Self = parse_params(p)?;
+        check_training(t.lr, t.epochs, t.batch_size)?;
+        Ok(t)
+    }
+}
+
+impl EvaluateParams {
+    pub fn from_params(p: &Params) -> Result<Self, String> {
+        let t: Self = parse_params(p)?;
+        check_batch(t.batch_size)?;
+        Ok(t)
+    }
+}
+
+impl ExtractCodesParams {
+    pub fn from_params(p: &Params) -> Result<Self, String> {
+        let t: Self = parse_params(p)?;
+        check_batch(t.batch_size)?;
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(json: serde_json::Value) -> Params {
+        match json {
+            serde_json::Value::Object(m) => m,
+            _ => Params::new(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_labs() {
+        let t = TrainCnnParams::from_params(&Params::new()).unwrap();
+        assert_eq!((t.lr, t.epochs, t.batch_size, t.shift), (1e-4, 30, 4, None));
+        let a = TrainAeParams::from_params(&Params::new()).unwrap();
+        assert_eq!((a.lr, a.epochs, a.batch_size), (1e-2, 30, 4));
+        let c = ExtractCodesParams::from_params(&Params::new()).unwrap();
+        assert_eq!(c.split, Split::Train);
+        assert_eq!(c.device, DeviceChoice::Auto);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused() {
+        let e = TrainCnnParams::from_params(&params(serde_json::json!({"learning_rate": 1})));
+        assert!(e.unwrap_err().contains("unknown field `learning_rate`"));
+        let e = TrainCnnParams::from_params(&params(serde_json::json!({"lr": -1.0})));
+        assert!(e.unwrap_err().contains("`lr`"));
+        let e = TrainAeParams::from_params(&params(serde_json::json!({"batch_size": 0})));
+        assert!(e.unwrap_err().contains("`batch_size`"));
+        let e = EvaluateParams::from_params(&params(serde_json::json!({"device": "gpu"})));
+        assert!(e.unwrap_err().contains("unknown variant `gpu`"));
+        let e = ExtractCodesParams::from_params(&params(serde_json::json!({"split": "test"})));
+        assert!(e.is_err());
+    }
+}

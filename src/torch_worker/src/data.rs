@@ -1,0 +1,236 @@
+//! `crop` artifacts: patches stored with a margin, their labels and subjects.
+//!
+//! A `crop` stage stores each split as `<split>.safetensors` (`patches` F32
+//! [N,1,D+2s,H+2s,W+2s], `labels` I64 [N]) plus `<split>.tsv` (row i
+//! describes patch i) and `meta.json` (`shift` s, `patch_shape` [D,H,W]).
+//! The centre crop `[s..s+D, s..s+H, s..s+W]` is the lab's unshifted patch;
+//! a training batch takes each patch at a random offset within the margin,
+//! like the lab's `CropLeftHC(random_shift)` in train mode.
+//!
+//! All patches are moved to the job's device once, on load: a GPU run then
+//! slices batches on the device without host copies.
+
+use std::path::{Path, PathBuf};
+
+use hcpipe::ops::torch_params::Split;
+use hcpipe::ops::OpError;
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{msg, Result, TchContext};
+use crate::tsv::Table;
+
+/// `meta.json` of a `crop` artifact (fields the worker uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CropMeta {
+    pub region: String,
+    /// Margin, in voxels, stored around the lab's box on every side.
+    pub shift: usize,
+    pub patch_shape: [i64; 3],
+    pub stored_shape: [i64; 3],
+}
+
+/// One patch's subject.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub participant_id: String,
+    pub session_id: String,
+    pub label: i64,
+}
+
+/// One split of a `crop` artifact, resident on the job's device.
+pub struct CropSplit {
+    pub meta: CropMeta,
+    /// F32 [N, 1, stored D, H, W] on the device.
+    pub patches: Tensor,
+    /// I64 [N] on the device.
+    pub labels: Tensor,
+    pub subjects: Vec<Subject>,
+    pub device: Device,
+}
+
+impl CropMeta {
+    pub fn read(dir: &Path) -> Result<CropMeta> {
+        let path = dir.join("meta.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| OpError::io(&path, e))?;
+        let meta: CropMeta = serde_json::from_str(&text).map_err(|e| {
+            msg(format!(
+                "{}: not a `crop` meta.json ({e}); rebuild the crop stage",
+                path.display()
+            ))
+        })?;
+        let s = i64::try_from(meta.shift).unwrap_or(i64::MAX);
+        let expected = meta
+            .patch_shape
+            .map(|d| d.saturating_add(s.saturating_mul(2)));
+        if meta.patch_shape.iter().any(|&d| d < 1) || expected != meta.stored_shape {
+            return Err(msg(format!(
+                "{}: stored_shape {:?} is not patch_shape {:?} grown by shift {} on every side; \
+                 rebuild the crop stage",
+                path.display(),
+                meta.stored_shape,
+                meta.patch_shape,
+                meta.shift
+            )));
+        }
+        Ok(meta)
+    }
+
+    /// The margin as a tensor offset.
+    pub fn margin(&self) -> i64 {
+        self.shift as i64
+    }
+}
+
+fn tensor_named(file: &Path, tensors: &mut Vec<(String, Tensor)>, name: &str) -> Result<Tensor> {
+    let pos = tensors.iter().position(|(n, _)| n == name).ok_or_else(|| {
+        msg(format!(
+            "{}: no tensor `{name}`; rebuild the crop stage",
+            file.display()
+        ))
+    })?;
+    Ok(tensors.swap_remove(pos).1)
+}
+
+impl CropSplit {
+    /// Load `split` of the `crop` artifact in `dir` onto `device`, checking
+    /// that shapes, labels and the subject table agree.
+    pub fn load(dir: &Path, split: Split, device: Device) -> Result<CropSplit> {
+        let meta = CropMeta::read(dir)?;
+        let file: PathBuf = dir.join(format!("{}.safetensors", split.stem()));
+        if !file.is_file() {
+            return Err(msg(format!(
+                "{}: missing; the `crop` stage did not write its {} split (rebuild it)",
+                file.display(),
+                split.stem()
+            )));
+        }
+        let mut tensors = Tensor::read_safetensors(&file)
+            .context(|| format!("{}: cannot read", file.display()))?;
+        let patches = tensor_named(&file, &mut tensors, "patches")?;
+        let labels = tensor_named(&file, &mut tensors, "labels")?;
+        let n = patches.size().first().copied().unwrap_or(0);
+        let [d, h, w] = meta.stored_shape;
+        if patches.kind() != Kind::Float || patches.size() != [n, 1, d, h, w] {
+            return Err(msg(format!(
+                "{}: `patches` is {:?} {:?}, expected F32 [N, 1, {d}, {h}, {w}] (meta.json's \
+                 stored_shape); rebuild the crop stage",
+                file.display(),
+                patches.kind(),
+                patches.size()
+            )));
+        }
+        if labels.kind() != Kind::Int64 || labels.size() != [n] {
+            return Err(msg(format!(
+                "{}: `labels` is {:?} {:?}, expected I64 [{n}]; rebuild the crop stage",
+                file.display(),
+                labels.kind(),
+                labels.size()
+            )));
+        }
+        if n == 0 {
+            return Err(msg(format!(
+                "{}: the {} split is empty",
+                file.display(),
+                split.stem()
+            )));
+        }
+        let label_values = Vec::<i64>::try_from(&labels)
+            .context(|| format!("{}: reading `labels`", file.display()))?;
+        let subjects = read_subjects(&dir.join(format!("{}.tsv", split.stem())), &label_values)?;
+        Ok(CropSplit {
+            meta,
+            patches: patches.to_device(device),
+            labels: labels.to_device(device),
+            subjects,
+            device,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.subjects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subjects.is_empty()
+    }
+
+    pub fn labels_host(&self) -> Vec<i64> {
+        self.subjects.iter().map(|s| s.label).collect()
+    }
+
+    /// Patches `idx`, each cut at `offsets[k]` (per axis, 0..=2·margin) or
+    /// at the centre when `offsets` is `None`. Result: [k, 1, D, H, W].
+    pub fn batch(&self, idx: &[usize], offsets: Option<&[[i64; 3]]>) -> Tensor {
+        let [pd, ph, pw] = self.meta.patch_shape;
+        let m = self.meta.margin();
+        let parts: Vec<Tensor> = idx
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let [ox, oy, oz] = offsets.and_then(|o| o.get(k)).copied().unwrap_or([m, m, m]);
+                self.patches
+                    .get(i as i64)
+                    .narrow(1, ox, pd)
+                    .narrow(2, oy, ph)
+                    .narrow(3, oz, pw)
+            })
+            .collect();
+        Tensor::stack(&parts, 0)
+    }
+
+    /// Centre patches `start..start+len` as one view-based slice (no per-patch stack).
+    pub fn centre_range(&self, start: usize, len: usize) -> Tensor {
+        let [pd, ph, pw] = self.meta.patch_shape;
+        let m = self.meta.margin();
+        self.patches
+            .narrow(0, start as i64, len as i64)
+            .narrow(2, m, pd)
+            .narrow(3, m, ph)
+            .narrow(4, m, pw)
+    }
+
+    /// Labels of `idx` as a device tensor.
+    pub fn batch_labels(&self, idx: &[usize]) -> Tensor {
+        let index: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+        self.labels
+            .index_select(0, &Tensor::from_slice(&index).to_device(self.device))
+    }
+}
+
+/// `<split>.tsv`: one row per patch, its label agreeing with the tensor's.
+fn read_subjects(path: &Path, labels: &[i64]) -> Result<Vec<Subject>> {
+    let table = Table::read(path)?;
+    let (pid, sid, lab) = (
+        table.column("participant_id")?,
+        table.column("session_id")?,
+        table.column("label")?,
+    );
+    if table.rows.len() != labels.len() {
+        return Err(msg(format!(
+            "{}: {} rows but the patches file holds {} patches; rebuild the crop stage",
+            path.display(),
+            table.rows.len(),
+            labels.len()
+        )));
+    }
+    let mut subjects = Vec::with_capacity(labels.len());
+    for (i, (row, &label)) in table.rows.iter().zip(labels).enumerate() {
+        let participant_id = table.field(row, pid, i)?.to_string();
+        let text = table.field(row, lab, i)?;
+        if text.parse::<i64>().ok() != Some(label) || !(label == 0 || label == 1) {
+            return Err(msg(format!(
+                "{}: line {} (`{participant_id}`): label `{text}` but the patches file says \
+                 {label} (labels are 0 = CN, 1 = AD); rebuild the crop stage",
+                path.display(),
+                i + 2
+            )));
+        }
+        subjects.push(Subject {
+            participant_id,
+            session_id: table.field(row, sid, i)?.to_string(),
+            label,
+        });
+    }
+    Ok(subjects)
+}

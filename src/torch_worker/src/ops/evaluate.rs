@@ -1,0 +1,145 @@
+//! `evaluate`: a `train_cnn` model on the validation split of its `crop`.
+//!
+//! Artifact: `predictions.tsv` (`participant_id true_label predicted_label
+//! proba0 proba1`, one row per validation patch) and metrics
+//! `{"validation": {...}, "old": {...}}` with the lab's `compute_metrics`
+//! plus `mean_loss` (summed cross-entropy / n, as the lab's `test`). "old"
+//! restricts to the subjects an upstream `age_filter` stage lists (the lab's
+//! check on participants aged 62 and over).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use hcpipe::ops::metrics::compute_metrics;
+use hcpipe::ops::torch_params::{EvaluateParams, Split};
+use hcpipe::ops::{Metrics, OpCtx, OpError};
+use serde_json::{json, Value};
+use tch::nn::VarStore;
+
+use super::{common_metrics, finite, params};
+use crate::data::CropSplit;
+use crate::error::{msg, Result};
+use crate::models::CustomNetwork;
+use crate::train::{classify, Classified};
+use crate::tsv::Table;
+
+pub fn run(ctx: &OpCtx) -> Result<Metrics> {
+    let started = Instant::now();
+    let p = params(ctx, EvaluateParams::from_params)?;
+    let model = ctx.input_by_op("train_cnn")?;
+    let crop = ctx.input_by_op("crop")?;
+    let old_filter = match ctx.inputs_by_op("age_filter").as_slice() {
+        [] => None,
+        [one] => Some(*one),
+        _ => {
+            return Err(msg(format!(
+                "stage `{}` has several upstream `age_filter` stages; keep at most one in `needs`",
+                ctx.stage
+            )))
+        }
+    };
+    let device = crate::device::pick(p.device, ctx.threads)?;
+    let data = CropSplit::load(&crop.dir, Split::Validation, device)?;
+    check_same_crop(ctx.stage, &model.dir, &model.stage, &data, &crop.stage)?;
+
+    let vs = VarStore::new(device);
+    let net = CustomNetwork::new(&vs.root());
+    crate::weights::load(&vs, &model.dir.join("weights.safetensors"), "train_cnn")?;
+    let c = classify(&net, &data, p.batch_size)?;
+
+    let mut tsv = String::from("participant_id\ttrue_label\tpredicted_label\tproba0\tproba1\n");
+    for ((s, pred), pr) in data.subjects.iter().zip(&c.predicted).zip(&c.proba) {
+        writeln!(
+            tsv,
+            "{}\t{}\t{pred}\t{}\t{}",
+            s.participant_id, s.label, pr[0], pr[1]
+        )
+        .ok();
+    }
+    crate::tsv::write(&ctx.out.join("predictions.tsv"), &tsv)?;
+
+    let truth = data.labels_host();
+    let all: Vec<usize> = (0..data.len()).collect();
+    let mut m = Metrics::new();
+    m.insert("validation".into(), subset_metrics(&truth, &c, &all));
+    if let Some(filter) = old_filter {
+        let keep = read_subject_ids(&filter.dir.join("subjects.tsv"))?;
+        let old: Vec<usize> = (0..data.len())
+            .filter(|&i| {
+                data.subjects
+                    .get(i)
+                    .is_some_and(|s| keep.contains(&s.participant_id))
+            })
+            .collect();
+        if old.is_empty() {
+            return Err(msg(format!(
+                "stage `{}`: none of the {} subjects listed by `{}` is in the validation split of \
+                 `{}`; give the age_filter stage `split: validation`",
+                ctx.stage,
+                keep.len(),
+                filter.stage,
+                crop.stage
+            )));
+        }
+        m.insert("old".into(), subset_metrics(&truth, &c, &old));
+    }
+    m.extend(common_metrics(device, started));
+    m.insert("region".into(), json!(data.meta.region));
+    Ok(m)
+}
+
+/// The lab's metrics and mean loss (summed cross-entropy / n) over the patches `idx`.
+fn subset_metrics(truth: &[i64], c: &Classified, idx: &[usize]) -> Value {
+    let pick = |v: &[i64]| -> Vec<i64> { idx.iter().filter_map(|&i| v.get(i).copied()).collect() };
+    let loss: f64 = idx.iter().filter_map(|&i| c.losses.get(i)).sum();
+    let b = compute_metrics(&pick(truth), &pick(&c.predicted));
+    json!({
+        "accuracy": b.accuracy,
+        "sensitivity": b.sensitivity,
+        "specificity": b.specificity,
+        "balanced_accuracy": b.balanced_accuracy,
+        "mean_loss": finite(loss / idx.len().max(1) as f64),
+        "n": b.n,
+    })
+}
+
+/// `subjects.tsv` of an `age_filter` stage: its participant ids.
+fn read_subject_ids(path: &Path) -> Result<HashSet<String>> {
+    let table = Table::read(path)?;
+    let col = table.column("participant_id")?;
+    table
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| table.field(r, col, i).map(str::to_string))
+        .collect()
+}
+
+/// Refuses a model trained on another region or patch size than the crop it is evaluated on.
+fn check_same_crop(
+    stage: &str,
+    model_dir: &Path,
+    model_stage: &str,
+    data: &CropSplit,
+    crop_stage: &str,
+) -> Result<()> {
+    let path = model_dir.join("metrics.json");
+    // Older or hand-made model folders may lack metrics; the weight shapes are still checked.
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let trained: Value = serde_json::from_str(&text)
+        .map_err(|e| OpError::Msg(format!("{}: {e}", path.display())))?;
+    if let Some(region) = trained.get("region").and_then(Value::as_str) {
+        if region != data.meta.region {
+            return Err(msg(format!(
+                "stage `{stage}`: model `{model_stage}` was trained on region `{region}` but `{crop_stage}` \
+                 crops `{}`; put the crop the model was trained on in `needs`",
+                data.meta.region
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `extract_codes`: the autoencoder's codes of one split, for clustering.
+//!
+//! Artifact: `codes.tsv` (`participant_id label f0 … f79`), the lab's
+//! `compute_dataset_features` in eval mode on unshifted patches.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use hcpipe::ops::torch_params::ExtractCodesParams;
+use hcpipe::ops::{Metrics, OpCtx};
+use serde_json::json;
+use tch::nn::VarStore;
+use tch::Device;
+
+use super::{common_metrics, params};
+use crate::data::CropSplit;
+use crate::error::{Result, TchContext};
+use crate::models::AutoEncoder;
+
+pub fn run(ctx: &OpCtx) -> Result<Metrics> {
+    let started = Instant::now();
+    let p = params(ctx, ExtractCodesParams::from_params)?;
+    let model = ctx.input_by_op("train_ae")?;
+    let crop = ctx.input_by_op("crop")?;
+    let device = crate::device::pick(p.device, ctx.threads)?;
+    let data = CropSplit::load(&crop.dir, p.split, device)?;
+
+    let vs = VarStore::new(device);
+    let ae = AutoEncoder::new(&vs.root());
+    crate::weights::load(&vs, &model.dir.join("weights.safetensors"), "train_ae")?;
+
+    let n = data.len();
+    let mut codes: Vec<Vec<f32>> = Vec::with_capacity(n);
+    tch::no_grad(|| -> Result<()> {
+        let mut start = 0;
+        while start < n {
+            let len = p.batch_size.max(1).min(n - start);
+            let (code, _) = ae.forward_t(&data.centre_range(start, len), false);
+            let code = code.to_device(Device::Cpu);
+            for row in 0..len as i64 {
+                codes.push(
+                    Vec::<f32>::try_from(code.get(row)).context(|| "reading codes".to_string())?,
+                );
+            }
+            start += len;
+        }
+        Ok(())
+    })?;
+
+    let width = codes.first().map_or(0, Vec::len);
+    let mut tsv = String::from("participant_id\tlabel");
+    for f in 0..width {
+        write!(tsv, "\tf{f}").ok();
+    }
+    tsv.push('\n');
+    for (s, code) in data.subjects.iter().zip(&codes) {
+        write!(tsv, "{}\t{}", s.participant_id, s.label).ok();
+        for v in code {
+            write!(tsv, "\t{v}").ok();
+        }
+        tsv.push('\n');
+    }
+    crate::tsv::write(&ctx.out.join("codes.tsv"), &tsv)?;
+
+    let mut m = common_metrics(device, started);
+    m.insert("split".into(), json!(p.split.stem()));
+    m.insert("n".into(), json!(n));
+    m.insert("code_size".into(), json!(width));
+    m.insert("region".into(), json!(data.meta.region));
+    Ok(m)
+}

@@ -1,0 +1,107 @@
+//! `train_ae`: the lab's AutoEncoder trained on one `crop` stage.
+//!
+//! Artifact: `weights.safetensors` (best epoch, lab names `encoder.*`,
+//! `decoder.*`), `history.tsv` (epoch, loss). The loss is the lab's `testAE`:
+//! summed squared error over the training split / N / voxels per patch.
+
+use std::time::Instant;
+
+use hcpipe::ops::torch_params::{Split, TrainAeParams};
+use hcpipe::ops::{Metrics, OpCtx};
+use serde_json::json;
+use tch::nn::VarStore;
+use tch::Reduction;
+
+use super::{common_metrics, finite, params, resolve_shift};
+use crate::data::CropSplit;
+use crate::error::Result;
+use crate::models::AutoEncoder;
+use crate::train::{fit, write_history, EpochStats, Schedule};
+
+const EVAL_BATCH: usize = 32;
+
+/// The lab's `testAE`: Σ squared error / N / prod(patch shape), eval mode, no shift.
+pub fn reconstruction_loss(ae: &AutoEncoder, data: &CropSplit, batch_size: usize) -> f64 {
+    let n = data.len();
+    let voxels: i64 = data.meta.patch_shape.iter().product();
+    let mut total = 0.0;
+    tch::no_grad(|| {
+        let mut start = 0;
+        while start < n {
+            let len = batch_size.max(1).min(n - start);
+            let images = data.centre_range(start, len);
+            let (_, out) = ae.forward_t(&images, false);
+            total += out.mse_loss(&images, Reduction::Sum).double_value(&[]);
+            start += len;
+        }
+    });
+    total / n.max(1) as f64 / voxels.max(1) as f64
+}
+
+pub fn run(ctx: &OpCtx) -> Result<Metrics> {
+    let started = Instant::now();
+    let p = params(ctx, TrainAeParams::from_params)?;
+    let crop = ctx.input_by_op("crop")?;
+    let device = crate::device::pick(p.device, ctx.threads)?;
+    let data = CropSplit::load(&crop.dir, Split::Train, device)?;
+    let schedule = Schedule {
+        lr: p.lr,
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        seed: p.seed,
+        shift: resolve_shift(ctx.stage, p.shift, &data.meta)?,
+    };
+
+    tch::manual_seed(p.seed as i64);
+    let vs = VarStore::new(device);
+    let ae = AutoEncoder::new(&vs.root());
+    let outcome = fit(
+        &vs,
+        &data,
+        &schedule,
+        |images, _labels| {
+            ae.forward_t(images, true)
+                .1
+                .mse_loss(images, Reduction::Sum)
+        },
+        || {
+            Ok(EpochStats {
+                loss: reconstruction_loss(&ae, &data, EVAL_BATCH),
+                balanced_accuracy: None,
+            })
+        },
+    )?;
+
+    outcome.best.save(
+        &AutoEncoder::BATCH_NORMS,
+        outcome.best_steps,
+        &ctx.out.join("weights.safetensors"),
+    )?;
+    write_history(&ctx.out.join("history.tsv"), &outcome.history)?;
+
+    let mut m = common_metrics(device, started);
+    m.insert("best_epoch".into(), json!(outcome.best_epoch));
+    m.insert("best_loss".into(), finite(outcome.best_loss));
+    m.insert(
+        "first_loss".into(),
+        outcome
+            .history
+            .first()
+            .map_or(serde_json::Value::Null, |s| finite(s.loss)),
+    );
+    m.insert(
+        "last_loss".into(),
+        outcome
+            .history
+            .last()
+            .map_or(serde_json::Value::Null, |s| finite(s.loss)),
+    );
+    m.insert("epochs".into(), json!(p.epochs));
+    m.insert("seconds_per_epoch".into(), json!(outcome.seconds_per_epoch));
+    m.insert("n_train".into(), json!(data.len()));
+    m.insert("seed".into(), json!(p.seed));
+    m.insert("shift".into(), json!(schedule.shift));
+    m.insert("region".into(), json!(data.meta.region));
+    m.insert("patch_shape".into(), json!(data.meta.patch_shape));
+    Ok(m)
+}

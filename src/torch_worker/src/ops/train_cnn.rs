@@ -1,0 +1,95 @@
+//! `train_cnn`: the lab's CustomNetwork trained on one `crop` stage.
+//!
+//! Artifact: `weights.safetensors` (the best epoch's weights, lab names),
+//! `history.tsv` (epoch, loss, balanced_accuracy on the training split).
+
+use std::time::Instant;
+
+use hcpipe::ops::torch_params::{Split, TrainCnnParams};
+use hcpipe::ops::{Metrics, OpCtx};
+use serde_json::json;
+use tch::nn::{ModuleT, VarStore};
+use tch::{Reduction, Tensor};
+
+use super::{common_metrics, finite, params, resolve_shift};
+use crate::data::CropSplit;
+use crate::error::{msg, Result};
+use crate::models::CustomNetwork;
+use crate::train::{classifier_stats, fit, write_history, Schedule};
+
+/// Batch size of the per-epoch evaluation (eval mode: only speed depends on it).
+const EVAL_BATCH: usize = 32;
+
+pub fn run(ctx: &OpCtx) -> Result<Metrics> {
+    let started = Instant::now();
+    let p = params(ctx, TrainCnnParams::from_params)?;
+    let crop = ctx.input_by_op("crop")?;
+    let device = crate::device::pick(p.device, ctx.threads)?;
+    let data = CropSplit::load(&crop.dir, Split::Train, device)?;
+    if !CustomNetwork::accepts(data.meta.patch_shape) {
+        return Err(msg(format!(
+            "stage `{}`: the lab's CNN needs patches that pool to 4×5×4 (e.g. 30×40×30); \
+             `{}` made {:?} patches. Use the lab's crop boxes",
+            ctx.stage, crop.stage, data.meta.patch_shape
+        )));
+    }
+    let schedule = Schedule {
+        lr: p.lr,
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        seed: p.seed,
+        shift: resolve_shift(ctx.stage, p.shift, &data.meta)?,
+    };
+
+    tch::manual_seed(p.seed as i64);
+    let vs = VarStore::new(device);
+    let net = CustomNetwork::new(&vs.root());
+    let outcome = fit(
+        &vs,
+        &data,
+        &schedule,
+        |images, labels| {
+            net.forward_t(images, true).cross_entropy_loss::<Tensor>(
+                labels,
+                None,
+                Reduction::Sum,
+                -100,
+                0.0,
+            )
+        },
+        || classifier_stats(&net, &data, EVAL_BATCH),
+    )?;
+
+    outcome.best.save(
+        &CustomNetwork::BATCH_NORMS,
+        outcome.best_steps,
+        &ctx.out.join("weights.safetensors"),
+    )?;
+    write_history(&ctx.out.join("history.tsv"), &outcome.history)?;
+
+    let best = outcome.best_epoch.and_then(|e| outcome.history.get(e));
+    let last = outcome.history.last();
+    let mut m = common_metrics(device, started);
+    m.insert("best_epoch".into(), json!(outcome.best_epoch));
+    m.insert("best_loss".into(), finite(outcome.best_loss));
+    m.insert(
+        "train_balanced_accuracy".into(),
+        json!(best.and_then(|s| s.balanced_accuracy)),
+    );
+    m.insert(
+        "last_loss".into(),
+        last.map_or(serde_json::Value::Null, |s| finite(s.loss)),
+    );
+    m.insert(
+        "last_balanced_accuracy".into(),
+        json!(last.and_then(|s| s.balanced_accuracy)),
+    );
+    m.insert("epochs".into(), json!(p.epochs));
+    m.insert("seconds_per_epoch".into(), json!(outcome.seconds_per_epoch));
+    m.insert("n_train".into(), json!(data.len()));
+    m.insert("seed".into(), json!(p.seed));
+    m.insert("shift".into(), json!(schedule.shift));
+    m.insert("region".into(), json!(data.meta.region));
+    m.insert("patch_shape".into(), json!(data.meta.patch_shape));
+    Ok(m)
+}
