@@ -14,7 +14,7 @@ use tch::Reduction;
 
 use super::{common_metrics, finite, params, resolve_shift};
 use crate::data::CropSplit;
-use crate::error::Result;
+use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
 use crate::train::{fit, write_history, EpochStats, Schedule};
 
@@ -78,6 +78,10 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
         &ctx.out.join("weights.safetensors"),
     )?;
     write_history(&ctx.out.join("history.tsv"), &outcome.history)?;
+    // The best epoch's reconstruction of one subject, for the report's
+    // "input vs reconstruction" slices (the lab's visual check).
+    outcome.best.restore(&vs)?;
+    write_sample(&ae, &data, ctx.out)?;
 
     let mut m = common_metrics(device, started);
     m.insert("best_epoch".into(), json!(outcome.best_epoch));
@@ -104,4 +108,23 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
     m.insert("region".into(), json!(data.meta.region));
     m.insert("patch_shape".into(), json!(data.meta.patch_shape));
     Ok(m)
+}
+
+/// `sample.safetensors` (F32 `input` and `output`, the patch shape) and
+/// `sample.json` {participant_id} for the first training subject, eval mode.
+fn write_sample(ae: &AutoEncoder, data: &CropSplit, out: &std::path::Path) -> Result<()> {
+    let Some(subject) = data.subjects.first() else {
+        return Ok(());
+    };
+    let input = data.centre_range(0, 1);
+    let (_, output) = tch::no_grad(|| ae.forward_t(&input, false));
+    let shape: Vec<i64> = data.meta.patch_shape.to_vec();
+    let cpu = |t: &tch::Tensor| t.reshape(shape.as_slice()).to_kind(tch::Kind::Float).to_device(tch::Device::Cpu);
+    let named = [("input", cpu(&input)), ("output", cpu(&output))];
+    let path = out.join("sample.safetensors");
+    tch::Tensor::write_safetensors(&named, &path).context(|| format!("{}: cannot write the AE sample", path.display()))?;
+    let json_path = out.join("sample.json");
+    std::fs::write(&json_path, json!({"participant_id": subject.participant_id}).to_string())
+        .map_err(|e| crate::error::msg(format!("{}: {e}", json_path.display())))?;
+    Ok(())
 }
