@@ -30,6 +30,8 @@ build: $(TORCH_STAMP)
 
 demo: build
 	target/release/hcpipe run pipelines/demo.yaml
+	@echo; echo "soft voting (left + right hippocampus CNNs) on the validation split:"
+	@target/release/hcpipe show pipelines/demo.yaml soft_vote
 
 test: build
 	cargo test --release --workspace

@@ -5,11 +5,13 @@ mod common;
 
 mod caching;
 mod concurrency;
+mod data_pipeline;
 mod diff;
 mod disk_full;
 mod errors;
 mod failures;
 mod hostile;
+mod lab;
 mod matrix;
 mod parallel;
 mod slurm;

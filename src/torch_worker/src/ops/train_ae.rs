@@ -119,12 +119,20 @@ fn write_sample(ae: &AutoEncoder, data: &CropSplit, out: &std::path::Path) -> Re
     let input = data.centre_range(0, 1);
     let (_, output) = tch::no_grad(|| ae.forward_t(&input, false));
     let shape: Vec<i64> = data.meta.patch_shape.to_vec();
-    let cpu = |t: &tch::Tensor| t.reshape(shape.as_slice()).to_kind(tch::Kind::Float).to_device(tch::Device::Cpu);
+    let cpu = |t: &tch::Tensor| {
+        t.reshape(shape.as_slice())
+            .to_kind(tch::Kind::Float)
+            .to_device(tch::Device::Cpu)
+    };
     let named = [("input", cpu(&input)), ("output", cpu(&output))];
     let path = out.join("sample.safetensors");
-    tch::Tensor::write_safetensors(&named, &path).context(|| format!("{}: cannot write the AE sample", path.display()))?;
+    tch::Tensor::write_safetensors(&named, &path)
+        .context(|| format!("{}: cannot write the AE sample", path.display()))?;
     let json_path = out.join("sample.json");
-    std::fs::write(&json_path, json!({"participant_id": subject.participant_id}).to_string())
-        .map_err(|e| crate::error::msg(format!("{}: {e}", json_path.display())))?;
+    std::fs::write(
+        &json_path,
+        json!({"participant_id": subject.participant_id}).to_string(),
+    )
+    .map_err(|e| crate::error::msg(format!("{}: {e}", json_path.display())))?;
     Ok(())
 }

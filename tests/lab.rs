@@ -1,0 +1,93 @@
+//! The whole lab, tiny: synth → demographics, age_filter, crops → CNNs →
+//! evaluate → soft vote; AE → codes → GMM. Needs the torch worker
+//! (`make build`); skipped with a message when it is not built.
+
+use crate::common::*;
+
+pub const TINY_LAB: &str = r#"
+name: tiny-lab
+params: {seed: 0, epochs: 2}
+stages:
+  dataset:
+    op: synth
+    params: {n_train_ad: 6, n_train_cn: 6, n_val_ad: 4, n_val_cn: 4, seed: "${params.seed}"}
+  demographics: {op: demographics, needs: [dataset]}
+  old: {op: age_filter, needs: [dataset], params: {split: validation, min_age: 62}}
+  crop_left: {op: crop, needs: [dataset], params: {region: left_hc}}
+  crop_right: {op: crop, needs: [dataset], params: {region: right_hc}}
+  cnn_left: {op: train_cnn, needs: [crop_left], params: {epochs: "${params.epochs}", seed: "${params.seed}"}, resources: {gpu: 1}}
+  cnn_right: {op: train_cnn, needs: [crop_right], params: {epochs: "${params.epochs}", seed: "${params.seed}"}, resources: {gpu: 1}}
+  eval_left: {op: evaluate, needs: [cnn_left, crop_left, old]}
+  eval_right: {op: evaluate, needs: [cnn_right, crop_right, old]}
+  vote: {op: soft_vote, needs: [eval_left, eval_right, old]}
+  ae: {op: train_ae, needs: [crop_left], params: {epochs: 1}}
+  codes: {op: extract_codes, needs: [ae, crop_left]}
+  clusters: {op: gmm, needs: [codes, dataset]}
+"#;
+
+/// The torch worker beside the test's hcpipe binary, if built.
+pub fn worker_built() -> bool {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_hcpipe"));
+    let found = exe.with_file_name("hcpipe-torch").is_file();
+    if !found {
+        eprintln!(
+            "SKIPPED: the torch worker is not built beside {} (run `make build` or `make test`)",
+            exe.display()
+        );
+    }
+    found
+}
+
+fn metrics(p: &Project, stage: &str) -> serde_json::Value {
+    let show = p.run(&["show", "p.yaml", stage, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+    v["metrics"].clone()
+}
+
+#[test]
+fn the_whole_lab_runs_and_a_second_run_is_all_cached() {
+    if !worker_built() {
+        return;
+    }
+    let p = Project::new();
+    p.write("p.yaml", TINY_LAB);
+    let first = p.run(&["run", "p.yaml", "--json", "--jobs", "2"]).ok();
+    assert_eq!(first.ran().len(), 13, "{}", first.stdout);
+    let vote = metrics(&p, "vote");
+    for k in [
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "balanced_accuracy",
+    ] {
+        let x = vote["validation"][k].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&x), "soft vote {k} = {x}: {vote}");
+    }
+    assert_eq!(vote["validation"]["n"], 8);
+    assert!(vote["old"]["n"].as_u64().is_some(), "{vote}");
+    let cnn = metrics(&p, "cnn_left");
+    assert_eq!(cnn["device"], "cpu", "{cnn}");
+    let clusters = metrics(&p, "clusters");
+    assert!(
+        clusters["mean_log_likelihood"]
+            .as_f64()
+            .is_some_and(f64::is_finite),
+        "{clusters}"
+    );
+    assert!(
+        clusters["adjusted_rand_index"].as_f64().is_some(),
+        "{clusters}"
+    );
+    let second = p.run(&["run", "p.yaml", "--json"]).ok();
+    assert!(second.ran().is_empty(), "{}", second.stdout);
+    // One learning param re-runs the right CNN's branch only.
+    p.write(
+        "p.yaml",
+        &TINY_LAB.replace(
+            "cnn_right: {op: train_cnn, needs: [crop_right], params: {epochs",
+            "cnn_right: {op: train_cnn, needs: [crop_right], params: {lr: 0.001, epochs",
+        ),
+    );
+    let third = p.run(&["run", "p.yaml", "--json"]).ok();
+    assert_eq!(third.ran(), ["cnn_right", "eval_right", "vote"]);
+}
