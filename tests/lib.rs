@@ -14,6 +14,7 @@ mod hostile;
 mod lab;
 mod matrix;
 mod parallel;
+mod pipelines;
 mod slurm;
 mod soak;
 mod verify_gc;
