@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test lint fmt clean bench bench-runner bench-hash torch soak
+.PHONY: all build demo test lint fmt clean bench bench-runner bench-hash torch soak fuzz
 
 all: build
 
@@ -39,6 +39,14 @@ test: build
 # Long reliability checks, outside `make test`.
 soak: build
 	HCPIPE_SOAK_KILLS=100 cargo test --release --test lib soak -- --nocapture
+
+# Fuzzing (cargo-fuzz on stable via RUSTC_BOOTSTRAP): the pipeline parser
+# and the .pt reader, FUZZ_SECONDS each. The corpora live in fuzz/corpus.
+FUZZ_SECONDS ?= 900
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run pipeline corpus/pipeline -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run pt_reader corpus/pt_reader -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
 lint:
 	cargo fmt --all --check
