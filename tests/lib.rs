@@ -12,5 +12,6 @@ mod failures;
 mod hostile;
 mod matrix;
 mod parallel;
+mod report;
 mod soak;
 mod verify_gc;

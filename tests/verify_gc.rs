@@ -131,11 +131,24 @@ fn verify_reports_a_truncated_object_and_run_refuses_it() {
     p.run(&["run", "p.yaml"]).ok();
     let file = object_of(&p, "b", "b.txt");
     let len = std::fs::metadata(&file).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let v = p.run(&["verify"]);
     assert_eq!(v.code, 1);
-    assert!(v.stdout.contains("CORRUPT") && v.stdout.contains("affects: b ("), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("CORRUPT") && v.stdout.contains("affects: b ("),
+        "{}",
+        v.stdout
+    );
     let r = p.run(&["run", "p.yaml", "--force", "d"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains(&format!("expected {len}")) && r.stderr.contains("--force b"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("expected {len}")) && r.stderr.contains("--force b"),
+        "{}",
+        r.stderr
+    );
 }

@@ -331,7 +331,6 @@ fn read_metrics(out: &Path, stage: &str) -> Result<Metrics, Failure> {
     }
 }
 
-
 /// A job as handed to `hcpipe exec` on another machine: the job and the
 /// (shared) cache it commits to.
 #[derive(Debug, Clone, Serialize, Deserialize)]

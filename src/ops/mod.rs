@@ -22,11 +22,13 @@
 //! into a typed struct with `#[serde(deny_unknown_fields)]`, so a typo fails
 //! the whole pipeline at load time with the list of valid names.
 
-pub mod collect;
 pub mod cluster_metrics;
+pub mod collect;
 pub mod gmm;
 pub mod metrics;
 pub mod nifti;
+pub mod pt;
+pub mod report;
 pub mod soft_vote;
 
 use std::path::{Path, PathBuf};
@@ -221,5 +223,12 @@ static REGISTRY: &[OpDef] = &[
         kind: OpKind::Native(collect::run),
         check_params: collect::check,
         summary: "one table (TSV + Markdown) of gathered stages' metrics, a row per matrix member",
+    },
+    OpDef {
+        name: "report",
+        version: 1,
+        kind: OpKind::Native(report::run),
+        check_params: report::check_params,
+        summary: "report.html with figures (slices, curves, clusters) and tables of the stages it needs",
     },
 ];
