@@ -545,3 +545,102 @@ fn report_renders_in_chromium() {
         std::fs::copy(f.path(), keep.join(f.file_name())).unwrap();
     }
 }
+
+/// Commits a stage made by `op` with one file to `cache` and returns its key.
+fn commit_stage(
+    cache: &hcpipe::cache::Cache,
+    stage: &str,
+    op: &str,
+    file: &str,
+) -> hcpipe::cache::StageKey {
+    use hcpipe::cache::KeyInputs;
+    let inputs = KeyInputs {
+        cache_version: 1,
+        op: Some(op.into()),
+        op_version: Some(1),
+        cmd: None,
+        params: serde_json::json!({"stage": stage}),
+        upstream: Default::default(),
+        deps: Default::default(),
+        outs: Vec::new(),
+    };
+    let key = inputs.key();
+    let staging = cache.staging(&key).unwrap();
+    std::fs::write(staging.out().join(file), "<!DOCTYPE html>").unwrap();
+    let meta = hcpipe::cache::store::EntryMeta {
+        stage: stage.into(),
+        pipeline: "p".into(),
+        inputs,
+        metrics: Default::default(),
+        wall_s: 0.1,
+    };
+    let _lock = cache.lock_stage(&key).unwrap();
+    cache.commit(&staging, &key, meta).unwrap();
+    key
+}
+
+fn save_run(cache: &hcpipe::cache::Cache, id: &str, stages: &[(&str, &hcpipe::cache::StageKey)]) {
+    use hcpipe::record::{RunRecord, StageRecord, StageStatus};
+    RunRecord {
+        id: id.into(),
+        pipeline: "p".into(),
+        pipeline_path: "p.yaml".into(),
+        pipeline_hash: "0".into(),
+        git: None,
+        params: Default::default(),
+        executor: "local".into(),
+        started: "2026-01-01T00:00:00Z".into(),
+        finished: None,
+        status: "ok".into(),
+        hcpipe_version: "0".into(),
+        stages: stages
+            .iter()
+            .map(|(s, k)| StageRecord {
+                stage: s.to_string(),
+                key: (*k).clone(),
+                status: StageStatus::Ran,
+                wall_s: 0.1,
+                metrics: Default::default(),
+                error: None,
+            })
+            .collect(),
+    }
+    .save(cache)
+    .unwrap();
+}
+
+#[test]
+fn show_prints_where_the_newest_report_is() {
+    let project = crate::common::Project::new();
+    let cache = hcpipe::cache::Cache::open(&project.cache()).unwrap();
+    let plain = commit_stage(&cache, "stats", "collect", "report.html");
+    save_run(&cache, "20260101-000000-000-aaaaaa", &[("stats", &plain)]);
+    let run = project.run(&["show"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // A `report.html` from another op is not a report.
+    assert!(!run.stdout.contains("newest report"), "{}", run.stdout);
+
+    let old = commit_stage(&cache, "report_old", "report", "report.html");
+    let new = commit_stage(&cache, "report", "report", "report.html");
+    save_run(
+        &cache,
+        "20260102-000000-000-bbbbbb",
+        &[("stats", &plain), ("report", &old)],
+    );
+    save_run(
+        &cache,
+        "20260103-000000-000-cccccc",
+        &[("stats", &plain), ("report", &new)],
+    );
+    save_run(&cache, "20260104-000000-000-dddddd", &[("stats", &plain)]);
+    let run = project.run(&["show"]);
+    let want = format!(
+        "newest report: {}/report.html",
+        cache.artifact_dir(&new).display()
+    );
+    assert!(
+        run.stdout.lines().any(|l| l == want),
+        "want {want}\n{}",
+        run.stdout
+    );
+}

@@ -144,6 +144,8 @@ fn draw_slice<DB: DrawingBackend>(
         .y_desc(panel.v_label.as_str())
         .x_labels(5)
         .y_labels(5)
+        .x_label_formatter(&ticks(0.0, n0 as f64))
+        .y_label_formatter(&ticks(0.0, n1 as f64))
         .label_style((FAMILY, 11))
         .axis_desc_style((FAMILY, 13))
         .draw()?;
@@ -196,6 +198,18 @@ pub struct CurvePanel {
     pub x_label: String,
     pub y_label: String,
     pub series: Vec<Series>,
+}
+
+/// Tick labels with as many decimals as the axis' span needs: plotters'
+/// default prints voxel indices and epochs as `50.0`.
+fn ticks(lo: f64, hi: f64) -> impl Fn(&f64) -> String {
+    let step = (hi - lo).abs() / 5.0;
+    let decimals = if step > 0.0 && step.is_finite() {
+        (-step.log10().floor()).clamp(0.0, 6.0) as usize
+    } else {
+        0
+    };
+    move |v: &f64| format!("{v:.decimals$}")
 }
 
 /// The finite span of `values`, widened so a flat or single value still
@@ -253,6 +267,8 @@ fn draw_curves<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
+        .x_label_formatter(&ticks(x0, x1))
+        .y_label_formatter(&ticks(y0, y1))
         .label_style((FAMILY, 11))
         .axis_desc_style((FAMILY, 13))
         .light_line_style(WHITE.mix(0.0))
@@ -308,6 +324,8 @@ pub fn scatter(
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
+            .x_label_formatter(&ticks(x0, x1))
+            .y_label_formatter(&ticks(y0, y1))
             .label_style((FAMILY, 11))
             .axis_desc_style((FAMILY, 13))
             .light_line_style(WHITE.mix(0.0))

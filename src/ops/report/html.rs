@@ -149,7 +149,7 @@ impl Page {
 }
 
 const STYLE: &str = "\
-body { font-family: 'DejaVu Sans', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+body { font-family: 'DejaVu Sans', Helvetica, Arial, sans-serif; margin: 2em auto; padding: 0 1.5em; max-width: 1400px; color: #222; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: 14px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }

@@ -161,7 +161,7 @@ fn provenance(ctx: &OpCtx, params: &ReportParams, page: &mut Page) -> Result<(),
         line.push_str(&format!("Pipeline {p}; "));
     }
     line.push_str(&format!(
-        "page written by the `report` stage `{}` (hcpipe {}). Each upstream artifact below is named by its stage key.",
+        "page written by the report stage {} (hcpipe {}). The key column is each upstream artifact's folder name, the stage key's first 12 characters.",
         ctx.stage,
         env!("CARGO_PKG_VERSION")
     ));
@@ -449,7 +449,7 @@ fn raw_slices(ctx: &OpCtx, path: &Path, pid: &str, page: &mut Page) -> Result<()
             // rot90(s)[i, j] = s[j, n1-1-i]: across runs the second remaining axis, reversed.
             (
                 slice.rot90(),
-                format!("{} (voxel, reversed)", AXES[rest[1]]),
+                format!("{} − {} (voxel)", dims[rest[1]] - 1, AXES[rest[1]]),
                 format!("{} (voxel)", AXES[rest[0]]),
             )
         } else {
