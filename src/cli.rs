@@ -460,6 +460,19 @@ fn cmd_status(
     Ok(0)
 }
 
+/// The `report.html` of the newest run with a `report` op stage whose
+/// artifact is still in the cache (stage records carry keys, not ops: the
+/// op is in the key's cache entry).
+fn newest_report(cache: &Cache, runs: &[RunRecord]) -> Option<PathBuf> {
+    runs.iter().rev().find_map(|run| {
+        run.stages.iter().find_map(|st| {
+            let entry = cache.entry(&st.key).ok().flatten()?;
+            let page = cache.artifact_dir(&st.key).join("report.html");
+            (entry.inputs.op.as_deref() == Some("report") && page.is_file()).then_some(page)
+        })
+    })
+}
+
 fn cmd_show(
     cache_dir: &Path,
     target: Option<&str>,
@@ -505,6 +518,9 @@ fn cmd_show(
             "{}",
             table::render(&["run", "pipeline", "status", "stages", "started"], &rows)
         );
+        if let Some(path) = newest_report(&cache, &runs) {
+            println!("newest report: {}", path.display());
+        }
         return Ok(0);
     };
     if Path::new(target).is_file() {

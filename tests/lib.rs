@@ -15,6 +15,7 @@ mod lab;
 mod matrix;
 mod parallel;
 mod pipelines;
+mod report;
 mod slurm;
 mod soak;
 mod verify_gc;

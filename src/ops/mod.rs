@@ -33,6 +33,7 @@ pub mod gmm;
 pub mod metrics;
 pub mod nifti;
 pub mod pt;
+pub mod report;
 pub mod soft_vote;
 pub mod synth;
 pub mod torch_params;
@@ -291,5 +292,12 @@ static REGISTRY: &[OpDef] = &[
         kind: OpKind::Native(collect::run),
         check_params: collect::check,
         summary: "one table (TSV + Markdown) of gathered stages' metrics, a row per matrix member",
+    },
+    OpDef {
+        name: "report",
+        version: 1,
+        kind: OpKind::Native(report::run),
+        check_params: report::check_params,
+        summary: "report.html with figures (slices, curves, clusters) and tables of the stages it needs",
     },
 ];
