@@ -23,6 +23,7 @@ stages:
   ae: {op: train_ae, needs: [crop_left], params: {epochs: 1}}
   codes: {op: extract_codes, needs: [ae, crop_left]}
   clusters: {op: gmm, needs: [codes, dataset]}
+  report: {op: report, needs: [dataset, demographics, cnn_left, cnn_right, eval_left, eval_right, vote, ae, clusters]}
 "#;
 
 /// The torch worker beside the test's hcpipe binary, if built.
@@ -52,7 +53,7 @@ fn the_whole_lab_runs_and_a_second_run_is_all_cached() {
     let p = Project::new();
     p.write("p.yaml", TINY_LAB);
     let first = p.run(&["run", "p.yaml", "--json", "--jobs", "2"]).ok();
-    assert_eq!(first.ran().len(), 13, "{}", first.stdout);
+    assert_eq!(first.ran().len(), 14, "{}", first.stdout);
     let vote = metrics(&p, "vote");
     for k in [
         "accuracy",
@@ -78,6 +79,14 @@ fn the_whole_lab_runs_and_a_second_run_is_all_cached() {
         clusters["adjusted_rand_index"].as_f64().is_some(),
         "{clusters}"
     );
+    let report = p.run(&["show", "p.yaml", "report", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(report.stdout.trim()).unwrap();
+    let page = std::fs::read_to_string(std::path::Path::new(v["path"].as_str().unwrap()).join("report.html")).unwrap();
+    for section in ["Population", "Validation", "Autoencoder", "Clustering"] {
+        assert!(page.contains(section), "report lacks {section}");
+    }
+    let shown = p.run(&["show"]).ok();
+    assert!(shown.stdout.contains("newest report: ") && shown.stdout.contains("report.html"), "{}", shown.stdout);
     let second = p.run(&["run", "p.yaml", "--json"]).ok();
     assert!(second.ran().is_empty(), "{}", second.stdout);
     // One learning param re-runs the right CNN's branch only.
@@ -89,5 +98,5 @@ fn the_whole_lab_runs_and_a_second_run_is_all_cached() {
         ),
     );
     let third = p.run(&["run", "p.yaml", "--json"]).ok();
-    assert_eq!(third.ran(), ["cnn_right", "eval_right", "vote"]);
+    assert_eq!(third.ran(), ["cnn_right", "eval_right", "report", "vote"]);
 }
