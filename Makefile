@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test lint fmt clean bench bench-runner bench-hash torch soak fuzz
+.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash torch soak fuzz
 
 all: build
 
@@ -33,7 +33,14 @@ demo: build
 	@echo; echo "soft voting (left + right hippocampus CNNs) on the validation split:"
 	@target/release/hcpipe show pipelines/demo.yaml soft_vote
 
-test: build
+# The browser test needs Chromium and the Slurm tests a one-node Slurm; both
+# scripts are idempotent, need root to install, and the tests skip with a
+# message where they cannot run.
+test-services:
+	-scripts/ensure-chromium
+	-scripts/slurm-local start
+
+test: build test-services
 	cargo test --release --workspace
 
 # Long reliability checks, outside `make test`.
