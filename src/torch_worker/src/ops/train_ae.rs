@@ -123,6 +123,7 @@ fn write_sample(ae: &AutoEncoder, data: &CropSplit, out: &std::path::Path) -> Re
         t.reshape(shape.as_slice())
             .to_kind(tch::Kind::Float)
             .to_device(tch::Device::Cpu)
+            .contiguous()
     };
     let named = [("input", cpu(&input)), ("output", cpu(&output))];
     let path = out.join("sample.safetensors");
