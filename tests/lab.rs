@@ -81,12 +81,19 @@ fn the_whole_lab_runs_and_a_second_run_is_all_cached() {
     );
     let report = p.run(&["show", "p.yaml", "report", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(report.stdout.trim()).unwrap();
-    let page = std::fs::read_to_string(std::path::Path::new(v["path"].as_str().unwrap()).join("report.html")).unwrap();
+    let page = std::fs::read_to_string(
+        std::path::Path::new(v["path"].as_str().unwrap()).join("report.html"),
+    )
+    .unwrap();
     for section in ["Population", "Validation", "Autoencoder", "Clustering"] {
         assert!(page.contains(section), "report lacks {section}");
     }
     let shown = p.run(&["show"]).ok();
-    assert!(shown.stdout.contains("newest report: ") && shown.stdout.contains("report.html"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("newest report: ") && shown.stdout.contains("report.html"),
+        "{}",
+        shown.stdout
+    );
     let second = p.run(&["run", "p.yaml", "--json"]).ok();
     assert!(second.ran().is_empty(), "{}", second.stdout);
     // One learning param re-runs the right CNN's branch only.

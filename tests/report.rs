@@ -597,6 +597,8 @@ fn save_run(cache: &hcpipe::cache::Cache, id: &str, stages: &[(&str, &hcpipe::ca
             .iter()
             .map(|(s, k)| StageRecord {
                 stage: s.to_string(),
+                op: None,
+                params: Default::default(),
                 key: (*k).clone(),
                 status: StageStatus::Ran,
                 wall_s: 0.1,

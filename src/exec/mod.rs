@@ -87,14 +87,15 @@ pub fn run_dag(
         if let Some(entry) = &plan.cached[id.0] {
             if !forced(id) {
                 state[id.0] = State::Done;
-                let rec = StageRecord {
-                    stage: dag.stage(id).name.clone(),
-                    key: plan.keys[id.0].clone(),
-                    status: StageStatus::Cached,
-                    wall_s: 0.0,
-                    metrics: entry.metrics.clone(),
-                    error: None,
-                };
+                let rec = stage_record(
+                    dag,
+                    plan,
+                    id,
+                    StageStatus::Cached,
+                    0.0,
+                    entry.metrics.clone(),
+                    None,
+                );
                 reporter.finished(&rec, None);
                 record.stages.push(rec);
             }
@@ -118,14 +119,15 @@ pub fn run_dag(
                 .any(|u| matches!(state[u.0], State::Failed | State::Skipped))
             {
                 state[id.0] = State::Skipped;
-                let rec = StageRecord {
-                    stage: dag.stage(id).name.clone(),
-                    key: plan.keys[id.0].clone(),
-                    status: StageStatus::Skipped,
-                    wall_s: 0.0,
-                    metrics: Default::default(),
-                    error: Some("an upstream stage failed".into()),
-                };
+                let rec = stage_record(
+                    dag,
+                    plan,
+                    id,
+                    StageStatus::Skipped,
+                    0.0,
+                    Default::default(),
+                    Some("an upstream stage failed".into()),
+                );
                 reporter.finished(&rec, None);
                 record.stages.push(rec);
                 continue;
@@ -147,14 +149,15 @@ pub fn run_dag(
                 Err(msg) => {
                     slots.give_back(res);
                     state[id.0] = State::Failed;
-                    let rec = StageRecord {
-                        stage: dag.stage(id).name.clone(),
-                        key: plan.keys[id.0].clone(),
-                        status: StageStatus::Failed,
-                        wall_s: 0.0,
-                        metrics: Default::default(),
-                        error: Some(msg.clone()),
-                    };
+                    let rec = stage_record(
+                        dag,
+                        plan,
+                        id,
+                        StageStatus::Failed,
+                        0.0,
+                        Default::default(),
+                        Some(msg.clone()),
+                    );
                     reporter.finished(
                         &rec,
                         Some(&Failure {
@@ -178,38 +181,61 @@ pub fn run_dag(
         };
         running -= 1;
         slots.give_back(&dag.stage(id).resources);
-        let name = dag.stage(id).name.clone();
-        let key = plan.keys[id.0].clone();
         match outcome {
             Ok((status, entry)) => {
                 state[id.0] = State::Done;
-                let rec = StageRecord {
-                    stage: name,
-                    key,
+                let rec = stage_record(
+                    dag,
+                    plan,
+                    id,
                     status,
-                    wall_s: entry.wall_s,
-                    metrics: entry.metrics.clone(),
-                    error: None,
-                };
+                    entry.wall_s,
+                    entry.metrics.clone(),
+                    None,
+                );
                 reporter.finished(&rec, None);
                 record.stages.push(rec);
             }
             Err(failure) => {
                 state[id.0] = State::Failed;
-                let rec = StageRecord {
-                    stage: name,
-                    key,
-                    status: StageStatus::Failed,
-                    wall_s: 0.0,
-                    metrics: Default::default(),
-                    error: Some(failure.message.clone()),
-                };
+                let rec = stage_record(
+                    dag,
+                    plan,
+                    id,
+                    StageStatus::Failed,
+                    0.0,
+                    Default::default(),
+                    Some(failure.message.clone()),
+                );
                 reporter.finished(&rec, Some(&failure));
                 record.stages.push(rec);
             }
         }
     }
     state.iter().all(|s| *s == State::Done)
+}
+
+/// The run record's line for one stage.
+fn stage_record(
+    dag: &Dag,
+    plan: &Plan,
+    id: StageId,
+    status: StageStatus,
+    wall_s: f64,
+    metrics: crate::ops::Metrics,
+    error: Option<String>,
+) -> StageRecord {
+    let stage = dag.stage(id);
+    StageRecord {
+        stage: stage.name.clone(),
+        op: stage.op_name().map(str::to_string),
+        params: stage.params.clone(),
+        key: plan.keys[id.0].clone(),
+        status,
+        wall_s,
+        metrics,
+        error,
+    }
 }
 
 /// Resolve a stage's inputs to artifact folders and package it as a [`Job`].

@@ -37,6 +37,12 @@ impl StageStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRecord {
     pub stage: String,
+    /// The op that made it (absent for `cmd` stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    /// The stage's resolved params (after `${…}` and `--set`).
+    #[serde(default)]
+    pub params: Params,
     pub key: StageKey,
     pub status: StageStatus,
     pub wall_s: f64,
