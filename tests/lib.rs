@@ -11,7 +11,7 @@ mod disk_full;
 mod errors;
 mod failures;
 mod hostile;
-mod lab;
+pub mod lab;
 mod matrix;
 mod parallel;
 mod pipelines;

@@ -388,3 +388,39 @@ fn a_job_cancelled_by_someone_else_fails_its_stage() {
         r.stderr
     );
 }
+
+#[test]
+fn slurm_runs_the_whole_tiny_lab_with_the_keys_of_a_local_run() {
+    if !crate::lab::worker_built() || !slurm_up() {
+        return;
+    }
+    // This one-node cluster has no GPU: sbatch refuses `--gres=gpu:1`, as a real one would.
+    let lab = crate::lab::TINY_LAB.replace(", resources: {gpu: 1}", "");
+    let p = Project::new();
+    p.write("p.yaml", &lab);
+    let r = slurm_run(&p, &["run", "p.yaml", "--json"]).ok();
+    assert_eq!(r.ran().len(), 14, "{}", r.stdout);
+    let jobs = wait_done_jobs(&p, 14);
+    assert_eq!(jobs.len(), 14, "one Slurm job per stage: {jobs:?}");
+    assert!(jobs.iter().all(|j| j.state == "COMPLETED"), "{jobs:?}");
+    // A local run of the same pipeline on a fresh cache computes the same keys.
+    let local = Project::new();
+    local.write("p.yaml", &lab);
+    let l = local.run(&["run", "p.yaml", "--json", "--dry-run"]).ok();
+    let mut local_keys: Vec<(String, String)> = l
+        .stdout
+        .lines()
+        .filter_map(|x| serde_json::from_str::<serde_json::Value>(x).ok())
+        .map(|v| {
+            (
+                v["stage"].as_str().unwrap_or("").to_string(),
+                v["key"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    local_keys.sort();
+    assert_eq!(keys(&r), local_keys);
+    // Nothing is submitted again.
+    let again = slurm_run(&p, &["run", "p.yaml", "--json"]).ok();
+    assert!(again.ran().is_empty(), "{}", again.stdout);
+}
