@@ -44,3 +44,34 @@ fn gpu_slots_serialise_gpu_stages() {
     assert!(out.status.success());
     assert!(t.elapsed().as_secs_f64() >= 1.2, "GPU stages overlapped");
 }
+
+#[test]
+fn half_gpu_stages_share_one_gpu_and_bad_shares_are_refused() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "name: g\nstages:\n  g1: {cmd: 'sleep 0.8; echo 1', resources: {gpu: 0.5}}\n  g2: {cmd: 'sleep 0.8; echo 2', resources: {gpu: 0.5}}\n",
+    );
+    let t = Instant::now();
+    let out = p
+        .cmd(&["run", "p.yaml", "--jobs", "4"])
+        .env("CUDA_VISIBLE_DEVICES", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        t.elapsed().as_secs_f64() < 1.5,
+        "two half-GPU stages did not share the GPU"
+    );
+    p.write(
+        "p.yaml",
+        "name: g\nstages:\n  g1: {cmd: 'true', resources: {gpu: 1.5}}\n",
+    );
+    let r = p.run(&["run", "p.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("resources.gpu = 1.5") && r.stderr.contains("p.yaml:3:"),
+        "{}",
+        r.stderr
+    );
+}

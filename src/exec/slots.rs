@@ -1,6 +1,8 @@
 //! CPU and GPU slots of the local machine (and the concurrency cap of any executor).
 //!
-//! A stage takes `min(cpu, jobs)` CPU slots and its `gpu` GPU slots. On a
+//! A stage takes `min(cpu, jobs)` CPU slots and its share of the GPUs
+//! (`gpu: 0.5` is half a GPU: two such stages share one, e.g. the lab's left
+//! and right CNNs). On a
 //! machine without GPUs, GPU requests are not slots: those stages run on the
 //! CPU (the torch ops fall back by themselves).
 
@@ -19,8 +21,8 @@ impl Slots {
         Slots {
             cpu_total: jobs,
             cpu_free: jobs,
-            gpu_total: gpus,
-            gpu_free: gpus,
+            gpu_total: gpus * 1000,
+            gpu_free: gpus * 1000,
         }
     }
 
@@ -32,7 +34,7 @@ impl Slots {
         if self.gpu_total == 0 {
             0
         } else {
-            (r.gpu as usize).min(self.gpu_total)
+            (r.gpu_milli as usize).min(self.gpu_total)
         }
     }
 
@@ -89,9 +91,24 @@ mod tests {
     fn res(cpu: u32, gpu: u32) -> Resources {
         Resources {
             cpu,
-            gpu,
+            gpu_milli: gpu * 1000,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn half_gpu_stages_share_one_gpu() {
+        let mut s = Slots::new(4, 1);
+        let half = Resources {
+            cpu: 1,
+            gpu_milli: 500,
+            ..Default::default()
+        };
+        assert!(s.try_take(&half));
+        assert!(s.try_take(&half), "two halves fit one GPU");
+        assert!(!s.try_take(&half), "a third waits");
+        s.give_back(&half);
+        assert!(s.try_take(&half));
     }
 
     #[test]

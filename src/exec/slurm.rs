@@ -174,8 +174,8 @@ impl SlurmExecutor {
             format!("--chdir={}", self.dir.display()),
             format!("--cpus-per-task={}", res.cpu.max(1)),
         ];
-        if res.gpu > 0 {
-            args.push(format!("--gres=gpu:{}", res.gpu));
+        if res.whole_gpus() > 0 {
+            args.push(format!("--gres=gpu:{}", res.whole_gpus()));
         }
         for (flag, value) in [
             ("mem", &res.mem),
@@ -560,7 +560,7 @@ mod tests {
         };
         let res = Resources {
             cpu: 4,
-            gpu: 1,
+            gpu_milli: 1000,
             mem: Some("8G".into()),
             time: Some("1:00:00".into()),
             partition: Some("gpu".into()),

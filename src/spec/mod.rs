@@ -91,12 +91,20 @@ impl StageSpec {
 pub struct Resources {
     /// CPU slots (threads) the stage uses; at least 1.
     pub cpu: u32,
-    /// GPUs the stage wants; 0 for none.
-    pub gpu: u32,
+    /// Thousandths of a GPU the stage wants (`gpu: 0.5` → 500; 0 for none).
+    /// Fractions let small models share one GPU; Slurm gets the whole GPUs rounded up.
+    pub gpu_milli: u32,
     pub mem: Option<String>,
     pub time: Option<String>,
     pub partition: Option<String>,
     pub account: Option<String>,
+}
+
+impl Resources {
+    /// Whole GPUs to ask a scheduler like Slurm for (fractions round up).
+    pub fn whole_gpus(&self) -> u32 {
+        self.gpu_milli.div_ceil(1000)
+    }
 }
 
 /// An error in a pipeline file, rendered for people.

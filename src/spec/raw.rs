@@ -52,7 +52,8 @@ pub struct RawStage {
 #[serde(deny_unknown_fields)]
 pub struct RawResources {
     pub cpu: Option<u32>,
-    pub gpu: Option<u32>,
+    /// GPUs: a whole number, or a fraction (0.5) to share one GPU with other stages.
+    pub gpu: Option<f64>,
     /// Memory for a Slurm job, e.g. `8G`.
     pub mem: Option<String>,
     /// Time limit for a Slurm job, e.g. `01:00:00`.

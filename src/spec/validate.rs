@@ -175,9 +175,20 @@ pub fn validate(
                 continue;
             }
             let r = &stage.resources;
+            let gpu = r.gpu.unwrap_or(0.0);
+            let gpu_milli = if !gpu.is_finite()
+                || gpu < 0.0
+                || (gpu > 1.0 && gpu.fract() != 0.0)
+                || gpu > 64.0
+            {
+                problems.add(loc, base, format!("resources.gpu = {gpu}: give a whole number of GPUs, or a fraction below 1 (e.g. 0.5) to share one"));
+                continue;
+            } else {
+                (gpu * 1000.0).round() as u32
+            };
             let resources = Resources {
                 cpu: r.cpu.unwrap_or(1).max(1),
-                gpu: r.gpu.unwrap_or(0),
+                gpu_milli,
                 mem: r.mem.clone(),
                 time: r.time.clone(),
                 partition: r.partition.clone(),
