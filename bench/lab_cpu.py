@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""The lab on CPU: hcpipe's lab stages vs a faithful Python port of the lab.
+
+Issue 8's table 2. Side by side in one run (the two take turns within every
+repetition, so the load of a shared machine falls on both alike):
+
+  hcpipe   `hcpipe run` of pipelines/demo.yaml's stages (same stages, same
+           synthetic data), with every stage but `dataset` forced to run, so the
+           learning stages start cold and the dataset stage is cached; per-stage
+           wall times from `run --json`, total = wall time of the command.
+  lab.py   bench/lab.py (the seed notebook as a script) on the same dataset
+           folder with the same epochs; per-stage wall times from its JSON,
+           total = wall time of the process (Python start and imports included).
+
+Each figure is the median of --reps runs with min-max. Then both sides' learning
+results (train / validation balanced accuracy, soft vote, >= 62 subset, GMM) go
+in the same table, and a parity check runs the lab's own test() on hcpipe's
+trained weights (`lab.py --check-eval`) and compares with hcpipe's `evaluate`
+metrics (mean_loss included): same weights, so they must agree to 1e-5.
+
+The bench pipeline is demo.yaml with its `epochs` / `ae_epochs` params set to
+--epochs / --ae-epochs, written to bench/data/lab/lab.yaml, with its own cache
+bench/data/lab/cache (both git-ignored; deleted at the start, so the dataset is
+generated once per bench run).
+
+Writes the table into BENCHMARKS.md between `<!-- lab-cpu:begin -->` and
+`<!-- lab-cpu:end -->`, and the raw samples into bench/data/lab-results.json.
+
+Usage: make bench-lab   (or: python3 bench/lab_cpu.py [--reps 3] [--epochs 3] [--ae-epochs 2])
+Standard library only; lab.py runs in bench/.venv-lab (pandas, numpy,
+scikit-learn, safetensors; torch from the repository's .venv), which
+`make bench-lab` creates.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data" / "lab"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+DEMO = ROOT / "pipelines" / "demo.yaml"
+LAB = ROOT / "bench" / "lab.py"
+LAB_PYTHON = ROOT / "bench" / ".venv-lab" / "bin" / "python"
+HCPIPE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "hcpipe"
+BEGIN, END = "<!-- lab-cpu:begin -->", "<!-- lab-cpu:end -->"
+
+# Table rows: label, hcpipe stages summed, lab.py stage.
+ROWS = [
+    ("load / crop", ["crop_left", "crop_right", "demographics", "old_validation"], "load"),
+    ("CNN left HC", ["cnn_left"], "cnn_left"),
+    ("CNN right HC", ["cnn_right"], "cnn_right"),
+    ("evaluation + soft vote", ["eval_left", "eval_right", "soft_vote"], "eval"),
+    ("autoencoder", ["ae_left"], "ae"),
+    ("codes", ["codes_left"], "codes"),
+    ("GMM", ["clusters"], "gmm"),
+]
+
+
+def die(msg):
+    sys.exit(f"lab_cpu.py: {msg}")
+
+
+def fmt(s):
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def cell(samples, f=fmt):
+    if not samples:
+        return "—"
+    return f"{f(statistics.median(samples))} ({f(min(samples))}–{f(max(samples))})"
+
+
+def num(x):
+    return f"{x:.3f}"
+
+
+def machine():
+    model, ram = "?", "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = f"{int(line.split()[1]) / (1 << 20):.1f} GiB"
+    except (OSError, ValueError):
+        pass
+    return f"{os.cpu_count()} CPUs (nproc), {model}, {ram} RAM, {platform.system()} {platform.release()}"
+
+
+def loadavg():
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def write_section(section):
+    """Put `section` between the markers in BENCHMARKS.md (replacing what was there)."""
+    text = BENCHMARKS.read_text()
+    block = f"{BEGIN}\n{section.strip()}\n{END}"
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS.write_text(text)
+
+
+def run(cmd, what):
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT)
+    if p.returncode != 0:
+        die(f"{what} failed (exit {p.returncode}): {' '.join(map(str, cmd))}\n{p.stderr[-3000:]}")
+    return p
+
+
+def bench_pipeline(epochs, ae_epochs):
+    """demo.yaml with its epochs params replaced; fails loudly if demo.yaml changed shape."""
+    text = DEMO.read_text()
+    for name, value in (("epochs", epochs), ("ae_epochs", ae_epochs)):
+        text, n = re.subn(rf"(?m)^(  {name}: )\d+$", rf"\g<1>{value}", text)
+        if n != 1:
+            die(f"{DEMO}: expected one `  {name}: N` line under params:, found {n}; update bench_pipeline()")
+    text = text.replace("name: oasis-demo", "name: oasis-demo-bench", 1)
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / "lab.yaml"
+    path.write_text("# Written by bench/lab_cpu.py from pipelines/demo.yaml; do not edit.\n" + text)
+    return path
+
+
+def stage_names(pipeline):
+    p = run([HCPIPE, "--cache", DATA / "cache", "status", pipeline, "--json"], "hcpipe status")
+    names = []
+    for line in p.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            names.append(json.loads(line)["stage"])
+        elif line.startswith("["):
+            names.extend(s["stage"] for s in json.loads(line))
+    if not names:
+        die(f"`hcpipe status --json` printed no stages:\n{p.stdout[:2000]}")
+    return names
+
+
+def show(pipeline, stage):
+    p = run([HCPIPE, "--cache", DATA / "cache", "show", pipeline, stage, "--json"], f"hcpipe show {stage}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def hcpipe_rep(pipeline, forced):
+    cmd = [HCPIPE, "--cache", DATA / "cache", "run", pipeline, "--json"]
+    for s in forced:
+        cmd += ["--force", s]
+    t = time.perf_counter()
+    p = run(cmd, "hcpipe run")
+    wall = time.perf_counter() - t
+    stages = {}
+    for line in p.stdout.splitlines():
+        if line.startswith("{"):
+            rec = json.loads(line)
+            stages[rec["stage"]] = rec
+    for s in forced:
+        if stages.get(s, {}).get("status") != "ran":
+            die(f"stage {s} did not run (status {stages.get(s, {}).get('status')}); --force should have run it")
+    if stages.get("dataset", {}).get("status") == "ran":
+        die("the dataset stage ran again; it should have been cached")
+    return {"wall": wall, "stages": stages}
+
+
+def lab_rep(dataset, args):
+    cmd = [LAB_PYTHON, LAB, dataset, "--epochs", args.epochs, "--ae-epochs", args.ae_epochs,
+           "--threads", args.threads, "--num-workers", args.num_workers]
+    t = time.perf_counter()
+    p = run(cmd, "bench/lab.py")
+    wall = time.perf_counter() - t
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["wall"] = wall
+    return out
+
+
+def dig(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def metric_rows(hc, lab):
+    """(label, hcpipe value, lab value) from one repetition of each side."""
+    hs = hc["stages"]
+
+    def hm(stage, *keys):
+        return dig(hs.get(stage, {}), "metrics", *keys)
+
+    lm = lab["metrics"]
+    return [
+        ("CNN left: train balanced accuracy (best epoch)", hm("cnn_left", "balanced_accuracy"),
+         dig(lm, "left_train", "balanced_accuracy")),
+        ("CNN right: train balanced accuracy (best epoch)", hm("cnn_right", "balanced_accuracy"),
+         dig(lm, "right_train", "balanced_accuracy")),
+        ("CNN left: validation balanced accuracy", hm("eval_left", "validation", "balanced_accuracy"),
+         dig(lm, "left_validation", "balanced_accuracy")),
+        ("CNN left: validation mean loss", hm("eval_left", "validation", "mean_loss"),
+         dig(lm, "left_validation", "mean_loss")),
+        ("CNN right: validation balanced accuracy", hm("eval_right", "validation", "balanced_accuracy"),
+         dig(lm, "right_validation", "balanced_accuracy")),
+        ("CNN left: validation ≥ 62 balanced accuracy", hm("eval_left", "old", "balanced_accuracy"),
+         dig(lm, "left_old", "balanced_accuracy")),
+        ("soft vote: validation balanced accuracy", hm("soft_vote", "validation", "balanced_accuracy"),
+         dig(lm, "soft_vote_validation", "balanced_accuracy")),
+        ("GMM on AE codes: train balanced accuracy", hm("clusters", "balanced_accuracy"),
+         dig(lm, "gmm_train", "balanced_accuracy")),
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--ae-epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="lab.py's torch.set_num_threads")
+    ap.add_argument("--num-workers", type=int, default=2, help="lab.py's DataLoader workers (the lab: 8)")
+    ap.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = ap.parse_args()
+    if not HCPIPE.exists():
+        die(f"{HCPIPE} is missing: run `make build` first")
+    if not LAB_PYTHON.exists():
+        die(f"{LAB_PYTHON} is missing: run `make bench-lab` (it creates bench/.venv-lab)")
+
+    started = time.time()
+    load_before = loadavg()
+    shutil.rmtree(DATA / "cache", ignore_errors=True)
+    pipeline = bench_pipeline(args.epochs, args.ae_epochs)
+    print(f"generating the dataset and a first (untimed) run of {pipeline.relative_to(ROOT)} ...", flush=True)
+    t = time.perf_counter()
+    warm = hcpipe_rep(pipeline, [])
+    print(f"  first run {fmt(time.perf_counter() - t)}; dataset stage {fmt(warm['stages']['dataset']['wall_s'])}",
+          flush=True)
+    dataset = show(pipeline, "dataset")["path"]
+    forced = [s for s in stage_names(pipeline) if s != "dataset"]
+
+    hc_reps, lab_reps = [], []
+    for i in range(args.reps):
+        # Alternate who goes first, so a load spike does not always hit the same side.
+        order = ("hcpipe", "lab") if i % 2 == 0 else ("lab", "hcpipe")
+        for side in order:
+            if side == "hcpipe":
+                hc_reps.append(hcpipe_rep(pipeline, forced))
+                print(f"rep {i + 1}: hcpipe {fmt(hc_reps[-1]['wall'])}", flush=True)
+            else:
+                lab_reps.append(lab_rep(dataset, args))
+                print(f"rep {i + 1}: lab.py {fmt(lab_reps[-1]['wall'])}", flush=True)
+
+    # Parity: the lab's test() on hcpipe's weights of the last run.
+    parity = {}
+    for side in ("left", "right"):
+        weights = Path(show(pipeline, f"cnn_{side}")["path"]) / "weights.safetensors"
+        metrics = Path(show(pipeline, f"eval_{side}")["path"]) / "metrics.json"
+        p = subprocess.run([str(LAB_PYTHON), str(LAB), dataset, "--check-eval", str(weights),
+                            "--region", side, "--metrics", str(metrics), "--threads", str(args.threads)],
+                           capture_output=True, text=True, cwd=ROOT)
+        try:
+            parity[side] = json.loads(p.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            die(f"lab.py --check-eval ({side}) printed no JSON (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    load_after = loadavg()
+    took = time.time() - started
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    (DATA.parent / "lab-results.json").write_text(json.dumps(
+        {"hcpipe": hc_reps, "lab": lab_reps, "parity": parity, "args": vars(args)}, indent=1))
+
+    rows = []
+    for label, hc_stages, lab_stage in ROWS:
+        hc = [sum(r["stages"][s]["wall_s"] for s in hc_stages) for r in hc_reps]
+        lab = [r["stages"][lab_stage] for r in lab_reps]
+        rows.append(f"| {label} | {cell(hc)} | {cell(lab)} |")
+    rows.append(f"| **total, wall of the command** | **{cell([r['wall'] for r in hc_reps])}** | "
+                f"**{cell([r['wall'] for r in lab_reps])}** |")
+    rows.append(f"| *of which the lab's stages (in-script)* | — | {cell([r['stages']['total'] for r in lab_reps])} |")
+    rows.append(f"| *sum of hcpipe's stage times (they overlap)* | "
+                f"{cell([sum(s['wall_s'] for n, s in r['stages'].items() if n in forced) for r in hc_reps])} | — |")
+    loader = cell([r["extra"]["loader_pass_s"] for r in lab_reps])
+
+    mrows = []
+    for k, (label, _, _) in enumerate(metric_rows(hc_reps[0], lab_reps[0])):
+        hv = [metric_rows(r, lab_reps[0])[k][1] for r in hc_reps]
+        lv = [metric_rows(hc_reps[0], r)[k][2] for r in lab_reps]
+        hv, lv = [v for v in hv if v is not None], [v for v in lv if v is not None]
+        mrows.append(f"| {label} | {cell(hv, num)} | {cell(lv, num)} |")
+
+    prow = []
+    for side, res in parity.items():
+        v = res["validation"]
+        prow.append(
+            f"| {side} | {v['mean_loss']['hcpipe']:.6f} | {v['mean_loss']['lab']:.6f} | "
+            f"{v['balanced_accuracy']['hcpipe']:.4f} / {v['balanced_accuracy']['lab']:.4f} | "
+            f"{res['max_diff']:.2g} | {'**yes**' if res['agree'] else '**NO**'} |")
+
+    cfg = lab_reps[0]["config"]
+    section = f"""
+## The lab on CPU: hcpipe vs the lab's Python (issue 8, table 2)
+
+The DL4MI lab on the demo's synthetic dataset ({cfg['n_train']} train / {cfg['n_validation']} validation
+subjects, 121×145×121 float32 volumes, 8.5 MB each), {args.epochs} CNN epochs per hippocampus and
+{args.ae_epochs} autoencoder epochs, on the CPU. **hcpipe**: `hcpipe run` of the lab's stages
+(pipelines/demo.yaml with those epochs; the `dataset` stage cached, every other stage forced to run);
+per-stage wall times from `run --json`. **lab.py**: `bench/lab.py`, the seed notebook's code as a
+script (MRIDataset + `torch.load` of every volume at every access, CropLeftHC/CropRightHC with
+random_shift=2, DataLoader batch 4 shuffled, train()/test() with the per-epoch evaluation over the
+train loader, soft voting, AutoEncoder + trainAE/testAE, compute_dataset_features, sklearn's
+GaussianMixture) on the same dataset folder with the same epochs, `torch.set_num_threads({args.threads})`,
+DataLoader `num_workers={args.num_workers}` (the lab uses 8 with `pin_memory=True`, for a GPU machine;
+this one has 2 cores). Median (min–max) of {args.reps} runs each, the two taking turns.
+
+| stage | hcpipe | lab.py |
+|---|---:|---:|
+{chr(10).join(rows)}
+
+hcpipe rows sum its stages (load / crop = crop_left + crop_right + demographics + old_validation;
+evaluation = eval_left + eval_right + soft_vote); lab.py's "evaluation" is the lab's test() on the
+validation *and* train loaders for both networks, the ≥ 62 subset and soft voting. One bare pass of
+lab.py's train loader (read + crop {cfg['n_train']} volumes, no model) takes {loader}; the lab makes
+two such passes per epoch (training, then its evaluation over the train loader), and its
+autoencoder and codes stages read them again.
+
+What limits each side: both run the same libtorch kernels (hcpipe's worker links the libtorch of
+the venv's torch {TORCH_VERSION}) on 2 shared cores. The lab's DataLoader re-reads and re-crops
+every 8.5 MB volume at every pass (in {args.num_workers} worker processes, forked again for every
+pass), while hcpipe crops once (`crop` stores the patches grown by the shift, 34×44×34, and the
+worker draws the random shift from memory). hcpipe runs independent stages at once on the 2 cores
+(cnn_left, cnn_right and ae_left ask for 1 CPU each, so each trains with 1 thread), the
+lab one after the other with 2 threads; so hcpipe's stage times overlap and its total is less than
+their sum.
+
+Learning results (same hyper-parameters, different random streams, so close but not equal;
+median (min–max) over the runs):
+
+| result | hcpipe | lab.py |
+|---|---:|---:|
+{chr(10).join(mrows)}
+
+Parity on the same weights: the lab's own `test()` (CustomNetwork `load_state_dict(strict=True)` of
+hcpipe's `weights.safetensors`, validation loader batch 32, unshifted crop from the `.pt` volumes)
+against hcpipe's `evaluate` metrics.json, last run:
+
+| network | hcpipe mean_loss | lab test() mean_loss | balanced accuracy hcpipe / lab | max diff (all metrics, ≥ 62 too) | agree (≤ 1e-5) |
+|---|---:|---:|---:|---:|---|
+{chr(10).join(prow)}
+
+- Machine: {machine()}
+- Load average (1, 5, 15 min): {load_before} before, {load_after} after — other people were using
+  this machine, so absolute figures are noisy; compare columns, not runs.
+- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC; the whole script took {took / 60:.1f} min.
+- Versions: {run([HCPIPE, '--version'], 'hcpipe --version').stdout.strip()}; torch {TORCH_VERSION} (CPU, {cfg['device']}); lab.py device {cfg['device']}; Python {platform.python_version()}.
+- Reproduce: `make build && make bench-lab` (= `python3 bench/lab_cpu.py --reps {args.reps} --epochs {args.epochs} --ae-epochs {args.ae_epochs}`).
+"""
+    print(section)
+    if not args.no_write:
+        write_section(section)
+        print(f"written to {BENCHMARKS}")
+    bad = [s for s, r in parity.items() if not r["agree"]]
+    if bad:
+        die(f"parity: lab test() and hcpipe evaluate disagree for {', '.join(bad)} (see the table)")
+
+
+TORCH_VERSION = "?"
+
+if __name__ == "__main__":
+    try:
+        TORCH_VERSION = subprocess.run(
+            [str(LAB_PYTHON), "-c", "import torch; print(torch.__version__)"],
+            capture_output=True, text=True).stdout.strip() or "?"
+    except OSError:
+        pass
+    main()
