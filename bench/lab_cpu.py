@@ -174,9 +174,9 @@ def hcpipe_rep(cache, pipeline, cold, first=False):
     return {"wall": wall, "stages": stages}
 
 
-def lab_rep(dataset, args):
+def lab_rep(dataset, args, threads):
     cmd = [LAB_PYTHON, LAB, dataset, "--epochs", args.epochs, "--ae-epochs", args.ae_epochs,
-           "--threads", args.threads, "--num-workers", args.num_workers]
+           "--threads", threads, "--num-workers", args.num_workers]
     t = time.perf_counter()
     p = run(cmd, "bench/lab.py")
     wall = time.perf_counter() - t
@@ -233,7 +233,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--ae-epochs", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2, help="lab.py's torch.set_num_threads")
+    ap.add_argument("--threads", default="2,1", help="lab.py's torch.set_num_threads, one column each (comma-separated)")
     ap.add_argument("--num-workers", type=int, default=2, help="lab.py's DataLoader workers (the lab: 8)")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = ap.parse_args()
@@ -256,7 +256,10 @@ def main():
     dataset = show(first_cache, pipeline, "dataset")["path"]
     cold = [s for s in warm["stages"] if s != "dataset"]
 
-    hc_reps, lab_reps = [], []
+    threads = [int(x) for x in args.threads.split(",") if x]
+    if not threads:
+        die("--threads: give at least one thread count, e.g. 2,1")
+    hc_reps, lab_by = [], {n: [] for n in threads}
     for i in range(args.reps):
         # Alternate who goes first, so a load spike does not always hit the same side.
         order = ("hcpipe", "lab") if i % 2 == 0 else ("lab", "hcpipe")
@@ -271,8 +274,10 @@ def main():
                 hc_reps.append(hcpipe_rep(cache, pipeline, cold))
                 print(f"rep {i + 1}: hcpipe {fmt(hc_reps[-1]['wall'])}", flush=True)
             else:
-                lab_reps.append(lab_rep(dataset, args))
-                print(f"rep {i + 1}: lab.py {fmt(lab_reps[-1]['wall'])}", flush=True)
+                for n in threads:
+                    lab_by[n].append(lab_rep(dataset, args, n))
+                    print(f"rep {i + 1}: lab.py, {n} thread(s) {fmt(lab_by[n][-1]['wall'])}", flush=True)
+    lab_reps = lab_by[threads[0]]
 
     # Parity: the lab's test() on hcpipe's weights of the last run.
     parity = {}
@@ -280,7 +285,7 @@ def main():
         weights = Path(show(cache, pipeline, f"cnn_{side}")["path"]) / "weights.safetensors"
         metrics = Path(show(cache, pipeline, f"eval_{side}")["path"]) / "metrics.json"
         p = subprocess.run([str(LAB_PYTHON), str(LAB), dataset, "--check-eval", str(weights),
-                            "--region", side, "--metrics", str(metrics), "--threads", str(args.threads)],
+                            "--region", side, "--metrics", str(metrics), "--threads", str(threads[0])],
                            capture_output=True, text=True, cwd=ROOT)
         try:
             parity[side] = json.loads(p.stdout.strip().splitlines()[-1])
@@ -291,19 +296,23 @@ def main():
 
     DATA.mkdir(parents=True, exist_ok=True)
     (DATA.parent / "lab-results.json").write_text(json.dumps(
-        {"hcpipe": hc_reps, "lab": lab_reps, "parity": parity, "args": vars(args)}, indent=1))
+        {"hcpipe": hc_reps, "lab": {str(n): r for n, r in lab_by.items()}, "parity": parity, "args": vars(args)}, indent=1))
 
     rows = []
     for label, hc_stages, lab_stage in ROWS:
         hc = [sum(r["stages"][s]["wall_s"] for s in hc_stages) for r in hc_reps]
-        lab = [r["stages"][lab_stage] for r in lab_reps]
-        rows.append(f"| {label} | {cell(hc)} | {cell(lab)} |")
-    rows.append(f"| **total, wall of the command** | **{cell([r['wall'] for r in hc_reps])}** | "
-                f"**{cell([r['wall'] for r in lab_reps])}** |")
-    rows.append(f"| *of which the lab's stages (in-script)* | — | {cell([r['stages']['total'] for r in lab_reps])} |")
+        labs = " | ".join(cell([r["stages"][lab_stage] for r in lab_by[n]]) for n in threads)
+        rows.append(f"| {label} | {cell(hc)} | {labs} |")
+    labs = " | ".join(f"**{cell([r['wall'] for r in lab_by[n]])}**" for n in threads)
+    rows.append(f"| **total, wall of the command** | **{cell([r['wall'] for r in hc_reps])}** | {labs} |")
+    labs = " | ".join(cell([r["stages"]["total"] for r in lab_by[n]]) for n in threads)
+    rows.append(f"| *of which the lab's stages (in-script)* | — | {labs} |")
+    dash = " | ".join("—" for _ in threads)
     rows.append(f"| *sum of hcpipe's stage times (they overlap)* | "
-                f"{cell([sum(s['wall_s'] for n, s in r['stages'].items() if n in cold) for r in hc_reps])} | — |")
+                f"{cell([sum(s['wall_s'] for n, s in r['stages'].items() if n in cold) for r in hc_reps])} | {dash} |")
     loader = cell([r["extra"]["loader_pass_s"] for r in lab_reps])
+    lab_heads = " | ".join(f"lab.py, {n} thread{'s' if n > 1 else ''}" for n in threads)
+    lab_aligns = "|".join("---:" for _ in threads)
 
     mrows = []
     for k, (label, _, _) in enumerate(metric_rows(hc_reps[0], lab_reps[0])):
@@ -332,12 +341,13 @@ per-stage wall times from `run --json`. **lab.py**: `bench/lab.py`, the seed not
 script (MRIDataset + `torch.load` of every volume at every access, CropLeftHC/CropRightHC with
 random_shift=2, DataLoader batch 4 shuffled, train()/test() with the per-epoch evaluation over the
 train loader, soft voting, AutoEncoder + trainAE/testAE, compute_dataset_features, sklearn's
-GaussianMixture) on the same dataset folder with the same epochs, `torch.set_num_threads({args.threads})`,
+GaussianMixture) on the same dataset folder with the same epochs, `torch.set_num_threads(N)` for each N
+in {threads},
 DataLoader `num_workers={args.num_workers}` (the lab uses 8 with `pin_memory=True`, for a GPU machine;
 this one has 2 cores). Median (min–max) of {args.reps} runs each, the two taking turns.
 
-| stage | hcpipe | lab.py |
-|---|---:|---:|
+| stage | hcpipe (1 thread per stage, 2 stages at once) | {lab_heads} |
+|---|---:|{lab_aligns}|
 {chr(10).join(rows)}
 
 hcpipe rows sum its stages (load / crop = crop_left + crop_right + demographics + old_validation;
@@ -348,12 +358,16 @@ two such passes per epoch (training, then its evaluation over the train loader),
 autoencoder and codes stages read them again.
 
 What limits each side: both run the same libtorch kernels (hcpipe's worker links the libtorch of
-the venv's torch {TORCH_VERSION}) on 2 shared cores. The lab's DataLoader re-reads and re-crops
+the venv's torch {TORCH_VERSION}) on 2 shared cores. The largest difference is not data loading but
+threads: with 2 intra-op threads on 2 cores that other processes also use, the lab's libtorch
+burns CPU time in its thread pool waiting for the other thread (once measured: 2 threads, 77 s of
+CPU for 82 s wall; 1 thread, 14 s of CPU for 21 s) and its times swing from run to run; with 1 thread, as each of hcpipe's training stages has, the
+same script is steady and close to hcpipe. Besides, the lab's DataLoader re-reads and re-crops
 every 8.5 MB volume at every pass (in {args.num_workers} worker processes, forked again for every
 pass), while hcpipe crops once (`crop` stores the patches grown by the shift, 34×44×34, and the
 worker draws the random shift from memory). hcpipe runs independent stages at once on the 2 cores
 (cnn_left, cnn_right and ae_left ask for 1 CPU each, so each trains with 1 thread), the
-lab one after the other with 2 threads; so hcpipe's stage times overlap and its total is less than
+lab one stage after the other; so hcpipe's stage times overlap and its total is less than
 their sum.
 
 Learning results (same hyper-parameters and seed 0 on both sides, but different random streams
@@ -361,7 +375,7 @@ Learning results (same hyper-parameters and seed 0 on both sides, but different 
 runs, which repeat exactly on each side). GMM cluster ids are arbitrary, so a raw balanced
 accuracy b and 1 − b are the same clustering:
 
-| result | hcpipe | lab.py |
+| result | hcpipe | lab.py ({threads[0]} threads) |
 |---|---:|---:|
 {chr(10).join(mrows)}
 
