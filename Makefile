@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash torch soak fuzz
+.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-lab torch soak fuzz
 
 all: build
 
@@ -69,6 +69,23 @@ bench-runner:
 
 bench-hash:
 	$(PYTHON) bench/hash.py
+
+# The lab on CPU vs a port of the lab's Python (BENCHMARKS.md, table 2). The
+# port needs pandas, numpy, scikit-learn and safetensors: they go into their own
+# venv, bench/.venv-lab, which sees the torch of $(VENV) through a .pth file
+# (no second 4.6 GB torch download).
+LAB_VENV := $(CURDIR)/bench/.venv-lab
+LAB_STAMP := $(LAB_VENV)/.lab-deps-1
+
+$(LAB_STAMP): $(TORCH_STAMP)
+	$(PYTHON) -m venv $(LAB_VENV)
+	$(LAB_VENV)/bin/pip install --disable-pip-version-check -q numpy==2.4.6 pandas==3.1.1 scikit-learn==1.9.1 safetensors==0.8.0
+	readlink -f $(VENV)/lib/python3*/site-packages > "$$($(LAB_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/hcpipe-torch-venv.pth"
+	$(LAB_VENV)/bin/python -c 'import torch, numpy, pandas, sklearn, safetensors'
+	touch $@
+
+bench-lab: build $(LAB_STAMP)
+	$(PYTHON) bench/lab_cpu.py
 
 clean:
 	cargo clean

@@ -250,18 +250,17 @@ fn build_job(
     let stage = dag.stage(id);
     let mut inputs = Vec::new();
     for up in dag.needs(id) {
-        let entry = match &plan.cached[up.0] {
-            Some(e) => e.clone(),
-            None => cache
-                .entry(&plan.keys[up.0])
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| {
-                    format!(
-                        "upstream `{}` finished but its cache entry is missing",
-                        dag.stage(up).name
-                    )
-                })?,
-        };
+        // Read the entry now, not the plan's copy: a forced upstream stage
+        // re-ran in this run and replaced its entry (same key, new files).
+        let entry = cache
+            .entry(&plan.keys[up.0])
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "upstream `{}` finished but its cache entry is missing",
+                    dag.stage(up).name
+                )
+            })?;
         let dir = cache
             .ensure_artifact(&entry, true)
             .map_err(|e| e.to_string())?;
