@@ -103,6 +103,7 @@ pub fn run_dag(
     }
 
     let mut running = 0usize;
+    let mut saved = usize::MAX;
     loop {
         if interrupt::requested() {
             executor.cancel_all();
@@ -146,31 +147,23 @@ pub fn run_dag(
                     reporter.started(&dag.stage(id).name);
                     executor.launch(id, job, tx.clone());
                 }
-                Err(msg) => {
+                Err(message) => {
                     slots.give_back(res);
                     state[id.0] = State::Failed;
-                    let rec = stage_record(
-                        dag,
-                        plan,
-                        id,
-                        StageStatus::Failed,
-                        0.0,
-                        Default::default(),
-                        Some(msg.clone()),
-                    );
-                    reporter.finished(
-                        &rec,
-                        Some(&Failure {
-                            message: msg,
-                            log_tail: String::new(),
-                            log: None,
-                        }),
-                    );
-                    record.stages.push(rec);
+                    let failure = Failure {
+                        message,
+                        log_tail: String::new(),
+                        log: None,
+                    };
+                    fail(dag, plan, id, &failure, record, reporter);
                 }
             }
         }
-        let _ = record.save(cache);
+        // Rewritten only when a stage was added: every save is two fsyncs.
+        if record.stages.len() != saved {
+            saved = record.stages.len();
+            let _ = record.save(cache);
+        }
         if running == 0 {
             break;
         }
@@ -198,21 +191,33 @@ pub fn run_dag(
             }
             Err(failure) => {
                 state[id.0] = State::Failed;
-                let rec = stage_record(
-                    dag,
-                    plan,
-                    id,
-                    StageStatus::Failed,
-                    0.0,
-                    Default::default(),
-                    Some(failure.message.clone()),
-                );
-                reporter.finished(&rec, Some(&failure));
-                record.stages.push(rec);
+                fail(dag, plan, id, &failure, record, reporter);
             }
         }
     }
     state.iter().all(|s| *s == State::Done)
+}
+
+/// Record and report a stage that failed (or could not start).
+fn fail(
+    dag: &Dag,
+    plan: &Plan,
+    id: StageId,
+    failure: &Failure,
+    record: &mut RunRecord,
+    reporter: &mut Reporter,
+) {
+    let rec = stage_record(
+        dag,
+        plan,
+        id,
+        StageStatus::Failed,
+        0.0,
+        Default::default(),
+        Some(failure.message.clone()),
+    );
+    reporter.finished(&rec, Some(failure));
+    record.stages.push(rec);
 }
 
 /// The run record's line for one stage.
