@@ -88,6 +88,23 @@ fn the_whole_lab_runs_and_a_second_run_is_all_cached() {
     for section in ["Population", "Validation", "Autoencoder", "Clustering"] {
         assert!(page.contains(section), "report lacks {section}");
     }
+    if crate::report::have_chromium() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::path::Path::new(v["path"].as_str().unwrap());
+        let title = crate::report::loaded_in_chromium(dir, tmp.path());
+        let n = |k: &str| {
+            title
+                .split(&format!("{k}="))
+                .nth(1)
+                .and_then(|x| x.split(' ').next())
+                .and_then(|x| x.parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        assert!(
+            n("images") >= 10 && n("loaded") == n("images") && n("tables") >= 5,
+            "Chromium loaded: {title}"
+        );
+    }
     let shown = p.run(&["show"]).ok();
     assert!(
         shown.stdout.contains("newest report: ") && shown.stdout.contains("report.html"),

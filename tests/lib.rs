@@ -15,7 +15,7 @@ pub mod lab;
 mod matrix;
 mod parallel;
 mod pipelines;
-mod report;
+pub mod report;
 mod slurm;
 mod soak;
 mod verify_gc;

@@ -465,8 +465,9 @@ fn chromium(profile: &Path) -> Command {
     c
 }
 
-#[test]
-fn report_renders_in_chromium() {
+/// Whether Chromium is here, installing it with `scripts/ensure-chromium` if
+/// needed; `false` (with a printed reason) means "skip".
+pub fn have_chromium() -> bool {
     if !Path::new(CHROMIUM).exists() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ensure-chromium");
         let status = Command::new(&script).status();
@@ -475,8 +476,46 @@ fn report_renders_in_chromium() {
                 "skipped: Chromium is not installed and {} could not install it ({status:?})",
                 script.display()
             );
-            return;
+            return false;
         }
+    }
+    true
+}
+
+/// Open `report_dir/report.html` in headless Chromium and return what it
+/// loaded, as `loaded=N images=N tables=N`. The page is copied to `tmp` with
+/// a probe script that writes those counts into the title (the cache's
+/// artifact folders stay untouched).
+pub fn loaded_in_chromium(report_dir: &Path, tmp: &Path) -> String {
+    let copy = tmp.join("probe-page");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in std::fs::read_dir(report_dir).unwrap().flatten() {
+        std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+    }
+    let probe = "<script>window.addEventListener('load', function () {\
+        var imgs = Array.prototype.slice.call(document.images);\
+        var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;\
+        document.title = 'loaded=' + ok + ' images=' + imgs.length + ' tables=' + document.querySelectorAll('table').length;\
+        });</script>";
+    let page = std::fs::read_to_string(copy.join("report.html")).unwrap();
+    let probed = copy.join("probe.html");
+    std::fs::write(&probed, page.replace("</body>", &format!("{probe}</body>"))).unwrap();
+    let mut dump = chromium(&tmp.join("profile-dump"));
+    dump.arg("--dump-dom")
+        .arg(format!("file://{}", probed.display()));
+    let dom = run_with_limit(dump, Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("chromium --dump-dom: {e}"));
+    dom.split("<title>")
+        .nth(1)
+        .and_then(|t| t.split("</title>").next())
+        .unwrap_or_else(|| panic!("no title in the dumped DOM:\n{dom}"))
+        .to_string()
+}
+
+#[test]
+fn report_renders_in_chromium() {
+    if !have_chromium() {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let ran = full_report(dir.path());
@@ -497,25 +536,7 @@ fn report_renders_in_chromium() {
     assert!(n_images >= 10, "{n_images}");
     ran.check_images(400);
 
-    // A copy of the page with a probe script: the title becomes what the browser loaded.
-    let probe = "<script>window.addEventListener('load', function () {\
-        var imgs = Array.prototype.slice.call(document.images);\
-        var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;\
-        document.title = 'loaded=' + ok + ' images=' + imgs.length + ' tables=' + document.querySelectorAll('table').length;\
-        });</script>";
-    let page = ran.html();
-    let probed = ran.out.join("probe.html");
-    std::fs::write(&probed, page.replace("</body>", &format!("{probe}</body>"))).unwrap();
-    let mut dump = chromium(&dir.path().join("profile-dump"));
-    dump.arg("--dump-dom")
-        .arg(format!("file://{}", probed.display()));
-    let dom = run_with_limit(dump, Duration::from_secs(90))
-        .unwrap_or_else(|e| panic!("chromium --dump-dom: {e}"));
-    let title = dom
-        .split("<title>")
-        .nth(1)
-        .and_then(|t| t.split("</title>").next())
-        .unwrap_or_else(|| panic!("no title in the dumped DOM:\n{dom}"));
+    let title = loaded_in_chromium(&ran.out, dir.path());
     assert_eq!(
         title,
         format!("loaded={n_images} images={n_images} tables={}", m["tables"]),
