@@ -107,3 +107,47 @@ fn diff_between_two_run_ids() {
     assert_eq!(err.code, 2);
     assert!(err.stderr.contains("--pipeline FILE"), "{}", err.stderr);
 }
+
+#[test]
+fn pipeline_revision_is_substituted_and_keys_the_stages_that_ask_for_it() {
+    let p = Project::new();
+    let pipe = "name: rev\nstages:\n  plain: {cmd: 'echo x > {out}/x'}\n  stamped: {cmd: 'echo ${pipeline.name} ${pipeline.revision} > {out}/r'}\n";
+    p.write("p.yaml", pipe);
+    let outside = p.run(&["run", "p.yaml", "--json"]).ok();
+    assert_eq!(outside.ran(), ["plain", "stamped"]);
+    let read_r = |p: &Project| {
+        let show = p.run(&["show", "p.yaml", "stamped", "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+        std::fs::read_to_string(std::path::Path::new(v["path"].as_str().unwrap()).join("r"))
+            .unwrap()
+    };
+    assert_eq!(read_r(&p), "rev none\n");
+    git(&p, &["init", "-q"]);
+    git(
+        &p,
+        &["-c", "user.email=t@t", "-c", "user.name=t", "add", "p.yaml"],
+    );
+    git(
+        &p,
+        &[
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-qm",
+            "one",
+        ],
+    );
+    let inside = p.run(&["run", "p.yaml", "--json"]).ok();
+    assert_eq!(
+        inside.ran(),
+        ["stamped"],
+        "only the stage that asked re-runs"
+    );
+    let r = read_r(&p);
+    assert!(
+        r.starts_with("rev ") && r.trim().len() == "rev ".len() + 12 && !r.contains("dirty"),
+        "{r}"
+    );
+}

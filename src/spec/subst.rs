@@ -4,6 +4,12 @@
 //! A string that is exactly one placeholder takes the value's type
 //! (`lr: ${params.lr}` stays a number); otherwise values are interpolated as
 //! text. `{in.X}` and `{out}` (single braces) are left for run time.
+//!
+//! `${pipeline.name}` and `${pipeline.revision}` (the pipeline file's git
+//! commit, `-dirty` when it differs from it, `none` outside git) let a stage
+//! state its provenance, e.g. the report's params. Being substituted, they
+//! are part of that stage's key: it re-runs on a new revision, and no stage
+//! sees them unless it asks.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +21,8 @@ use crate::ops::Params;
 pub struct Scope<'a> {
     pub params: &'a Params,
     pub matrix: &'a BTreeMap<String, Value>,
+    /// `name` and, when the file mentions it, `revision`.
+    pub pipeline: &'a Params,
 }
 
 /// Substitute every placeholder inside `value`, recursively.
@@ -74,9 +82,10 @@ fn lookup<'a>(path: &str, scope: &'a Scope) -> Result<&'a Value, String> {
     let (map_keys, found): (Vec<&String>, Option<&Value>) = match ns {
         "params" => (scope.params.keys().collect(), scope.params.get(name)),
         "matrix" => (scope.matrix.keys().collect(), scope.matrix.get(name)),
+        "pipeline" => (scope.pipeline.keys().collect(), scope.pipeline.get(name)),
         _ => {
             return Err(format!(
-                "`${{{path}}}`: unknown namespace `{ns}`; use `params` or `matrix`"
+                "`${{{path}}}`: unknown namespace `{ns}`; use `params`, `matrix` or `pipeline`"
             ))
         }
     };
@@ -112,7 +121,12 @@ mod tests {
     use serde_json::json;
 
     fn scope_with(params: &Params, matrix: &BTreeMap<String, Value>) -> String {
-        let scope = Scope { params, matrix };
+        let pipeline = Params::new();
+        let scope = Scope {
+            params,
+            matrix,
+            pipeline: &pipeline,
+        };
         subst_string(
             "python x.py --lr ${params.lr} --seed ${matrix.seed}",
             &scope,
@@ -130,9 +144,11 @@ mod tests {
             scope_with(&params, &matrix),
             "python x.py --lr 0.0001 --seed 3"
         );
+        let pipeline = Params::new();
         let scope = Scope {
             params: &params,
             matrix: &matrix,
+            pipeline: &pipeline,
         };
         assert_eq!(
             subst_value(&json!("${params.lr}"), &scope).unwrap(),
@@ -149,9 +165,11 @@ mod tests {
         let mut params = Params::new();
         params.insert("seed".into(), json!(0));
         let matrix = BTreeMap::new();
+        let pipeline = Params::new();
         let scope = Scope {
             params: &params,
             matrix: &matrix,
+            pipeline: &pipeline,
         };
         let err = subst_string("${params.sed}", &scope).unwrap_err();
         assert!(err.contains("did you mean `seed`"), "{err}");

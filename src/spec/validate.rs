@@ -41,7 +41,7 @@ fn loc_of(l: &serde_saphyr::Location) -> Loc {
 
 pub fn validate(
     raw: RawPipeline,
-    _text: &str,
+    text: &str,
     abs: &Path,
     shown: &str,
     file_hash: String,
@@ -57,6 +57,20 @@ pub fn validate(
             "{shown}: pipeline `{}` has no stages; add one under `stages:`",
             raw.name
         )));
+    }
+    let mut pipeline_vars = Params::new();
+    pipeline_vars.insert("name".into(), Value::String(raw.name.clone()));
+    // Asking git costs a process: only when the file uses it.
+    if text.contains("${pipeline.revision}") {
+        let revision = match crate::record::git::state_of(abs) {
+            Some(g) => format!(
+                "{}{}",
+                &g.commit[..g.commit.len().min(12)],
+                if g.dirty { "-dirty" } else { "" }
+            ),
+            None => "none".to_string(),
+        };
+        pipeline_vars.insert("revision".into(), Value::String(revision));
     }
     let mut problems = Problems {
         shown,
@@ -96,6 +110,7 @@ pub fn validate(
             let scope = Scope {
                 params: &params,
                 matrix: &values,
+                pipeline: &pipeline_vars,
             };
             let kind = match (&stage.op, &stage.cmd) {
                 (Some(op), None) => match ops::lookup(&op.value) {
