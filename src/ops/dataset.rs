@@ -491,6 +491,7 @@ mod tests {
             (format!("{HEAD}sub-1\tses-M00\tF\t\t70\t29\t0\tMCI\n"), split, "unknown diagnosis `MCI`"),
             (format!("{HEAD}sub-1\tses-M00\tF\t\t70\t29\t0\tAD\nsub-1\tses-M00\tF\t\t70\t29\t0\tAD\n"), split, "appears twice"),
             (format!("{HEAD}sub-1\tses-M00\tF\t\tseventy\t29\t0\tAD\n"), split, "`age_bl` holds `seventy`"),
+            (format!("{HEAD}sub-1\tses-M00\tF\t\tNaN\t29\t0\tAD\n"), split, "`age_bl` is empty"),
             (format!("{HEAD}sub-2\tses-M00\tF\t\t70\t29\t0\tAD\n"), split, "sub-1 ses-M00 is not in OASIS_BIDS.tsv"),
             (format!("{HEAD}../x\tses-M00\tF\t\t70\t29\t0\tAD\n"), split, "must be non-empty letters"),
         ];
