@@ -104,6 +104,8 @@ pub fn run_dag(
 
     let mut running = 0usize;
     let mut saved = usize::MAX;
+    // Keys whose files were hashed this run: committed here, or re-hashed before first use.
+    let mut verified = HashSet::new();
     loop {
         if interrupt::requested() {
             executor.cancel_all();
@@ -140,7 +142,15 @@ pub fn run_dag(
             if !slots.try_take(res) {
                 continue;
             }
-            match build_job(dag, cache, plan, id, forced(id), slots.threads_for(res)) {
+            match build_job(
+                dag,
+                cache,
+                plan,
+                id,
+                forced(id),
+                slots.threads_for(res),
+                &mut verified,
+            ) {
                 Ok(job) => {
                     state[id.0] = State::Running;
                     running += 1;
@@ -177,6 +187,9 @@ pub fn run_dag(
         match outcome {
             Ok((status, entry)) => {
                 state[id.0] = State::Done;
+                if status == StageStatus::Ran {
+                    verified.insert(entry.key.clone());
+                }
                 let rec = stage_record(
                     dag,
                     plan,
@@ -251,6 +264,7 @@ fn build_job(
     id: StageId,
     force: bool,
     threads: usize,
+    verified: &mut HashSet<crate::cache::StageKey>,
 ) -> Result<Job, String> {
     let stage = dag.stage(id);
     let mut inputs = Vec::new();
@@ -266,9 +280,12 @@ fn build_job(
                     dag.stage(up).name
                 )
             })?;
+        // Re-hash a cached input once per run, not once per consumer.
+        let rehash = !verified.contains(&entry.key);
         let dir = cache
-            .ensure_artifact(&entry, true)
+            .ensure_artifact(&entry, rehash)
             .map_err(|e| e.to_string())?;
+        verified.insert(entry.key.clone());
         inputs.push(Input {
             stage: dag.stage(up).name.clone(),
             op: dag.stage(up).op_name().map(str::to_string),
