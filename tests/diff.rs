@@ -4,10 +4,15 @@ use std::process::Command;
 
 use crate::common::*;
 
+/// Run git in the project with a fixed identity, so commits work anywhere.
 fn git(p: &Project, args: &[&str]) {
     let out = Command::new("git")
         .args(args)
         .current_dir(p.path())
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
         .output()
         .unwrap();
     assert!(
@@ -32,36 +37,11 @@ fn diff_across_two_git_commits_shows_params_keys_and_metric_deltas() {
     let p = Project::new();
     p.write("p.yaml", PIPE);
     git(&p, &["init", "-q"]);
-    git(
-        &p,
-        &["-c", "user.email=t@t", "-c", "user.name=t", "add", "p.yaml"],
-    );
-    git(
-        &p,
-        &[
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "user.name=t",
-            "commit",
-            "-qm",
-            "one",
-        ],
-    );
+    git(&p, &["add", "p.yaml"]);
+    git(&p, &["commit", "-qm", "one"]);
     p.run(&["run", "p.yaml"]).ok();
     p.write("p.yaml", &PIPE.replace("lr: 0.1", "lr: 0.25"));
-    git(
-        &p,
-        &[
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "user.name=t",
-            "commit",
-            "-qam",
-            "two",
-        ],
-    );
+    git(&p, &["commit", "-qam", "two"]);
     p.run(&["run", "p.yaml"]).ok();
     let text = p
         .run(&["diff", "HEAD~1", "HEAD", "--pipeline", "p.yaml"])
@@ -123,22 +103,8 @@ fn pipeline_revision_is_substituted_and_keys_the_stages_that_ask_for_it() {
     };
     assert_eq!(read_r(&p), "rev none\n");
     git(&p, &["init", "-q"]);
-    git(
-        &p,
-        &["-c", "user.email=t@t", "-c", "user.name=t", "add", "p.yaml"],
-    );
-    git(
-        &p,
-        &[
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "user.name=t",
-            "commit",
-            "-qm",
-            "one",
-        ],
-    );
+    git(&p, &["add", "p.yaml"]);
+    git(&p, &["commit", "-qm", "one"]);
     let inside = p.run(&["run", "p.yaml", "--json"]).ok();
     assert_eq!(
         inside.ran(),
