@@ -60,6 +60,22 @@ fn common_metrics(device: Device, started: std::time::Instant) -> Metrics {
     m
 }
 
+/// What `train_cnn` and `train_ae` both report about their schedule and data.
+fn training_metrics(
+    m: &mut Metrics,
+    schedule: &crate::train::Schedule,
+    outcome: &crate::train::Outcome,
+    data: &crate::data::CropSplit,
+) {
+    m.insert("epochs".into(), json!(schedule.epochs));
+    m.insert("seconds_per_epoch".into(), json!(outcome.seconds_per_epoch));
+    m.insert("n_train".into(), json!(data.len()));
+    m.insert("seed".into(), json!(schedule.seed));
+    m.insert("shift".into(), json!(schedule.shift));
+    m.insert("region".into(), json!(data.meta.region));
+    m.insert("patch_shape".into(), json!(data.meta.patch_shape));
+}
+
 /// JSON for a possibly non-finite loss (JSON has no NaN).
 fn finite(x: f64) -> Value {
     if x.is_finite() {

@@ -12,7 +12,7 @@ use serde_json::json;
 use tch::nn::VarStore;
 use tch::Reduction;
 
-use super::{common_metrics, finite, params, resolve_shift};
+use super::{common_metrics, finite, params, resolve_shift, training_metrics};
 use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
@@ -100,13 +100,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
             .last()
             .map_or(serde_json::Value::Null, |s| finite(s.loss)),
     );
-    m.insert("epochs".into(), json!(p.epochs));
-    m.insert("seconds_per_epoch".into(), json!(outcome.seconds_per_epoch));
-    m.insert("n_train".into(), json!(data.len()));
-    m.insert("seed".into(), json!(p.seed));
-    m.insert("shift".into(), json!(schedule.shift));
-    m.insert("region".into(), json!(data.meta.region));
-    m.insert("patch_shape".into(), json!(data.meta.patch_shape));
+    training_metrics(&mut m, &schedule, &outcome, &data);
     Ok(m)
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Reduction, Tensor};
 
-use super::{common_metrics, finite, params, resolve_shift};
+use super::{common_metrics, finite, params, resolve_shift, training_metrics};
 use crate::data::CropSplit;
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
@@ -84,12 +84,6 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
         "last_balanced_accuracy".into(),
         json!(last.and_then(|s| s.balanced_accuracy)),
     );
-    m.insert("epochs".into(), json!(p.epochs));
-    m.insert("seconds_per_epoch".into(), json!(outcome.seconds_per_epoch));
-    m.insert("n_train".into(), json!(data.len()));
-    m.insert("seed".into(), json!(p.seed));
-    m.insert("shift".into(), json!(schedule.shift));
-    m.insert("region".into(), json!(data.meta.region));
-    m.insert("patch_shape".into(), json!(data.meta.patch_shape));
+    training_metrics(&mut m, &schedule, &outcome, &data);
     Ok(m)
 }
