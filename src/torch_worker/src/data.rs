@@ -190,9 +190,9 @@ impl CropSplit {
             .narrow(4, m, pw)
     }
 
-    /// Labels of `idx` as a device tensor.
-    pub fn batch_labels(&self, idx: &[usize]) -> Tensor {
-        let index: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    /// Labels of the patches in `order`, as one device tensor.
+    pub fn labels_in_order(&self, order: &[usize]) -> Tensor {
+        let index: Vec<i64> = order.iter().map(|&i| i as i64).collect();
         self.labels
             .index_select(0, &Tensor::from_slice(&index).to_device(self.device))
     }

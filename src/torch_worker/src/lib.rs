@@ -9,6 +9,7 @@
 //! - [`data`]: `crop` artifacts (patches stored with a margin for shifts);
 //! - [`train`]: the lab's training loop (shuffled mini-batches, random
 //!   shifts, per-epoch evaluation, best epoch by training loss);
+//! - [`fast_step`]: fused Adam and CUDA graphs (a C++ shim over libtorch);
 //! - [`weights`]: safetensors checkpoints with the lab's module names, so
 //!   Python's `load_state_dict` reads them;
 //! - [`ops`]: one file per op (`train_cnn`, `evaluate`, `train_ae`,
@@ -17,6 +18,7 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod fast_step;
 pub mod job;
 pub mod models;
 pub mod ops;

@@ -21,11 +21,12 @@ use hcpipe::ops::metrics::compute_metrics;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::nn::{self, ModuleT, OptimizerConfig, VarStore};
+use tch::nn::{ModuleT, VarStore};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
+use crate::fast_step::{self, CudaGraph, FusedAdam, SideStream};
 use crate::models::CustomNetwork;
 use crate::weights::Snapshot;
 
@@ -61,11 +62,33 @@ pub struct Outcome {
     /// Optimiser steps taken up to the end of the best epoch.
     pub best_steps: i64,
     pub seconds_per_epoch: f64,
+    /// Whether full batches ran as a replayed CUDA graph.
+    pub cuda_graph: bool,
+}
+
+/// Steps taken eagerly before a CUDA graph is captured: they run cuDNN's
+/// algorithm choice and create the gradients and Adam's state, so that the
+/// captured step allocates nothing new. They are real training steps.
+const EAGER_STEPS_BEFORE_CAPTURE: i64 = 3;
+
+/// Evaluation batch size on `device`: in eval mode only speed depends on it
+/// (BatchNorm uses its running statistics), so a GPU takes big batches.
+pub fn eval_batch(device: tch::Device) -> usize {
+    if device.is_cuda() {
+        256
+    } else {
+        32
+    }
 }
 
 /// Trains the variables of `vs` on `data`; `batch_loss(images, labels)` runs
 /// the network in training mode and returns the summed loss of a batch;
 /// `evaluate()` returns the epoch's statistics on the training split.
+///
+/// Every step is the lab's (zero the gradients, forward, backward, Adam);
+/// Adam is [`FusedAdam`]. On CUDA the loop runs on a side stream and, after
+/// a few eager steps, records one full step as a [`CudaGraph`] and replays
+/// it for every full batch (a last, smaller batch runs eagerly).
 pub fn fit(
     vs: &VarStore,
     data: &CropSplit,
@@ -73,10 +96,17 @@ pub fn fit(
     mut batch_loss: impl FnMut(&Tensor, &Tensor) -> Tensor,
     mut evaluate: impl FnMut() -> Result<EpochStats>,
 ) -> Result<Outcome> {
+    let cuda = data.device.is_cuda();
+    let side_stream = if cuda {
+        Some(SideStream::enter()?)
+    } else {
+        None
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(schedule.seed);
-    let mut opt = nn::Adam::default()
-        .build(vs, schedule.lr)
-        .context(|| "creating the Adam optimiser".to_string())?;
+    let mut opt = FusedAdam::new(vs, schedule.lr);
+    let batch_size = schedule.batch_size.max(1);
+    let capture = cuda && fast_step::graphs_enabled();
+    let mut graph: Option<StepGraph> = None;
     let margin = data.meta.margin();
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut best = Snapshot::take(vs);
@@ -86,7 +116,9 @@ pub fn fit(
     let started = Instant::now();
     for epoch in 0..schedule.epochs {
         order.shuffle(&mut rng);
-        for chunk in order.chunks(schedule.batch_size.max(1)) {
+        // The epoch's labels in shuffled order, gathered on the device once.
+        let labels = data.labels_in_order(&order);
+        for (k, chunk) in order.chunks(batch_size).enumerate() {
             let offsets: Vec<[i64; 3]> = chunk
                 .iter()
                 .map(|_| {
@@ -94,9 +126,22 @@ pub fn fit(
                 })
                 .collect();
             let images = data.batch(chunk, Some(&offsets));
-            let labels = data.batch_labels(chunk);
-            let loss = batch_loss(&images, &labels);
-            opt.backward_step(&loss);
+            let labels = labels.narrow(0, (k * batch_size) as i64, chunk.len() as i64);
+            match &graph {
+                Some(g) if chunk.len() == batch_size => g.replay(&images, &labels)?,
+                _ => {
+                    train_step(&mut opt, &images, &labels, &mut batch_loss)?;
+                    if capture
+                        && graph.is_none()
+                        && chunk.len() == batch_size
+                        && steps + 1 >= EAGER_STEPS_BEFORE_CAPTURE
+                    {
+                        graph = Some(StepGraph::capture(&images, &labels, |x, y| {
+                            train_step(&mut opt, x, y, &mut batch_loss)
+                        })?);
+                    }
+                }
+            }
             steps += 1;
         }
         let stats = evaluate()?;
@@ -109,6 +154,12 @@ pub fn fit(
             best_steps = steps;
         }
     }
+    if let Some(side_stream) = side_stream {
+        side_stream.exit()?;
+    }
+    // Only now, with the stream drained, may the graph's memory go.
+    let graphed = graph.is_some();
+    drop(graph);
     let seconds_per_epoch = started.elapsed().as_secs_f64() / schedule.epochs.max(1) as f64;
     Ok(Outcome {
         history,
@@ -117,7 +168,53 @@ pub fn fit(
         best,
         best_steps,
         seconds_per_epoch,
+        cuda_graph: graphed,
     })
+}
+
+/// One training step, as the lab's loop takes it.
+fn train_step(
+    opt: &mut FusedAdam,
+    images: &Tensor,
+    labels: &Tensor,
+    batch_loss: &mut impl FnMut(&Tensor, &Tensor) -> Tensor,
+) -> Result<()> {
+    opt.zero_grad();
+    let loss = batch_loss(images, labels);
+    loss.f_backward().context(|| "backward pass".to_string())?;
+    opt.step()
+}
+
+/// A training step recorded as a CUDA graph over fixed input buffers.
+struct StepGraph {
+    graph: CudaGraph,
+    images: Tensor,
+    labels: Tensor,
+}
+
+impl StepGraph {
+    /// Records `step` over copies of `images` and `labels` (not run).
+    fn capture(
+        images: &Tensor,
+        labels: &Tensor,
+        step: impl FnOnce(&Tensor, &Tensor) -> Result<()>,
+    ) -> Result<StepGraph> {
+        let (images, labels) = (images.copy(), labels.copy());
+        let graph = CudaGraph::capture(|| step(&images, &labels))?;
+        Ok(StepGraph {
+            graph,
+            images,
+            labels,
+        })
+    }
+
+    /// Runs the recorded step on this batch.
+    fn replay(&self, images: &Tensor, labels: &Tensor) -> Result<()> {
+        let (mut x, mut y) = (self.images.shallow_clone(), self.labels.shallow_clone());
+        x.f_copy_(images).context(|| "graph input".to_string())?;
+        y.f_copy_(labels).context(|| "graph labels".to_string())?;
+        self.graph.replay()
+    }
 }
 
 /// A classifier's results over a split, as the lab's `test` computes them.

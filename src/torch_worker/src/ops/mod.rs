@@ -69,6 +69,8 @@ fn training_metrics(
 ) {
     m.insert("epochs".into(), json!(schedule.epochs));
     m.insert("seconds_per_epoch".into(), json!(outcome.seconds_per_epoch));
+    m.insert("optimizer".into(), json!("adam (fused)"));
+    m.insert("cuda_graph".into(), json!(outcome.cuda_graph));
     m.insert("n_train".into(), json!(data.len()));
     m.insert("seed".into(), json!(schedule.seed));
     m.insert("shift".into(), json!(schedule.shift));

@@ -16,9 +16,7 @@ use super::{common_metrics, finite, params, resolve_shift, training_metrics};
 use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
-use crate::train::{fit, write_history, EpochStats, Schedule};
-
-const EVAL_BATCH: usize = 32;
+use crate::train::{eval_batch, fit, write_history, EpochStats, Schedule};
 
 /// The lab's `testAE`: Σ squared error / N / prod(patch shape), eval mode, no shift.
 pub fn reconstruction_loss(ae: &AutoEncoder, data: &CropSplit, batch_size: usize) -> f64 {
@@ -66,7 +64,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
         },
         || {
             Ok(EpochStats {
-                loss: reconstruction_loss(&ae, &data, EVAL_BATCH),
+                loss: reconstruction_loss(&ae, &data, eval_batch(device)),
                 balanced_accuracy: None,
             })
         },

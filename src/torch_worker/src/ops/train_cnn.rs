@@ -15,10 +15,7 @@ use super::{common_metrics, finite, params, resolve_shift, training_metrics};
 use crate::data::CropSplit;
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
-use crate::train::{classifier_stats, fit, write_history, Schedule};
-
-/// Batch size of the per-epoch evaluation (eval mode: only speed depends on it).
-const EVAL_BATCH: usize = 32;
+use crate::train::{classifier_stats, eval_batch, fit, write_history, Schedule};
 
 pub fn run(ctx: &OpCtx) -> Result<Metrics> {
     let started = Instant::now();
@@ -57,7 +54,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
                 0.0,
             )
         },
-        || classifier_stats(&net, &data, EVAL_BATCH),
+        || classifier_stats(&net, &data, eval_batch(device)),
     )?;
 
     outcome.best.save(

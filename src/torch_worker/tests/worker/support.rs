@@ -137,7 +137,16 @@ pub fn worker(args: &[&str]) -> Output {
 
 /// Runs a job file and insists on success; returns the metrics it wrote.
 pub fn run_ok(job: &Path) -> serde_json::Value {
-    let out = worker(&["--job", job.to_str().unwrap()]);
+    run_ok_env(job, &[])
+}
+
+/// [`run_ok`] with extra environment variables for the worker.
+pub fn run_ok_env(job: &Path, env: &[(&str, &str)]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hcpipe-torch"))
+        .args(["--job", job.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "worker failed: {}\n{}",

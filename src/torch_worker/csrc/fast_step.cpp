@@ -1,0 +1,187 @@
+// The two libtorch calls that tch 0.24 does not bind, for the training loop
+// (src/train.rs, through src/fast_step.rs):
+//
+// - `at::_fused_adam_`: the whole Adam update of every parameter in one
+//   multi-tensor kernel (torch.optim.Adam(fused=True)); tch's `nn::Adam` runs
+//   libtorch's per-parameter optimiser, a dozen kernels per parameter;
+// - `at::cuda::CUDAGraph`: capture one training step (forward, backward,
+//   Adam) once and replay it, so each step costs one graph launch instead of
+//   a few hundred kernel launches (the lab's networks are so small that
+//   launches, not arithmetic, bound a step on a GPU).
+//
+// tch passes tensors to C as `torch::Tensor *` (torch-sys's torch_api.h:
+// `typedef torch::Tensor *tensor`), so the pointers are used as they are.
+// Every function returns NULL or a malloc'd error text for hc_free_error: no
+// C++ exception may cross into Rust.
+//
+// Built by build.rs with the cc crate, as torch-sys builds its own glue;
+// HCPIPE_WITH_CUDA is defined when the libtorch in use ships CUDA (then the
+// CUDA runtime headers of the wheel's nvidia packages are on the include path).
+
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+#ifdef HCPIPE_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace {
+
+char *error_text(const char *what) {
+  char *copy = strdup(what);
+  return copy != nullptr ? copy : strdup("out of memory");
+}
+
+template <typename F> char *guarded(F body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const std::exception &e) {
+    return error_text(e.what());
+  } catch (...) {
+    return error_text("unknown C++ exception");
+  }
+}
+
+std::vector<at::Tensor> gather(at::Tensor *const *tensors, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) out.push_back(*tensors[i]);
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+void hc_free_error(char *error) { free(error); }
+
+int hc_cuda_compiled(void) {
+#ifdef HCPIPE_WITH_CUDA
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// One Adam step over n parameters, as torch.optim.Adam(fused=True) takes it:
+// `step` (a float32 scalar tensor on the parameters' device, shared by all of
+// them) is incremented first, then every parameter is updated in one kernel.
+// amsgrad and maximize are off, as in the lab.
+char *hc_fused_adam(at::Tensor *const *params, at::Tensor *const *grads,
+                    at::Tensor *const *exp_avgs,
+                    at::Tensor *const *exp_avg_sqs, at::Tensor *step,
+                    size_t n, double lr, double beta1, double beta2,
+                    double weight_decay, double eps) {
+  return guarded([&] {
+    std::vector<at::Tensor> p = gather(params, n), g = gather(grads, n),
+                            m = gather(exp_avgs, n),
+                            v = gather(exp_avg_sqs, n);
+    std::vector<at::Tensor> steps(n, *step);
+    step->add_(1);
+    at::_fused_adam_(p, g, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, beta1,
+                     beta2, weight_decay, eps, /*amsgrad=*/false,
+                     /*maximize=*/false);
+  });
+}
+
+// ---- A side stream: CUDA graphs cannot be captured on the default stream.
+
+struct hc_stream;
+
+// Makes a stream from libtorch's pool the calling thread's current stream
+// (after waiting for all work already queued on the device, so the side
+// stream sees initialised weights and loaded data).
+char *hc_stream_enter(hc_stream **out) {
+  return guarded([&] {
+#ifdef HCPIPE_WITH_CUDA
+    c10::cuda::device_synchronize();
+    auto *previous = new c10::cuda::CUDAStream(c10::cuda::getCurrentCUDAStream());
+    c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool());
+    *out = reinterpret_cast<hc_stream *>(previous);
+#else
+    (void)out;
+    throw std::runtime_error("this hcpipe-torch was built without CUDA");
+#endif
+  });
+}
+
+// Waits for the side stream's work and restores the previous stream.
+char *hc_stream_exit(hc_stream *saved) {
+  return guarded([&] {
+#ifdef HCPIPE_WITH_CUDA
+    auto *previous = reinterpret_cast<c10::cuda::CUDAStream *>(saved);
+    c10::cuda::getCurrentCUDAStream().synchronize();
+    c10::cuda::setCurrentCUDAStream(*previous);
+    delete previous;
+#else
+    (void)saved;
+#endif
+  });
+}
+
+// ---- CUDA graphs.
+
+struct hc_graph;
+
+char *hc_graph_new(hc_graph **out) {
+  return guarded([&] {
+#ifdef HCPIPE_WITH_CUDA
+    *out = reinterpret_cast<hc_graph *>(new at::cuda::CUDAGraph());
+#else
+    (void)out;
+    throw std::runtime_error("this hcpipe-torch was built without CUDA");
+#endif
+  });
+}
+
+void hc_graph_free(hc_graph *graph) {
+#ifdef HCPIPE_WITH_CUDA
+  delete reinterpret_cast<at::cuda::CUDAGraph *>(graph);
+#else
+  (void)graph;
+#endif
+}
+
+// Starts recording the calling thread's current (side) stream: kernels
+// queued until hc_graph_capture_end are recorded, not run.
+char *hc_graph_capture_begin(hc_graph *graph) {
+  return guarded([&] {
+#ifdef HCPIPE_WITH_CUDA
+    reinterpret_cast<at::cuda::CUDAGraph *>(graph)->capture_begin();
+#else
+    (void)graph;
+#endif
+  });
+}
+
+char *hc_graph_capture_end(hc_graph *graph) {
+  return guarded([&] {
+#ifdef HCPIPE_WITH_CUDA
+    reinterpret_cast<at::cuda::CUDAGraph *>(graph)->capture_end();
+#else
+    (void)graph;
+#endif
+  });
+}
+
+// Queues the recorded work on the current stream.
+char *hc_graph_replay(hc_graph *graph) {
+  return guarded([&] {
+#ifdef HCPIPE_WITH_CUDA
+    reinterpret_cast<at::cuda::CUDAGraph *>(graph)->replay();
+#else
+    (void)graph;
+#endif
+  });
+}
+
+}  // extern "C"
