@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-lab torch soak fuzz
+.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-lab gpu-bundle torch soak fuzz
 
 all: build
 
@@ -54,6 +54,16 @@ fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run pipeline corpus/pipeline -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run pt_reader corpus/pt_reader -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
+
+# The files a GPU machine needs for bench/gpu_run.sh (issue 8, table 3): the
+# runner, the worker and the worker's test binary, stripped, in .devrun/ (a
+# GPU machine brings its own torch; the script points LD_LIBRARY_PATH at it).
+gpu-bundle: build
+	cargo test --release -p hcpipe-torch --no-run
+	mkdir -p .devrun
+	strip -o .devrun/hcpipe target/release/hcpipe
+	strip -o .devrun/hcpipe-torch target/release/hcpipe-torch
+	strip -o .devrun/worker-tests $$(ls -t target/release/deps/worker-* | grep -v '\.d$$' | head -1)
 
 lint:
 	cargo fmt --all --check
