@@ -38,7 +38,7 @@ Usage:
   python3 bench/lab_gpu.py --bin DIR --work DIR --out DIR [--epochs 30] [--ae-epochs 30]
       [--counts 58,242,15,62] [--reps 1] [--skip-lab] [--lab-num-workers 8]
       [--lab-threads N] [--python python3] [--torch-lib auto|none|DIR] [--budget 450]
-      [--variant NAME[:K=V,...]]... [--parity]
+      [--variant NAME[:K=V,...]]... [--parity]   (K=ARGS: extra `hcpipe run` arguments, e.g. serial:ARGS=--jobs 2)
   python3 bench/lab_gpu.py --write-benchmarks OUT/results.json [--benchmarks BENCHMARKS.md]
       Puts the table into BENCHMARKS.md between `<!-- lab-gpu:begin -->` and
       `<!-- lab-gpu:end -->` (after `<!-- lab-cpu:end -->` the first time).
@@ -391,7 +391,16 @@ class Bench:
     # ------------------------------------------------------------ the sides
 
     def dataset(self, tag, hcpipe, cache, dataset_only):
-        """The `dataset` stage alone into a fresh cache (untimed); its record or None."""
+        """The `dataset` stage alone into a fresh cache (untimed); its record or None.
+
+        After the first, a cache starts as a hard-linked copy of WORK/cache-seed
+        (`cp -al` of the first cache taken while it held the dataset alone:
+        objects are read-only and hcpipe replaces every file it rewrites by
+        renaming, so a copy cannot write through to the others), and the stage
+        is then found cached: the synth's time goes to the measurements instead."""
+        seed = self.work / "cache-seed"
+        if seed.exists() and not Path(cache).exists():
+            subprocess.run(["cp", "-al", str(seed), str(cache)], check=False)
         s = self.step(f"dataset-{tag}", [hcpipe, "--cache", cache, "run", dataset_only, "--json"],
                       self.args.dataset_timeout, env=self.env)
         st = json_lines(s["stdout_text"]).get("dataset")
@@ -399,6 +408,8 @@ class Bench:
             self.error(f"dataset-{tag}: no dataset")
             return None
         self.r.setdefault("datasets", {})[tag] = {"cache": str(cache), "wall_s": st.get("wall_s")}
+        if not seed.exists():
+            subprocess.run(["cp", "-al", str(cache), str(seed)], check=False)
         if not self.lab_dataset:  # the first one is lab.py's (the same key: the same files)
             s2 = self.step("show-dataset", [hcpipe, "--cache", cache, "show", dataset_only, "dataset", "--json"],
                            60, env=self.env)
@@ -413,9 +424,12 @@ class Bench:
         tag = f"{i}-{name}"
         if not self.dataset(tag, hcpipe, cache, dataset_only):
             return
+        # ARGS (a variant's pseudo-variable) holds extra `hcpipe run` arguments.
+        extra_env = dict(extra_env)
+        args = shlex.split(extra_env.pop("ARGS", ""))
         env = dict(self.env, **extra_env)
         with GpuSampler(self.out / f"gpu-hcpipe-{tag}.csv") as g:
-            s = self.step(f"hcpipe-run-{tag}", [hcpipe, "--cache", cache, "run", pipeline, "--json"],
+            s = self.step(f"hcpipe-run-{tag}", [hcpipe, "--cache", cache, "run", pipeline, "--json", *args],
                           self.args.hcpipe_timeout, env=env, stamp=True)
         stages = json_lines(s["stdout_text"])
         # When each stage's line came (seconds since the command started): its end, and so
@@ -849,7 +863,7 @@ def run(b, hcpipe, worker):
 
     pipeline, dataset_only = b.pipelines()
     for old in b.work.glob("cache-*"):
-        if old.is_dir() and re.fullmatch(r"cache-(\d+-[\w.-]+|lab)", old.name):
+        if old.is_dir() and re.fullmatch(r"cache-(\d+-[\w.-]+|lab|seed)", old.name):
             shutil.rmtree(old)
 
     variants = [] if skip_hcpipe else a.variant

@@ -1,6 +1,7 @@
 //! The CUDA path: ignored by default (CI has no GPU); run them on a GPU
-//! machine with `cargo test --release -p hcpipe-torch -- --ignored gpu::`.
-//! Each fails, rather than skips, when libtorch sees no CUDA device.
+//! machine with `cargo test --release -p hcpipe-torch -- --ignored gpu::`
+//! (bench/gpu_run.sh does). Each fails, rather than skips, when libtorch
+//! sees no CUDA device.
 
 use std::path::Path;
 
@@ -16,24 +17,27 @@ fn require_cuda() {
     );
 }
 
-fn weights(path: &Path) -> Vec<(String, Tensor)> {
-    let mut w = Tensor::read_safetensors(path).unwrap();
+/// The trainable tensors of a checkpoint (BatchNorm's running statistics and
+/// counters left out), sorted by name.
+fn trainable(path: &Path) -> Vec<(String, Tensor)> {
+    let mut w: Vec<(String, Tensor)> = Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".weight") || n.ends_with(".bias"))
+        .collect();
     w.sort_by(|a, b| a.0.cmp(&b.0));
     w
 }
 
-fn history_losses(dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("history.tsv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
-        .collect()
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().max().double_value(&[])
 }
 
-/// The autoencoder has no dropout, so a step replayed from a CUDA graph must
-/// compute what the same step run eagerly computes (up to cuDNN's
-/// non-deterministic backward reductions).
+/// A step replayed from a CUDA graph computes what the same step run eagerly
+/// computes. The autoencoder has no dropout, so the two runs differ only by
+/// cuDNN's non-deterministic reductions: a small learning rate and one epoch
+/// keep those from growing, so "the same" is measured against how far the
+/// weights moved (a third run with lr 1e-12 gives the starting weights).
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn graph_steps_match_eager_steps() {
@@ -43,52 +47,53 @@ fn graph_steps_match_eager_steps() {
     Crop {
         patch: [8, 8, 8],
         seed: 3,
-        ..Crop::lab(16, 1)
+        ..Crop::lab(32, 1)
     }
     .write(&crop);
-    let train = |name: &str, graphs: &str| {
+    let train = |name: &str, lr: f64, graphs: &str| {
         let out = work.path().join(name);
         let m = run_ok_env(
             &job(
                 work.path(),
                 "train_ae",
-                json!({"epochs": 3, "seed": 2, "batch_size": 2, "device": "cuda"}),
+                json!({"epochs": 1, "lr": lr, "seed": 2, "batch_size": 2, "device": "cuda"}),
                 vec![input("crop_left", "crop", &crop)],
                 &out,
             ),
             &[("HCPIPE_CUDA_GRAPHS", graphs)],
         );
         assert_eq!(m["device"], "cuda:0", "{m}");
-        (m, out)
+        (m, trainable(&out.join("weights.safetensors")))
     };
-    let (eager, eager_dir) = train("eager", "0");
-    let (graphed, graphed_dir) = train("graphed", "1");
+    // 16 steps: 3 eager, then 13 replays of the captured step.
+    let (eager, we) = train("eager", 1e-4, "0");
+    let (graphed, wg) = train("graphed", 1e-4, "1");
+    let (_, w0) = train("start", 1e-12, "0");
     assert_eq!(eager["cuda_graph"], false, "{eager}");
     assert_eq!(graphed["cuda_graph"], true, "{graphed}");
-    for (a, b) in history_losses(&eager_dir)
-        .iter()
-        .zip(history_losses(&graphed_dir))
-    {
-        assert!((a - b).abs() <= 1e-4 * a.abs(), "epoch losses {a} vs {b}");
-    }
-    let (wa, wb) = (
-        weights(&eager_dir.join("weights.safetensors")),
-        weights(&graphed_dir.join("weights.safetensors")),
+    let (le, lg) = (
+        eager["best_loss"].as_f64().unwrap(),
+        graphed["best_loss"].as_f64().unwrap(),
     );
-    assert_eq!(wa.len(), wb.len());
-    for ((name, a), (_, b)) in wa.iter().zip(&wb) {
-        let diff = (a - b).abs().max().double_value(&[]);
-        let scale = a.abs().max().double_value(&[]).max(1e-6);
+    assert!(
+        (le - lg).abs() <= 1e-3 * le.abs(),
+        "loss {le} eager vs {lg} graphed"
+    );
+    assert_eq!(we.len(), wg.len());
+    for (((name, e), (_, g)), (_, s)) in we.iter().zip(&wg).zip(&w0) {
+        let moved = max_abs(&(e - s));
+        let apart = max_abs(&(e - g));
+        assert!(moved > 0.0, "`{name}` did not move in training");
         assert!(
-            diff <= 1e-3 * scale,
-            "`{name}` differs by {diff} (scale {scale})"
+            apart <= 0.05 * moved,
+            "`{name}`: graphed and eager differ by {apart}, training moved it by {moved}"
         );
     }
 }
 
 /// The CNN (dropout inside the captured step) learns a separable signal on
-/// the GPU, and its GPU evaluation agrees with a CPU evaluation of the same
-/// weights.
+/// the GPU with and without graphs, and a CPU evaluation of the GPU-trained
+/// weights agrees with the GPU's.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn cnn_learns_on_cuda_and_cpu_evaluation_agrees() {
@@ -98,20 +103,33 @@ fn cnn_learns_on_cuda_and_cpu_evaluation_agrees() {
     Crop {
         signal: 0.5,
         seed: 11,
-        ..Crop::lab(8, 8)
+        ..Crop::lab(16, 8)
     }
     .write(&crop);
-    let model = work.path().join("model");
-    let m = run_ok(&job(
-        work.path(),
-        "train_cnn",
-        json!({"epochs": 6, "lr": 1e-3, "seed": 1, "batch_size": 2, "device": "cuda"}),
-        vec![input("crop_left", "crop", &crop)],
-        &model,
-    ));
-    assert_eq!(m["device"], "cuda:0", "{m}");
-    assert_eq!(m["cuda_graph"], true, "{m}");
-    assert!(m["train_balanced_accuracy"].as_f64().unwrap() > 0.8, "{m}");
+    let train = |name: &str, graphs: &str| {
+        let out = work.path().join(name);
+        let m = run_ok_env(
+            &job(
+                work.path(),
+                "train_cnn",
+                json!({"epochs": 4, "lr": 1e-3, "seed": 1, "device": "cuda"}),
+                vec![input("crop_left", "crop", &crop)],
+                &out,
+            ),
+            &[("HCPIPE_CUDA_GRAPHS", graphs)],
+        );
+        assert_eq!(m["device"], "cuda:0", "{m}");
+        (m, out)
+    };
+    let (eager, _) = train("eager", "0");
+    let (graphed, model) = train("graphed", "1");
+    assert_eq!(graphed["cuda_graph"], true, "{graphed}");
+    for m in [&eager, &graphed] {
+        assert!(
+            m["train_balanced_accuracy"].as_f64().unwrap() > 0.8,
+            "eager: {eager}\ngraphed: {graphed}"
+        );
+    }
     let ages = work.path().join("ages");
     make_age_filter(&ages, &[1, 3]);
     let evaluate = |device: &str| {
