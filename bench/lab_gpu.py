@@ -11,7 +11,9 @@ and in total. Meant to be run once, on a GPU machine, within a time budget.
            and the AE share the GPU) with its `dataset` stage replaced by
            `op: synth` with --counts and its epochs params set, written to
            WORK/lab-gpu.yaml. Each run (per repetition, per --variant: an
-           environment, by default CUDA graphs on, then HCPIPE_CUDA_GRAPHS=0)
+           environment; by default: hcpipe as it comes (one torch worker for the
+           run, CUDA graphs), then one worker process per stage
+           (HCPIPE_TORCH_SERVER=0), then eager steps (HCPIPE_CUDA_GRAPHS=0))
            gets a fresh cache WORK/cache-REP-VARIANT holding the `dataset` stage
            alone first (WORK/dataset.yaml: the same stage, hence the same key;
            untimed); then `hcpipe run WORK/lab-gpu.yaml --json` is timed:
@@ -794,12 +796,13 @@ def main():
                     help="run hcpipe even when a GPU is present but hcpipe-torch sees no CUDA")
     ap.add_argument("--variant", action="append", type=variant, metavar="NAME[:K=V,...]",
                     help="an hcpipe run with these environment variables (repeatable); default: "
-                         "--variant graphs --variant eager:HCPIPE_CUDA_GRAPHS=0")
+                         "--variant default --variant per-stage:HCPIPE_TORCH_SERVER=0 --variant eager:HCPIPE_CUDA_GRAPHS=0")
     ap.add_argument("--parity", action="store_true",
                     help="at the end, the lab's test() on hcpipe's weights (lab.py --check-eval)")
     args = ap.parse_args()
     if not args.variant:
-        args.variant = [("graphs", {}), ("eager", {"HCPIPE_CUDA_GRAPHS": "0"})]
+        args.variant = [("default", {}), ("per-stage", {"HCPIPE_TORCH_SERVER": "0"}),
+                        ("eager", {"HCPIPE_CUDA_GRAPHS": "0"})]
     if len({v[0] for v in args.variant}) != len(args.variant):
         ap.error("--variant: two variants with one name")
     if args.write_benchmarks:

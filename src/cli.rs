@@ -17,7 +17,7 @@ use crate::exec::local::LocalExecutor;
 use crate::exec::plan::{freshness, plan, Freshness};
 use crate::exec::slurm::{JobResult, SlurmExecutor};
 use crate::exec::{interrupt, Executor};
-use crate::exec::{run_dag, slots, RunOptions};
+use crate::exec::{run_dag, slots, torch_server, RunOptions};
 use crate::record::{self, RunRecord};
 use crate::report::progress::Reporter;
 use crate::report::table;
@@ -378,6 +378,29 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
             Box::new(SlurmExecutor::new(cache.clone(), resources, slurm_opt)?)
         }
     };
+    // On a GPU machine, one torch worker serves every torch stage of the
+    // run (exec::torch_server), started now so that it loads libtorch and
+    // CUDA while the first stages run. Never for a run with no torch work.
+    let torch_work = (0..dag.len()).any(|i| {
+        let s = dag.stage(StageId(i));
+        let torch = s
+            .op_name()
+            .and_then(crate::ops::lookup)
+            .is_some_and(|d| matches!(d.kind, crate::ops::OpKind::Torch));
+        let forced = opts.force.contains(&s.name)
+            || opts.force.contains(&s.base)
+            || opts.force.contains("*");
+        torch && (plan.cached[i].is_none() || forced)
+    });
+    if matches!(executor_kind, ExecutorKind::Local) && torch_work && torch_server::wanted(opts.gpus)
+    {
+        let worker = crate::exec::job::torch_worker()?;
+        let log = cache
+            .root
+            .join("logs")
+            .join(format!("torch-worker-{}.log", record.id));
+        torch_server::start(&worker, &log)?;
+    }
     interrupt::install();
     let mut reporter = Reporter::new(json, dag.len());
     let ok = run_dag(
@@ -390,6 +413,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         &mut reporter,
     );
     reporter.finish();
+    torch_server::stop();
     let interrupted = interrupt::requested();
     record.status = if interrupted {
         "interrupted"

@@ -124,3 +124,81 @@ fn the_whole_lab_runs_and_a_second_run_is_all_cached() {
     let third = p.run(&["run", "p.yaml", "--json"]).ok();
     assert_eq!(third.ran(), ["cnn_right", "eval_right", "report", "vote"]);
 }
+
+fn artifact_file(p: &Project, stage: &str, file: &str) -> Vec<u8> {
+    let show = p.run(&["show", "p.yaml", stage, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+    std::fs::read(std::path::Path::new(v["path"].as_str().unwrap()).join(file)).unwrap()
+}
+
+fn worker_logs(p: &Project) -> usize {
+    std::fs::read_dir(p.cache().join("logs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("torch-worker-"))
+        .count()
+}
+
+/// `HCPIPE_TORCH_SERVER=1` (what a GPU machine gets by default): one worker
+/// process serves every torch stage of the run. One stage at a time on the
+/// CPU, it writes the same bytes as one worker process per stage; a failing
+/// stage's error comes back through it.
+#[test]
+fn one_torch_worker_for_the_whole_run_gives_the_same_results() {
+    if !worker_built() {
+        return;
+    }
+    let run = |server: &str| {
+        let p = Project::new();
+        p.write("p.yaml", TINY_LAB);
+        let out = Run::from(
+            p.cmd(&["run", "p.yaml", "--json", "--jobs", "1"])
+                .env("HCPIPE_TORCH_SERVER", server)
+                .output()
+                .unwrap(),
+        )
+        .ok();
+        assert_eq!(out.ran().len(), 14, "{}", out.stdout);
+        p
+    };
+    let (served, per_stage) = (run("1"), run("0"));
+    assert_eq!(
+        worker_logs(&served),
+        1,
+        "the served run keeps its worker's log"
+    );
+    assert_eq!(worker_logs(&per_stage), 0);
+    for (stage, file) in [
+        ("cnn_left", "weights.safetensors"),
+        ("cnn_right", "weights.safetensors"),
+        ("ae", "weights.safetensors"),
+        ("eval_left", "predictions.tsv"),
+        ("codes", "codes.tsv"),
+    ] {
+        assert!(
+            artifact_file(&served, stage, file) == artifact_file(&per_stage, stage, file),
+            "{stage}/{file} differs between a served and a per-stage run"
+        );
+    }
+    // A stage failing inside the served worker reports its own error.
+    served.write(
+        "p.yaml",
+        &TINY_LAB.replace(
+            "cnn_left: {op: train_cnn, needs: [crop_left], params: {epochs",
+            "cnn_left: {op: train_cnn, needs: [crop_left], params: {shift: 9, epochs",
+        ),
+    );
+    let failed = Run::from(
+        served
+            .cmd(&["run", "p.yaml"])
+            .env("HCPIPE_TORCH_SERVER", "1")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("stage `cnn_left`") && failed.stderr.contains("shift: 9"),
+        "{}",
+        failed.stderr
+    );
+}

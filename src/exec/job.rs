@@ -56,7 +56,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn msg(message: impl Into<String>) -> Failure {
+    pub(crate) fn msg(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
             log_tail: String::new(),
@@ -176,16 +176,23 @@ fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure>
                     std::fs::write(&job_file, bytes).map_err(|e| {
                         Failure::msg(format!("writing {}: {e}", job_file.display()))
                     })?;
-                    let mut command = Command::new(&worker);
-                    command
-                        .arg("--job")
-                        .arg(&job_file)
-                        .current_dir(&staging.root);
-                    spawn_logged(
-                        command,
-                        log,
-                        &format!("torch worker for stage `{}`", job.stage),
-                    )?;
+                    let what = format!("torch worker for stage `{}`", job.stage);
+                    if let Some(server) = super::torch_server::current() {
+                        // The run's shared worker (a GPU machine): see torch_server.
+                        let result = server.run_job(&job_file, &what);
+                        let text = result.as_ref().err().map_or(String::new(), |f| {
+                            format!("{}\n{}\n", f.message, f.log_tail)
+                        });
+                        let _ = std::fs::write(log, text);
+                        result?;
+                    } else {
+                        let mut command = Command::new(&worker);
+                        command
+                            .arg("--job")
+                            .arg(&job_file)
+                            .current_dir(&staging.root);
+                        spawn_logged(command, log, &what)?;
+                    }
                     read_metrics(&out, &job.stage)
                 }
             }
@@ -373,8 +380,10 @@ impl Drop for RunningGuard {
     }
 }
 
-/// Kill every stage process group this process started (Ctrl-C, SIGTERM).
+/// Kill every stage process group this process started (Ctrl-C, SIGTERM),
+/// and hang up on the jobs given to a torch server (which cancels them).
 pub fn kill_running() {
+    super::torch_server::cancel_all();
     let groups = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
     for pgid in groups {
         // SAFETY: kill(2) with a negative pid signals that process group only.

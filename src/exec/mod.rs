@@ -3,6 +3,8 @@
 //! - [`plan`]: keys and freshness (nothing runs).
 //! - [`job`]: one stage's execution, shared by every executor.
 //! - [`local`]: stages as threads on this machine, within CPU/GPU slots.
+//! - [`torch_server`]: on a GPU machine, one torch worker serving every
+//!   torch stage of the run (their CUDA kernels overlap in one process).
 //! - [`Scheduler`]: launches ready stages, honours slots, stops a failed
 //!   stage's dependants while independent branches finish, and writes the
 //!   run record after every stage.
@@ -16,6 +18,7 @@ pub mod local;
 pub mod plan;
 pub mod slots;
 pub mod slurm;
+pub mod torch_server;
 
 use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};

@@ -29,6 +29,7 @@
 
 #ifdef HCPIPE_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/core/Event.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -97,15 +98,21 @@ char *hc_fused_adam(at::Tensor *const *params, at::Tensor *const *grads,
 
 struct hc_stream;
 
-// Makes a stream from libtorch's pool the calling thread's current stream
-// (after waiting for all work already queued on the device, so the side
-// stream sees initialised weights and loaded data).
+// Makes a stream from libtorch's pool the calling thread's current stream;
+// the new stream first waits for the work already queued on the previous one
+// (weights, loaded data), through an event: other threads' work is not waited
+// for (a `--serve` worker runs several jobs at once).
 char *hc_stream_enter(hc_stream **out) {
   return guarded([&] {
 #ifdef HCPIPE_WITH_CUDA
-    c10::cuda::device_synchronize();
     auto *previous = new c10::cuda::CUDAStream(c10::cuda::getCurrentCUDAStream());
-    c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool());
+    c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+    // c10's device-generic event (ATen's CUDAEvent.h pulls in cuda_fp16.h,
+    // whose CCCL headers the torch wheel does not ship).
+    c10::Event ready(c10::DeviceType::CUDA);
+    ready.record(previous->unwrap());
+    ready.block(side.unwrap());
+    c10::cuda::setCurrentCUDAStream(side);
     *out = reinterpret_cast<hc_stream *>(previous);
 #else
     (void)out;
@@ -152,11 +159,15 @@ void hc_graph_free(hc_graph *graph) {
 }
 
 // Starts recording the calling thread's current (side) stream: kernels
-// queued until hc_graph_capture_end are recorded, not run.
+// queued until hc_graph_capture_end are recorded, not run. Thread-local
+// capture mode: only this thread is barred from calls that would break the
+// capture, so other jobs' threads in a `--serve` worker may allocate, copy
+// and synchronise meanwhile (the default, global mode would make them fail).
 char *hc_graph_capture_begin(hc_graph *graph) {
   return guarded([&] {
 #ifdef HCPIPE_WITH_CUDA
-    reinterpret_cast<at::cuda::CUDAGraph *>(graph)->capture_begin();
+    reinterpret_cast<at::cuda::CUDAGraph *>(graph)->capture_begin(
+        /*pool=*/{0, 0}, cudaStreamCaptureModeThreadLocal);
 #else
     (void)graph;
 #endif

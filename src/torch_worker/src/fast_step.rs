@@ -10,8 +10,8 @@
 //!
 //! Graphs only run on CUDA, on a [`SideStream`] (capture is refused on the
 //! default stream). `HCPIPE_CUDA_GRAPHS=0` turns them off (eager steps), to
-//! measure what they bring or to rule them out when debugging; likewise
-//! `HCPIPE_CUDNN_BENCHMARK=0` for cuDNN's algorithm search in training.
+//! measure what they bring or to rule them out when debugging. (cuDNN's
+//! benchmark mode was tried too and measured no faster: BENCHMARKS.md.)
 
 use std::ffi::{c_char, CStr};
 use std::ptr;
@@ -77,18 +77,7 @@ fn check(error: *mut c_char, what: &str) -> Result<()> {
 pub fn graphs_enabled() -> bool {
     // SAFETY: no arguments, no state.
     let compiled = unsafe { hc_cuda_compiled() } == 1;
-    compiled && env_flag("HCPIPE_CUDA_GRAPHS")
-}
-
-/// Whether training on CUDA lets cuDNN benchmark its convolution algorithms
-/// (`torch.backends.cudnn.benchmark`): on unless `HCPIPE_CUDNN_BENCHMARK=0`.
-pub fn cudnn_benchmark_enabled() -> bool {
-    env_flag("HCPIPE_CUDNN_BENCHMARK")
-}
-
-/// An on-by-default switch: off only when the variable is `0`.
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).map_or(true, |v| v.trim() != "0")
+    compiled && std::env::var("HCPIPE_CUDA_GRAPHS").map_or(true, |v| v.trim() != "0")
 }
 
 /// Adam (β = 0.9, 0.999, ε = 1e-8, no weight decay: PyTorch's defaults, the
@@ -179,7 +168,8 @@ impl FusedAdam {
 pub struct SideStream(*mut RawStream);
 
 impl SideStream {
-    /// Waits for the device's queued work (weights, data), then switches.
+    /// Switches, the side stream first waiting for what the current stream
+    /// has queued (weights, data).
     pub fn enter() -> Result<SideStream> {
         let mut saved = ptr::null_mut();
         // SAFETY: `saved` is written by the shim on success.

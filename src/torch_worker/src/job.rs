@@ -1,11 +1,71 @@
 //! The worker's side of the runner contract: read a [`JobSpec`], run its op,
 //! write `metrics.json` into `out`.
 
+use std::cell::RefCell;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use hcpipe::ops::{JobSpec, Metrics, OpCtx, OpError};
 
 use crate::error::{msg, Result};
+
+thread_local! {
+    /// Set by the torch server when the runner gives up on this thread's job.
+    static CANCEL: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+}
+
+/// An error once the runner has cancelled the job running on this thread
+/// (only jobs served by `--serve` can be cancelled this way; a job run with
+/// `--job` is cancelled by killing its process). Long loops call it often.
+pub fn check_cancelled() -> Result<()> {
+    let cancelled = CANCEL.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+    });
+    if cancelled {
+        Err(msg("cancelled: the runner stopped waiting for this stage"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs the job in `path` (read, execute, metrics) on this thread, with
+/// `cancel` as its cancellation flag. Errors come back as the one paragraph
+/// the runner shows, panics (a bug: inputs are validated first) included.
+pub fn run_file(path: &Path, cancel: Option<Arc<AtomicBool>>) -> std::result::Result<(), String> {
+    CANCEL.with(|c| *c.borrow_mut() = cancel);
+    let outcome = std::panic::catch_unwind(|| {
+        let job = read(path)?;
+        execute(&job).map_err(|e| {
+            // Say which stage failed, unless the message already does.
+            let text = e.to_string();
+            let stage = format!("stage `{}`", job.stage);
+            if text.contains(&stage) {
+                OpError::Msg(format!("{text} (op `{}`)", job.op))
+            } else {
+                OpError::Msg(format!("{stage} (op `{}`): {text}", job.op))
+            }
+        })
+    });
+    CANCEL.with(|c| *c.borrow_mut() = None);
+    match outcome {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(format!(
+                "internal error while running {} (bug, please report with the job file): {what}",
+                path.display()
+            ))
+        }
+    }
+}
 
 /// Reads and parses a job file.
 pub fn read(path: &Path) -> Result<JobSpec> {

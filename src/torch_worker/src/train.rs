@@ -21,7 +21,7 @@ use hcpipe::ops::metrics::compute_metrics;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::nn::{ModuleT, VarStore};
+use tch::nn::{self, ModuleT, VarStore};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::data::CropSplit;
@@ -70,6 +70,27 @@ pub struct Outcome {
 /// algorithm choice and create the gradients and Adam's state, so that the
 /// captured step allocates nothing new. They are real training steps.
 const EAGER_STEPS_BEFORE_CAPTURE: i64 = 3;
+
+/// A VarStore on `device` holding the model `build` makes, its weights
+/// drawn right after `tch::manual_seed(seed)`, on the CPU, under a process-
+/// wide lock: libtorch's generators are global, and in a `--serve` worker
+/// several jobs start at once. Drawing on the CPU also makes a seed give the
+/// same initial weights on every device.
+pub fn seeded_store<M>(
+    seed: u64,
+    device: tch::Device,
+    build: impl FnOnce(&nn::Path) -> M,
+) -> (VarStore, M) {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(seed as i64);
+    let mut vs = VarStore::new(tch::Device::Cpu);
+    let model = build(&vs.root());
+    vs.set_device(device);
+    (vs, model)
+}
 
 /// Evaluation batch size on `device`: in eval mode only speed depends on it
 /// (BatchNorm uses its running statistics), so a GPU takes big batches.
@@ -125,6 +146,7 @@ pub fn fit(
                     [0; 3].map(|_| margin + rng.random_range(-schedule.shift..=schedule.shift))
                 })
                 .collect();
+            crate::job::check_cancelled()?;
             let images = data.batch(chunk, Some(&offsets));
             let labels = labels.narrow(0, (k * batch_size) as i64, chunk.len() as i64);
             match &graph {

@@ -9,14 +9,13 @@ use std::time::Instant;
 use hcpipe::ops::torch_params::{Split, TrainAeParams};
 use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::json;
-use tch::nn::VarStore;
 use tch::Reduction;
 
 use super::{common_metrics, finite, params, resolve_shift, training_metrics};
 use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
-use crate::train::{eval_batch, fit, write_history, EpochStats, Schedule};
+use crate::train::{eval_batch, fit, seeded_store, write_history, EpochStats, Schedule};
 
 /// The lab's `testAE`: Σ squared error / N / prod(patch shape), eval mode, no shift.
 pub fn reconstruction_loss(ae: &AutoEncoder, data: &CropSplit, batch_size: usize) -> f64 {
@@ -50,9 +49,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
         shift: resolve_shift(ctx.stage, p.shift, &data.meta)?,
     };
 
-    tch::manual_seed(p.seed as i64);
-    let vs = VarStore::new(device);
-    let ae = AutoEncoder::new(&vs.root());
+    let (vs, ae) = seeded_store(p.seed, device, AutoEncoder::new);
     let outcome = fit(
         &vs,
         &data,

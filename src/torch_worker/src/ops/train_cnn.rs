@@ -8,14 +8,14 @@ use std::time::Instant;
 use hcpipe::ops::torch_params::{Split, TrainCnnParams};
 use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::json;
-use tch::nn::{ModuleT, VarStore};
+use tch::nn::ModuleT;
 use tch::{Reduction, Tensor};
 
 use super::{common_metrics, finite, params, resolve_shift, training_metrics};
 use crate::data::CropSplit;
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
-use crate::train::{classifier_stats, eval_batch, fit, write_history, Schedule};
+use crate::train::{classifier_stats, eval_batch, fit, seeded_store, write_history, Schedule};
 
 pub fn run(ctx: &OpCtx) -> Result<Metrics> {
     let started = Instant::now();
@@ -38,9 +38,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
         shift: resolve_shift(ctx.stage, p.shift, &data.meta)?,
     };
 
-    tch::manual_seed(p.seed as i64);
-    let vs = VarStore::new(device);
-    let net = CustomNetwork::new(&vs.root());
+    let (vs, net) = seeded_store(p.seed, device, CustomNetwork::new);
     let outcome = fit(
         &vs,
         &data,

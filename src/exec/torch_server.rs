@@ -1,0 +1,250 @@
+//! One torch worker for every torch stage of a run, on a machine with a GPU.
+//!
+//! Each worker process has its own CUDA context, and a GPU runs the kernels
+//! of different contexts by time-slicing, never side by side. The lab's
+//! networks are small: one training step is a few hundred tiny kernels that
+//! leave most of the GPU idle, so three trainers in three processes each
+//! ran about 2.7× slower than alone (BENCHMARKS.md, table 3: the CNN's
+//! epoch took 73 ms alone, 200 ms beside the other CNN and the AE). In one
+//! process, on one CUDA stream per stage, their kernels overlap.
+//!
+//! So on a machine with a GPU the local executor starts one
+//! `hcpipe-torch --serve SOCKET` per run (only when the run has torch stages
+//! to run) and hands it each torch stage's job file over a Unix socket; the
+//! worker runs each job on its own thread. One job per connection: the runner
+//! sends one JSON [`Request`] line, the worker answers one JSON [`Response`]
+//! line. The runner hanging up (Ctrl-C, `kill_running`) cancels the job.
+//!
+//! `HCPIPE_TORCH_SERVER=0` turns this off (a worker process per stage, as on
+//! CPU machines and under Slurm); `=1` turns it on without a GPU (tests).
+//! The socket lives in a fresh mode-0700 folder under the system's temp
+//! folder: only this user can reach it, and its path stays short (Unix
+//! socket paths are limited to 107 bytes, cache paths are not).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::job::Failure;
+
+/// What the runner asks: run this job file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub job: PathBuf,
+}
+
+/// What the worker answers: `ok`, or the error paragraph a `--job` worker
+/// would have printed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// How long a job waits for the worker to start listening (loading
+/// libtorch and creating the CUDA context take a few seconds at most).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Whether this run should use a torch server, given the GPUs found.
+pub fn wanted(gpus: usize) -> bool {
+    match std::env::var("HCPIPE_TORCH_SERVER")
+        .as_deref()
+        .map(str::trim)
+    {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => gpus > 0,
+    }
+}
+
+/// A running `hcpipe-torch --serve`.
+pub struct TorchServer {
+    child: Mutex<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+static SERVER: Mutex<Option<Arc<TorchServer>>> = Mutex::new(None);
+/// Connections of jobs in flight, shut down by [`cancel_all`].
+static CONNECTIONS: Mutex<Vec<(u64, UnixStream)>> = Mutex::new(Vec::new());
+static NEXT_CONNECTION: Mutex<u64> = Mutex::new(0);
+
+/// Starts the server (without waiting for it to listen), its output going
+/// to `log`. Must be called from the thread that lives for the whole run:
+/// the worker dies with the thread that started it (PDEATHSIG).
+pub fn start(worker: &Path, log: &Path) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "hcpipe-torch-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let socket = dir.join("socket");
+    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut command = Command::new(worker);
+    command
+        .arg("--serve")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: prctl and setpgid are async-signal-safe; they only set flags.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start the torch worker {}: {e}", worker.display()))?;
+    let server = TorchServer {
+        child: Mutex::new(child),
+        dir,
+        socket,
+        log: log.to_path_buf(),
+    };
+    if let Ok(mut slot) = SERVER.lock() {
+        *slot = Some(Arc::new(server));
+    }
+    Ok(())
+}
+
+/// The server of this run, if one was started.
+pub fn current() -> Option<Arc<TorchServer>> {
+    SERVER.lock().ok().and_then(|s| s.clone())
+}
+
+/// Stops the server (end of the run): kills it and removes its socket.
+pub fn stop() {
+    let server = SERVER.lock().ok().and_then(|mut s| s.take());
+    if let Some(server) = server {
+        if let Ok(mut child) = server.child.lock() {
+            // SAFETY: kill(2) on the worker's own process group.
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&server.dir);
+    }
+}
+
+/// Hangs up on every job in flight (Ctrl-C): the worker cancels them.
+pub fn cancel_all() {
+    if let Ok(conns) = CONNECTIONS.lock() {
+        for (_, c) in conns.iter() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+struct Registered(u64);
+
+impl Registered {
+    fn new(conn: &UnixStream) -> Option<Registered> {
+        let clone = conn.try_clone().ok()?;
+        let id = NEXT_CONNECTION.lock().ok().map(|mut n| {
+            *n += 1;
+            *n
+        })?;
+        CONNECTIONS.lock().ok()?.push((id, clone));
+        Some(Registered(id))
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut conns) = CONNECTIONS.lock() {
+            conns.retain(|(id, _)| *id != self.0);
+        }
+    }
+}
+
+impl TorchServer {
+    /// Runs `job_file` in the server; `what` names the stage in errors.
+    pub fn run_job(&self, job_file: &Path, what: &str) -> Result<(), Failure> {
+        let conn = self.connect(what)?;
+        let _registered = Registered::new(&conn);
+        let request = serde_json::to_string(&Request {
+            job: job_file.to_path_buf(),
+        })
+        .map_err(|e| Failure::msg(e.to_string()))?;
+        (&conn)
+            .write_all(format!("{request}\n").as_bytes())
+            .map_err(|e| self.died(what, &format!("sending the job: {e}")))?;
+        let mut line = String::new();
+        BufReader::new(&conn)
+            .read_line(&mut line)
+            .map_err(|e| self.died(what, &format!("waiting for the job: {e}")))?;
+        if line.trim().is_empty() {
+            return Err(self.died(what, "it hung up before answering"));
+        }
+        let response: Response = serde_json::from_str(&line)
+            .map_err(|e| self.died(what, &format!("unreadable answer `{}`: {e}", line.trim())))?;
+        if response.ok {
+            return Ok(());
+        }
+        Err(Failure::msg(format!(
+            "the {what} failed: {}",
+            response.error.unwrap_or_else(|| "no reason given".into())
+        )))
+    }
+
+    /// Connects, waiting while the worker starts (it listens once CUDA is up).
+    fn connect(&self, what: &str) -> Result<UnixStream, Failure> {
+        let started = Instant::now();
+        loop {
+            match UnixStream::connect(&self.socket) {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    let exited = self
+                        .child
+                        .lock()
+                        .ok()
+                        .and_then(|mut c| c.try_wait().ok().flatten());
+                    if let Some(status) = exited {
+                        return Err(self.died(what, &format!("it exited ({status})")));
+                    }
+                    if started.elapsed() > START_TIMEOUT {
+                        return Err(self.died(
+                            what,
+                            &format!("it did not listen within {START_TIMEOUT:?} ({e})"),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    fn died(&self, what: &str, how: &str) -> Failure {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        Failure {
+            message: format!(
+                "the torch worker serving this run could not run the {what}: {how} (its log: {}; \
+                 HCPIPE_TORCH_SERVER=0 runs one worker process per stage instead)",
+                self.log.display()
+            ),
+            log_tail: lines[lines.len().saturating_sub(20)..].join("\n"),
+            log: None,
+        }
+    }
+}
