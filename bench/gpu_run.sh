@@ -37,12 +37,7 @@ if [ -n "$built_at" ] && [ ! -e "$built_at" ]; then
 fi
 echo "== GPU tests"
 timeout 150 "$BIN/worker-tests" --ignored gpu:: --test-threads 1 2>&1 | tee "$OUT/gpu-tests.log" | tail -8
-tests_ok=${PIPESTATUS[0]}
-if [ "$tests_ok" != 0 ]; then
-    # Keep the device time for a second try: hcpipe's side only, no lab.py.
-    echo "GPU tests failed (exit $tests_ok): benchmark without lab.py"
-    set -- --skip-lab "$@"
-fi
+echo "GPU tests exit status: ${PIPESTATUS[0]}"
 
 echo "== benchmark ($(($(date +%s) - started)) s so far)"
 # lab_gpu.py stops its steps within --budget; the device tool's cap is 600 s.
