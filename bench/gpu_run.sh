@@ -11,8 +11,11 @@
 #      size (377 subjects, 30 epochs), hcpipe with CUDA graphs, hcpipe with
 #      eager steps, and the lab's own code (bench/lab.py) on the same data.
 #
-# Results land in $OUT (results.json, table.md, logs); the end of stdout is
-# the table. Usage: bench/gpu_run.sh [extra lab_gpu.py arguments]
+# $OUT gets at most 8 files (the device tool's limit): machine.txt,
+# gpu-tests.log, bench.log, results.json, table.md and raw.tgz (logs, run
+# records, nvidia-smi samples); the end of stdout is the table. Then, here:
+# `python3 bench/lab_gpu.py --write-benchmarks results.json`.
+# Usage: [SKIP_TESTS=1] bench/gpu_run.sh [extra lab_gpu.py arguments]
 set -uo pipefail
 OUT=${OUT:-/tmp/hcpipe-gpu-out}
 BIN=${BIN:-.devrun}
@@ -36,14 +39,18 @@ if [ -n "$built_at" ] && [ ! -e "$built_at" ]; then
     mkdir -p "$(dirname "$built_at")" && ln -sf "$PWD/$BIN/hcpipe-torch" "$built_at"
 fi
 echo "== GPU tests"
-timeout 150 "$BIN/worker-tests" --ignored gpu:: --test-threads 1 2>&1 | tee "$OUT/gpu-tests.log" | tail -8
+[ "${SKIP_TESTS:-0}" = 1 ] && echo "skipped (SKIP_TESTS=1)" || timeout 150 "$BIN/worker-tests" --ignored gpu:: --test-threads 1 2>&1 | tee "$OUT/gpu-tests.log" | tail -8
 echo "GPU tests exit status: ${PIPESTATUS[0]}"
 
 echo "== benchmark ($(($(date +%s) - started)) s so far)"
 # lab_gpu.py stops its steps within --budget; the device tool's cap is 600 s.
 budget=$((570 - ($(date +%s) - started)))
-python3 bench/lab_gpu.py --bin "$BIN" --work /tmp/hcpipe-gpu-work --out "$OUT" \
+RAW=/tmp/hcpipe-gpu-raw
+rm -rf "$RAW"
+python3 bench/lab_gpu.py --bin "$BIN" --work /tmp/hcpipe-gpu-work --out "$RAW" \
     --budget "$budget" --parity "$@" > "$OUT/bench.log" 2>&1
+cp "$RAW/results.json" "$RAW/table.md" "$OUT/" 2>/dev/null
+tar czf "$OUT/raw.tgz" -C "$RAW" . 2>/dev/null
 tail -n 25 "$OUT/bench.log"
 echo "== table"
 cat "$OUT/table.md"

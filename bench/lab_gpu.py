@@ -38,7 +38,7 @@ last). Every external step has a timeout, bounded by what is left of --budget.
 
 Usage:
   python3 bench/lab_gpu.py --bin DIR --work DIR --out DIR [--epochs 30] [--ae-epochs 30]
-      [--counts 58,242,15,62] [--reps 1] [--skip-lab] [--lab-num-workers 8]
+      [--counts 58,242,15,62] [--reps 1] [--lab-reps N] [--skip-lab] [--lab-num-workers 8]
       [--lab-threads N] [--python python3] [--torch-lib auto|none|DIR] [--budget 450]
       [--variant NAME[:K=V,...]]... [--parity]   (K=ARGS: extra `hcpipe run` arguments, e.g. serial:ARGS=--jobs 2)
   python3 bench/lab_gpu.py --write-benchmarks OUT/results.json [--benchmarks BENCHMARKS.md]
@@ -781,6 +781,9 @@ def main():
     ap.add_argument("--counts", type=counts, default=[58, 242, 15, 62],
                     help="n_train_ad,n_train_cn,n_val_ad,n_val_cn (default: the lab_1 split, 377 subjects)")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--lab-reps", type=int, default=None,
+                    help="lab.py runs in the first N repetitions only (default: every one); it takes "
+                         "~20x as long as hcpipe, so medians of hcpipe fit a device lease this way")
     ap.add_argument("--skip-lab", action="store_true")
     ap.add_argument("--lab-num-workers", type=int, default=8)
     ap.add_argument("--lab-threads", type=int, default=len(os.sched_getaffinity(0)) or 1,
@@ -878,7 +881,7 @@ def run(b, hcpipe, worker):
         for side, v in order:
             if side == "hcpipe":
                 b.hcpipe_rep(i, v, hcpipe, b.work / f"cache-{i}-{v[0]}", pipeline, dataset_only)
-            elif not a.skip_lab:
+            elif not a.skip_lab and i <= (a.lab_reps or a.reps):
                 if not b.lab_dataset:  # no hcpipe run before: a cache of its own
                     b.dataset("lab", hcpipe, b.work / "cache-lab", dataset_only)
                 if b.lab_dataset:
