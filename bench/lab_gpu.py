@@ -541,7 +541,9 @@ def render(r):
     """The markdown section (heading, tables, notes) from a results.json dict."""
     a = r.get("args", {})
     m = r.get("machine", {})
-    hc_all = [x for x in r.get("hcpipe", []) if x.get("stages")]
+    # A failed run's stage times are partial: it is named below, not averaged.
+    hc_all = [x for x in r.get("hcpipe", []) if x.get("stages") and x.get("ok")]
+    hc_failed = [x for x in r.get("hcpipe", []) if not x.get("ok")]
     names = []
     for x in hc_all:
         if x.get("variant", "hcpipe") not in names:
@@ -684,7 +686,7 @@ AE, so they share the GPU at once) with the `dataset` stage replaced by `op: syn
 cache holding only the dataset; per-stage wall times from `run --json`{'. Runs: ' + vdesc if names else ''}.
 **lab.py**: `bench/lab.py`, the seed notebook's code as a script (see the CPU table above), on the
 same dataset folder with the same epochs, DataLoader `num_workers={a.get('lab_num_workers')}`{pin},
-`torch.set_num_threads({a.get('lab_threads')})`, device {', '.join(lab_dev) or '?'}. {reps} run{'s' if reps != 1 else ''} each{' (median (min–max))' if reps != 1 else ''}.
+`torch.set_num_threads({a.get('lab_threads')})`, device {', '.join(lab_dev) or '?'}. Runs: {', '.join(f"{len(hcv[n])} of {labels[n]}" for n in names)}, {len(lab)} of lab.py{' (median (min–max))' if reps != 1 else ''}.{(' **Failed runs, left out of the figures:** ' + '; '.join(f"{x.get('variant')} run {x.get('rep')} (exit {x.get('rc')}, see its log)" for x in hc_failed) + '.') if hc_failed else ''}
 The last two columns are issue 8's figures for the lab's own notebook on the real data on one
 H100: {REFERENCE_TEXT}{'' if ref_ok else ' (shown only for 30/30 epochs)'}. Target: hcpipe ≥ 10×
 faster than the lab end to end.

@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
 use hcpipe::ops::metrics::compute_metrics;
@@ -152,7 +153,10 @@ pub fn fit(
             match &graph {
                 Some(g) if chunk.len() == batch_size => g.replay(&images, &labels)?,
                 _ => {
-                    train_step(&mut opt, &images, &labels, &mut batch_loss)?;
+                    {
+                        let _no_capture = CAPTURE.read().unwrap_or_else(PoisonError::into_inner);
+                        train_step(&mut opt, &images, &labels, &mut batch_loss)?;
+                    }
                     if capture
                         && graph.is_none()
                         && chunk.len() == batch_size
@@ -207,6 +211,15 @@ fn train_step(
     opt.step()
 }
 
+/// Held for writing while a thread captures a CUDA graph, for reading by
+/// every eager training step. libtorch's CUDA generator is process-wide and,
+/// while any graph capture is under way, refuses the offset increments of
+/// eager dropout ("Offset increment outside graph capture encountered
+/// unexpectedly"): in a `--serve` worker, one CNN capturing its step while
+/// the other took an eager (warm-up) step failed that way, once in three
+/// runs on an H100. A capture takes milliseconds, once per training.
+static CAPTURE: RwLock<()> = RwLock::new(());
+
 /// A training step recorded as a CUDA graph over fixed input buffers.
 struct StepGraph {
     graph: CudaGraph,
@@ -222,7 +235,10 @@ impl StepGraph {
         step: impl FnOnce(&Tensor, &Tensor) -> Result<()>,
     ) -> Result<StepGraph> {
         let (images, labels) = (images.copy(), labels.copy());
-        let graph = CudaGraph::capture(|| step(&images, &labels))?;
+        let graph = {
+            let _alone = CAPTURE.write().unwrap_or_else(PoisonError::into_inner);
+            CudaGraph::capture(|| step(&images, &labels))?
+        };
         Ok(StepGraph {
             graph,
             images,
