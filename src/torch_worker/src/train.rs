@@ -83,9 +83,9 @@ pub fn seeded_store<M>(
     build: impl FnOnce(&nn::Path) -> M,
 ) -> (VarStore, M) {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = INIT.lock().unwrap_or_else(PoisonError::into_inner);
+    // Re-seeding touches the CUDA generator too: not while a graph is captured.
+    let _no_capture = CAPTURE.read().unwrap_or_else(PoisonError::into_inner);
     tch::manual_seed(seed as i64);
     let mut vs = VarStore::new(tch::Device::Cpu);
     let model = build(&vs.root());
