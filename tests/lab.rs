@@ -202,3 +202,83 @@ fn one_torch_worker_for_the_whole_run_gives_the_same_results() {
         failed.stderr
     );
 }
+
+/// The run's torch worker (`HCPIPE_TORCH_SERVER=1`), as seen from /proc:
+/// the `hcpipe-torch --serve` process whose parent is `runner`.
+fn served_worker_of(runner: u32) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Field 4 of /proc/PID/stat (after the parenthesised name) is the parent.
+        let parent = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(runner) && cmdline.windows(7).any(|w| w == b"--serve") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Ctrl-C during a stage served by the run's torch worker: the run stops
+/// with 130, commits nothing for that stage, and leaves no worker behind.
+#[test]
+fn interrupting_a_served_run_stops_its_torch_worker() {
+    if !worker_built() {
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &TINY_LAB.replace(
+            "cnn_left: {op: train_cnn, needs: [crop_left], params: {epochs: \"${params.epochs}\"",
+            "cnn_left: {op: train_cnn, needs: [crop_left], params: {epochs: 1000",
+        ),
+    );
+    let mut child = p
+        .cmd(&["run", "p.yaml", "--jobs", "1"])
+        .env("HCPIPE_TORCH_SERVER", "1")
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let worker = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no served torch worker"
+        );
+        if let Some(pid) = served_worker_of(child.id()) {
+            break pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Wait until a torch job is in flight (its job file exists), then Ctrl-C.
+    let tmp = p.cache().join("tmp");
+    while !std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().any(|e| e.path().join("job.json").is_file()))
+        .unwrap_or(false)
+    {
+        assert!(std::time::Instant::now() < deadline, "no torch job started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    unsafe { libc_kill(child.id() as i32, 2) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let alive = std::fs::read_to_string(format!("/proc/{worker}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false);
+    assert!(!alive, "the torch worker outlived the interrupted run");
+    let shown = p.run(&["show", "p.yaml", "cnn_left"]);
+    assert_ne!(shown.code, 0, "cnn_left was committed: {}", shown.stdout);
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
