@@ -267,7 +267,8 @@ fn interrupting_a_served_run_stops_its_torch_worker() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
-    unsafe { libc_kill(child.id() as i32, 2) };
+    // SAFETY: kill(2) on the runner we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert_eq!(child.wait().unwrap().code(), Some(130));
     std::thread::sleep(std::time::Duration::from_millis(300));
     let alive = std::fs::read_to_string(format!("/proc/{worker}/stat"))
@@ -276,9 +277,4 @@ fn interrupting_a_served_run_stops_its_torch_worker() {
     assert!(!alive, "the torch worker outlived the interrupted run");
     let shown = p.run(&["show", "p.yaml", "cnn_left"]);
     assert_ne!(shown.code, 0, "cnn_left was committed: {}", shown.stdout);
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
