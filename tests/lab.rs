@@ -278,3 +278,42 @@ fn interrupting_a_served_run_stops_its_torch_worker() {
     let shown = p.run(&["show", "p.yaml", "cnn_left"]);
     assert_ne!(shown.code, 0, "cnn_left was committed: {}", shown.stdout);
 }
+
+/// A job that fails inside the run's shared torch worker with an internal
+/// error (a libtorch panic; injected here) is retried in a worker process of
+/// its own: the run succeeds and the stage log says what happened.
+#[test]
+fn an_internal_error_in_the_shared_worker_is_retried_in_a_process() {
+    if !worker_built() {
+        return;
+    }
+    let p = Project::new();
+    p.write("p.yaml", TINY_LAB);
+    let out = Run::from(
+        p.cmd(&["run", "p.yaml", "--json", "--jobs", "2"])
+            .env("HCPIPE_TORCH_SERVER", "1")
+            .env("HCPIPE_TORCH_FAULT_SERVED", "1")
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert_eq!(out.ran().len(), 14, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("stage `cnn_left`: the shared torch worker failed (internal error)"),
+        "{}",
+        out.stderr
+    );
+    let show = p.run(&["show", "p.yaml", "cnn_left", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+    let log = std::fs::read_to_string(
+        p.cache()
+            .join("logs")
+            .join(format!("{}.log", v["key"].as_str().unwrap())),
+    )
+    .unwrap();
+    assert!(
+        log.contains("retrying in a worker process of its own"),
+        "{log}"
+    );
+}

@@ -177,21 +177,53 @@ fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure>
                         Failure::msg(format!("writing {}: {e}", job_file.display()))
                     })?;
                     let what = format!("torch worker for stage `{}`", job.stage);
-                    if let Some(server) = super::torch_server::current() {
+                    let served = super::torch_server::current().map(|server| {
                         // The run's shared worker (a GPU machine): see torch_server.
-                        let result = server.run_job(&job_file, &what);
-                        let text = result.as_ref().err().map_or(String::new(), |f| {
-                            format!("{}\n{}\n", f.message, f.log_tail)
-                        });
-                        let _ = std::fs::write(log, text);
-                        result?;
-                    } else {
-                        let mut command = Command::new(&worker);
-                        command
-                            .arg("--job")
-                            .arg(&job_file)
-                            .current_dir(&staging.root);
-                        spawn_logged(command, log, &what)?;
+                        server.run_job(&job_file, &what)
+                    });
+                    match served {
+                        Some(Ok(())) => {
+                            let _ = std::fs::write(log, "");
+                        }
+                        Some(Err(f)) if !f.message.contains("internal error") => {
+                            let _ = std::fs::write(log, format!("{}\n{}\n", f.message, f.log_tail));
+                            return Err(f);
+                        }
+                        // A libtorch error surfacing as a panic, or no server: run the
+                        // stage in a worker process of its own. After a panic in the shared
+                        // worker (concurrent jobs in one process are the newer, less-trodden
+                        // path) this costs one retry, noted in the stage log, instead of the run.
+                        other => {
+                            let mut note = Vec::new();
+                            if let Some(Err(f)) = other {
+                                note = format!(
+                                    "hcpipe: retrying in a worker process of its own after the \
+                                     run's shared torch worker failed: {}\n",
+                                    f.message
+                                )
+                                .into_bytes();
+                                eprintln!(
+                                    "warning: stage `{}`: the shared torch worker failed \
+                                     (internal error); retrying in its own process",
+                                    job.stage
+                                );
+                                let _ = std::fs::remove_dir_all(&out);
+                                std::fs::create_dir_all(&out).map_err(|e| {
+                                    Failure::msg(format!("recreating {}: {e}", out.display()))
+                                })?;
+                            }
+                            let mut command = Command::new(&worker);
+                            command
+                                .arg("--job")
+                                .arg(&job_file)
+                                .current_dir(&staging.root);
+                            let ran = spawn_logged(command, log, &what);
+                            if !note.is_empty() {
+                                note.extend(std::fs::read(log).unwrap_or_default());
+                                let _ = std::fs::write(log, note);
+                            }
+                            ran?;
+                        }
                     }
                     read_metrics(&out, &job.stage)
                 }

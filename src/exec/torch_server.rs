@@ -13,7 +13,9 @@
 //! to run) and hands it each torch stage's job file over a Unix socket; the
 //! worker runs each job on its own thread. One job per connection: the runner
 //! sends one JSON [`Request`] line, the worker answers one JSON [`Response`]
-//! line. The runner hanging up (Ctrl-C, `kill_running`) cancels the job.
+//! line. The runner hanging up (Ctrl-C, `kill_running`) cancels the job. A
+//! job answered with an internal error (a libtorch panic) is retried in a
+//! worker process of its own (`job::execute`).
 //!
 //! `HCPIPE_TORCH_SERVER=0` turns this off (a worker process per stage, as on
 //! CPU machines and under Slurm); `=1` turns it on without a GPU (tests).

@@ -64,7 +64,14 @@ fn serve_one(conn: UnixStream) {
                 let _ = reader.read(&mut byte);
                 flag.store(true, Ordering::Relaxed);
             });
-            match crate::job::run_file(&request.job, Some(cancel)) {
+            let outcome = if std::env::var_os("HCPIPE_TORCH_FAULT_SERVED").is_some() {
+                // Fault injection for the runner's tests: answer as a libtorch
+                // panic would, without running the job.
+                Err("internal error (injected by HCPIPE_TORCH_FAULT_SERVED)".to_string())
+            } else {
+                crate::job::run_file(&request.job, Some(cancel))
+            };
+            match outcome {
                 Ok(()) => Response {
                     ok: true,
                     error: None,
