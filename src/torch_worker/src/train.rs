@@ -119,6 +119,9 @@ pub fn fit(
     mut evaluate: impl FnMut() -> Result<EpochStats>,
 ) -> Result<Outcome> {
     let cuda = data.device.is_cuda();
+    // Declared before the side stream, so that on an early return the stream
+    // is drained (dropped first) before the graph's memory goes.
+    let mut graph: Option<StepGraph> = None;
     let side_stream = if cuda {
         Some(SideStream::enter()?)
     } else {
@@ -128,7 +131,6 @@ pub fn fit(
     let mut opt = FusedAdam::new(vs, schedule.lr);
     let batch_size = schedule.batch_size.max(1);
     let capture = cuda && fast_step::graphs_enabled();
-    let mut graph: Option<StepGraph> = None;
     let margin = data.meta.margin();
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut best = Snapshot::take(vs);
