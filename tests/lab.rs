@@ -161,7 +161,16 @@ fn one_torch_worker_for_the_whole_run_gives_the_same_results() {
         assert_eq!(out.ran().len(), 14, "{}", out.stdout);
         p
     };
+    // A socket folder left by a runner killed with SIGKILL (its pid is gone).
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let stale = std::env::temp_dir().join(format!("hcpipe-torch-{dead}-1"));
+    std::fs::create_dir_all(&stale).unwrap();
     let (served, per_stage) = (run("1"), run("0"));
+    assert!(!stale.exists(), "a served run removes stale socket folders");
     assert_eq!(
         worker_logs(&served),
         1,

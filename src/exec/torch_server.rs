@@ -84,8 +84,9 @@ static NEXT_CONNECTION: Mutex<u64> = Mutex::new(0);
 /// to `log`. Must be called from the thread that lives for the whole run:
 /// the worker dies with the thread that started it (PDEATHSIG).
 pub fn start(worker: &Path, log: &Path) -> Result<(), String> {
+    remove_stale_socket_folders();
     let dir = std::env::temp_dir().join(format!(
-        "hcpipe-torch-{}-{}",
+        "{SOCKET_FOLDER_PREFIX}{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -126,6 +127,30 @@ pub fn start(worker: &Path, log: &Path) -> Result<(), String> {
         *slot = Some(Arc::new(server));
     }
     Ok(())
+}
+
+/// `<temp>/hcpipe-torch-<runner pid>-<nanos>`: the socket's folder.
+const SOCKET_FOLDER_PREFIX: &str = "hcpipe-torch-";
+
+/// Removes socket folders of runners that are gone (a runner killed with
+/// SIGKILL cannot remove its own; its worker died with it, by PDEATHSIG).
+fn remove_stale_socket_folders() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(SOCKET_FOLDER_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                // Another user's folder is not ours to remove; this fails then.
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 /// The server of this run, if one was started.
