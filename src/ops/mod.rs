@@ -246,7 +246,8 @@ static REGISTRY: &[OpDef] = &[
     },
     OpDef {
         name: "train_cnn",
-        version: 1,
+        // 2: Adam as one fused kernel; initial weights drawn on the CPU on every device.
+        version: 2,
         kind: OpKind::Torch,
         check_params: |p| torch_params::TrainCnnParams::from_params(p).map(|_| ()),
         summary: "train the lab's CNN on one `crop` stage (Adam, best epoch by training loss)",
@@ -260,7 +261,8 @@ static REGISTRY: &[OpDef] = &[
     },
     OpDef {
         name: "train_ae",
-        version: 1,
+        // 2: Adam as one fused kernel; initial weights drawn on the CPU on every device.
+        version: 2,
         kind: OpKind::Torch,
         check_params: |p| torch_params::TrainAeParams::from_params(p).map(|_| ()),
         summary: "train the lab's autoencoder on one `crop` stage (Adam, summed MSE)",
