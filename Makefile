@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-lab gpu-bundle torch soak fuzz
+.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab gpu-bundle torch soak fuzz
 
 all: build
 
@@ -69,9 +69,9 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
 
-# Benchmarks (BENCHMARKS.md): runner overhead vs DVC and Snakemake, and
-# hashing throughput. They need only the runner, not the torch worker.
-bench: bench-runner bench-hash
+# Benchmarks (BENCHMARKS.md): runner overhead vs DVC and Snakemake, hashing
+# throughput, and the demo pipeline's time and memory high-water mark.
+bench: bench-runner bench-hash bench-demo
 
 bench-runner:
 	cargo build --release
@@ -93,6 +93,10 @@ $(LAB_STAMP): $(TORCH_STAMP)
 	readlink -f $(VENV)/lib/python3*/site-packages > "$$($(LAB_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/hcpipe-torch-venv.pth"
 	$(LAB_VENV)/bin/python -c 'import torch, numpy, pandas, sklearn, safetensors'
 	touch $@
+
+# The demo pipeline: cold and no-op wall time, peak RSS (BENCHMARKS.md, table 4).
+bench-demo: build
+	$(PYTHON) bench/demo.py
 
 bench-lab: build $(LAB_STAMP)
 	$(PYTHON) bench/lab_cpu.py
