@@ -17,7 +17,7 @@ use crate::exec::local::LocalExecutor;
 use crate::exec::plan::{freshness, plan, Freshness};
 use crate::exec::slurm::{JobResult, SlurmExecutor};
 use crate::exec::{interrupt, Executor};
-use crate::exec::{run_dag, slots, torch_server, RunOptions};
+use crate::exec::{is_forced, run_dag, slots, torch_server, RunOptions};
 use crate::record::{self, RunRecord};
 use crate::report::progress::Reporter;
 use crate::report::table;
@@ -309,8 +309,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         let fresh = freshness(&dag, &cache, &plan);
         for &id in dag.topo_order() {
             let s = dag.stage(id);
-            let is_forced =
-                forced.contains(&s.name) || forced.contains(&s.base) || forced.contains("*");
+            let is_forced = is_forced(&forced, s);
             let line = match (&fresh[id.0], is_forced) {
                 (_, true) => format!("would run  {}  (forced)", s.name),
                 (Freshness::Fresh, _) => format!("cached     {}", s.name),
@@ -387,10 +386,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
             .op_name()
             .and_then(crate::ops::lookup)
             .is_some_and(|d| matches!(d.kind, crate::ops::OpKind::Torch));
-        let forced = opts.force.contains(&s.name)
-            || opts.force.contains(&s.base)
-            || opts.force.contains("*");
-        torch && (plan.cached[i].is_none() || forced)
+        torch && (plan.cached[i].is_none() || is_forced(&opts.force, s))
     });
     if matches!(executor_kind, ExecutorKind::Local) && torch_work && torch_server::wanted(opts.gpus)
     {

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::torch_server::JobError;
 use crate::cache::store::{EntryMeta, Staging};
 use crate::cache::{Cache, Entry, KeyInputs, StageKey};
 use crate::ops::{self, Input, JobSpec, Metrics, OpCtx, OpKind, Params};
@@ -176,60 +177,67 @@ fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure>
                     std::fs::write(&job_file, bytes).map_err(|e| {
                         Failure::msg(format!("writing {}: {e}", job_file.display()))
                     })?;
-                    let what = format!("torch worker for stage `{}`", job.stage);
-                    let served = super::torch_server::current().map(|server| {
-                        // The run's shared worker (a GPU machine): see torch_server.
-                        server.run_job(&job_file, &what)
-                    });
-                    match served {
-                        Some(Ok(())) => {
-                            let _ = std::fs::write(log, "");
-                        }
-                        Some(Err(f)) if !f.message.contains("internal error") => {
-                            let _ = std::fs::write(log, format!("{}\n{}\n", f.message, f.log_tail));
-                            return Err(f);
-                        }
-                        // A libtorch error surfacing as a panic, or no server: run the
-                        // stage in a worker process of its own. After a panic in the shared
-                        // worker (concurrent jobs in one process are the newer, less-trodden
-                        // path) this costs one retry, noted in the stage log, instead of the run.
-                        other => {
-                            let mut note = Vec::new();
-                            if let Some(Err(f)) = other {
-                                note = format!(
-                                    "hcpipe: retrying in a worker process of its own after the \
-                                     run's shared torch worker failed: {}\n",
-                                    f.message
-                                )
-                                .into_bytes();
-                                eprintln!(
-                                    "warning: stage `{}`: the shared torch worker failed \
-                                     (internal error); retrying in its own process",
-                                    job.stage
-                                );
-                                let _ = std::fs::remove_dir_all(&out);
-                                std::fs::create_dir_all(&out).map_err(|e| {
-                                    Failure::msg(format!("recreating {}: {e}", out.display()))
-                                })?;
-                            }
-                            let mut command = Command::new(&worker);
-                            command
-                                .arg("--job")
-                                .arg(&job_file)
-                                .current_dir(&staging.root);
-                            let ran = spawn_logged(command, log, &what);
-                            if !note.is_empty() {
-                                note.extend(std::fs::read(log).unwrap_or_default());
-                                let _ = std::fs::write(log, note);
-                            }
-                            ran?;
-                        }
-                    }
+                    run_torch_job(&worker, &job_file, staging, log, &job.stage)?;
                     read_metrics(&out, &job.stage)
                 }
             }
         }
     }
+}
+
+/// Runs a torch stage's job file: in the run's shared torch worker when there
+/// is one (a GPU machine, see torch_server), else in a worker process of its
+/// own. After an internal error in the shared worker (concurrent jobs in one
+/// process are the newer, less-trodden path) the stage is retried once in a
+/// process of its own, with a warning and a note in the stage log.
+fn run_torch_job(
+    worker: &Path,
+    job_file: &Path,
+    staging: &Staging,
+    log: &Path,
+    stage: &str,
+) -> Result<(), Failure> {
+    let what = format!("torch worker for stage `{stage}`");
+    let mut note = String::new();
+    if let Some(server) = super::torch_server::current() {
+        match server.run_job(job_file, &what) {
+            Ok(()) => {
+                let _ = std::fs::write(log, "");
+                return Ok(());
+            }
+            Err(JobError::Stage(f)) => {
+                let _ = std::fs::write(log, format!("{}\n{}\n", f.message, f.log_tail));
+                return Err(f);
+            }
+            Err(JobError::Internal(f)) => {
+                eprintln!(
+                    "warning: stage `{stage}`: the shared torch worker failed (internal error); \
+                     retrying in its own process"
+                );
+                note = format!(
+                    "hcpipe: retrying in a worker process of its own after the run's shared \
+                     torch worker failed: {}\n",
+                    f.message
+                );
+                let out = staging.out();
+                let _ = std::fs::remove_dir_all(&out);
+                std::fs::create_dir_all(&out)
+                    .map_err(|e| Failure::msg(format!("recreating {}: {e}", out.display())))?;
+            }
+        }
+    }
+    let mut command = Command::new(worker);
+    command
+        .arg("--job")
+        .arg(job_file)
+        .current_dir(&staging.root);
+    let ran = spawn_logged(command, log, &what);
+    if !note.is_empty() {
+        let mut text = note.into_bytes();
+        text.extend(std::fs::read(log).unwrap_or_default());
+        let _ = std::fs::write(log, text);
+    }
+    ran
 }
 
 /// Where the torch worker lives: `$HCPIPE_TORCH_WORKER`, else beside this binary.
@@ -349,11 +357,9 @@ fn spawn_logged(mut command: Command, log: &Path, what: &str) -> Result<(), Fail
         Some(code) => format!("exited with status {code}"),
         None => "was killed by a signal".to_string(),
     };
-    let text = String::from_utf8_lossy(&tail_buf);
-    let lines: Vec<&str> = text.lines().collect();
     Err(Failure {
         message: format!("the {what} {how}"),
-        log_tail: lines[lines.len().saturating_sub(20)..].join("\n"),
+        log_tail: last_lines(&String::from_utf8_lossy(&tail_buf), 20),
         log: None,
     })
 }
@@ -385,7 +391,11 @@ pub struct ExecJob {
 /// The last `n` lines of a file (for logs written elsewhere, e.g. by Slurm).
 pub fn tail(path: &Path, n: usize) -> String {
     let bytes = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes);
+    last_lines(&String::from_utf8_lossy(&bytes), n)
+}
+
+/// The last `n` lines of `text`, joined by newlines.
+pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

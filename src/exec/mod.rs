@@ -66,6 +66,11 @@ enum State {
     Skipped,
 }
 
+/// Whether `--force` names `stage`: by name, by its matrix's base name, or `*`.
+pub fn is_forced(force: &HashSet<String>, stage: &crate::spec::StageSpec) -> bool {
+    force.contains(&stage.name) || force.contains(&stage.base) || force.contains("*")
+}
+
 /// Run every stage of `dag` not already cached. Returns whether all succeeded.
 pub fn run_dag(
     dag: &Dag,
@@ -80,10 +85,7 @@ pub fn run_dag(
     let mut state = vec![State::Waiting; n];
     let (tx, rx): (Sender<Finished>, Receiver<Finished>) = channel();
     let mut slots = Slots::new(opts.jobs, opts.gpus);
-    let forced = |id: StageId| {
-        let s = dag.stage(id);
-        opts.force.contains(&s.name) || opts.force.contains(&s.base) || opts.force.contains("*")
-    };
+    let forced = |id: StageId| is_forced(&opts.force, dag.stage(id));
 
     // Cached stages are done before anything launches.
     for &id in dag.topo_order() {

@@ -29,6 +29,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,12 +44,24 @@ pub struct Request {
 }
 
 /// What the worker answers: `ok`, or the error paragraph a `--job` worker
-/// would have printed.
+/// would have printed, and whether it was an internal error (a panic).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
     #[serde(default)]
     pub error: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
+}
+
+/// How a served job failed.
+pub enum JobError {
+    /// The stage's own failure (bad input, a failed check): as final as it
+    /// would be in a worker process of its own.
+    Stage(Failure),
+    /// An internal error (a panic) in the shared worker: worth a retry in a
+    /// worker process of its own.
+    Internal(Failure),
 }
 
 /// How long a job waits for the worker to start listening (loading
@@ -78,7 +91,7 @@ pub struct TorchServer {
 static SERVER: Mutex<Option<Arc<TorchServer>>> = Mutex::new(None);
 /// Connections of jobs in flight, shut down by [`cancel_all`].
 static CONNECTIONS: Mutex<Vec<(u64, UnixStream)>> = Mutex::new(Vec::new());
-static NEXT_CONNECTION: Mutex<u64> = Mutex::new(0);
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the server (without waiting for it to listen), its output going
 /// to `log`. Must be called from the thread that lives for the whole run:
@@ -187,10 +200,7 @@ struct Registered(u64);
 impl Registered {
     fn new(conn: &UnixStream) -> Option<Registered> {
         let clone = conn.try_clone().ok()?;
-        let id = NEXT_CONNECTION.lock().ok().map(|mut n| {
-            *n += 1;
-            *n
-        })?;
+        let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
         CONNECTIONS.lock().ok()?.push((id, clone));
         Some(Registered(id))
     }
@@ -206,32 +216,45 @@ impl Drop for Registered {
 
 impl TorchServer {
     /// Runs `job_file` in the server; `what` names the stage in errors.
-    pub fn run_job(&self, job_file: &Path, what: &str) -> Result<(), Failure> {
-        let conn = self.connect(what)?;
+    pub fn run_job(&self, job_file: &Path, what: &str) -> Result<(), JobError> {
+        self.exchange(job_file, what).and_then(|response| {
+            if response.ok {
+                return Ok(());
+            }
+            let failure = Failure::msg(format!(
+                "the {what} failed: {}",
+                response.error.unwrap_or_else(|| "no reason given".into())
+            ));
+            Err(if response.internal {
+                JobError::Internal(failure)
+            } else {
+                JobError::Stage(failure)
+            })
+        })
+    }
+
+    /// Sends the job and reads the answer; a worker that cannot be reached
+    /// or hangs up fails the stage (as Ctrl-C does, by design).
+    fn exchange(&self, job_file: &Path, what: &str) -> Result<Response, JobError> {
+        let conn = self.connect(what).map_err(JobError::Stage)?;
         let _registered = Registered::new(&conn);
         let request = serde_json::to_string(&Request {
             job: job_file.to_path_buf(),
         })
-        .map_err(|e| Failure::msg(e.to_string()))?;
+        .map_err(|e| JobError::Stage(Failure::msg(e.to_string())))?;
+        let died = |how: String| JobError::Stage(self.died(what, &how));
         (&conn)
             .write_all(format!("{request}\n").as_bytes())
-            .map_err(|e| self.died(what, &format!("sending the job: {e}")))?;
+            .map_err(|e| died(format!("sending the job: {e}")))?;
         let mut line = String::new();
         BufReader::new(&conn)
             .read_line(&mut line)
-            .map_err(|e| self.died(what, &format!("waiting for the job: {e}")))?;
+            .map_err(|e| died(format!("waiting for the job: {e}")))?;
         if line.trim().is_empty() {
-            return Err(self.died(what, "it hung up before answering"));
+            return Err(died("it hung up before answering".into()));
         }
-        let response: Response = serde_json::from_str(&line)
-            .map_err(|e| self.died(what, &format!("unreadable answer `{}`: {e}", line.trim())))?;
-        if response.ok {
-            return Ok(());
-        }
-        Err(Failure::msg(format!(
-            "the {what} failed: {}",
-            response.error.unwrap_or_else(|| "no reason given".into())
-        )))
+        serde_json::from_str(&line)
+            .map_err(|e| died(format!("unreadable answer `{}`: {e}", line.trim())))
     }
 
     /// Connects, waiting while the worker starts (it listens once CUDA is up).
@@ -262,15 +285,13 @@ impl TorchServer {
     }
 
     fn died(&self, what: &str, how: &str) -> Failure {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
         Failure {
             message: format!(
                 "the torch worker serving this run could not run the {what}: {how} (its log: {}; \
                  HCPIPE_TORCH_SERVER=0 runs one worker process per stage instead)",
                 self.log.display()
             ),
-            log_tail: lines[lines.len().saturating_sub(20)..].join("\n"),
+            log_tail: super::job::tail(&self.log, 20),
             log: None,
         }
     }

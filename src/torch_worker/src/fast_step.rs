@@ -15,6 +15,7 @@
 
 use std::ffi::{c_char, CStr};
 use std::ptr;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
@@ -201,6 +202,21 @@ impl Drop for SideStream {
     }
 }
 
+/// Held for writing while a thread captures a CUDA graph; for reading by
+/// work that advances libtorch's CUDA generator eagerly (dropout in training
+/// mode, re-seeding). The generator is process-wide and, while any capture is
+/// under way, refuses eager offset increments ("Offset increment outside
+/// graph capture encountered unexpectedly"): in a `--serve` worker, one CNN
+/// capturing its step while the other took an eager warm-up step failed that
+/// way once in four runs on an H100. A capture takes milliseconds.
+static CAPTURE: RwLock<()> = RwLock::new(());
+
+/// Keeps graph captures out until dropped: take it around eager work that
+/// draws from the CUDA generator.
+pub fn outside_capture() -> RwLockReadGuard<'static, ()> {
+    CAPTURE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A recorded sequence of CUDA work, replayed with one launch.
 pub struct CudaGraph(*mut RawGraph);
 
@@ -208,12 +224,14 @@ impl CudaGraph {
     /// Records the CUDA work that `body` queues on the current stream (it
     /// does not run). `body` must not synchronise with the host (no reading
     /// values back, no host-to-device copies) and must have run eagerly at
-    /// least once, so that every buffer it touches exists.
+    /// least once, so that every buffer it touches exists. Captures run one
+    /// at a time in the process, never beside [`outside_capture`] work.
     pub fn capture(body: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
         let mut raw = ptr::null_mut();
         // SAFETY: `raw` is written by the shim on success.
         check(unsafe { hc_graph_new(&mut raw) }, "creating a CUDA graph")?;
         let graph = CudaGraph(raw);
+        let _alone = CAPTURE.write().unwrap_or_else(PoisonError::into_inner);
         // SAFETY: `graph.0` is a live graph for every call below.
         check(
             unsafe { hc_graph_capture_begin(graph.0) },

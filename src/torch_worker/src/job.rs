@@ -31,10 +31,21 @@ pub fn check_cancelled() -> Result<()> {
     }
 }
 
+/// Why a job failed: the one paragraph the runner shows, and whether it was
+/// an internal error (a panic: inputs are validated first, so a bug, often a
+/// libtorch error tch surfaces as a panic) rather than the stage's own.
+#[derive(Debug)]
+pub struct JobFailure {
+    pub message: String,
+    pub internal: bool,
+}
+
 /// Runs the job in `path` (read, execute, metrics) on this thread, with
-/// `cancel` as its cancellation flag. Errors come back as the one paragraph
-/// the runner shows, panics (a bug: inputs are validated first) included.
-pub fn run_file(path: &Path, cancel: Option<Arc<AtomicBool>>) -> std::result::Result<(), String> {
+/// `cancel` as its cancellation flag.
+pub fn run_file(
+    path: &Path,
+    cancel: Option<Arc<AtomicBool>>,
+) -> std::result::Result<(), JobFailure> {
     CANCEL.with(|c| *c.borrow_mut() = cancel);
     let outcome = std::panic::catch_unwind(|| {
         let job = read(path)?;
@@ -52,17 +63,24 @@ pub fn run_file(path: &Path, cancel: Option<Arc<AtomicBool>>) -> std::result::Re
     CANCEL.with(|c| *c.borrow_mut() = None);
     match outcome {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(JobFailure {
+            message: e.to_string(),
+            internal: false,
+        }),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown panic");
-            Err(format!(
-                "internal error while running {} (bug, please report with the job file): {what}",
-                path.display()
-            ))
+            Err(JobFailure {
+                message: format!(
+                    "internal error while running {} (bug, please report with the job file): \
+                     {what}",
+                    path.display()
+                ),
+                internal: true,
+            })
         }
     }
 }

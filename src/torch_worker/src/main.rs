@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     match hcpipe_torch::job::run_file(&path, None) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hcpipe-torch: {e}");
+            eprintln!("hcpipe-torch: {}", e.message);
             ExitCode::from(1)
         }
     }

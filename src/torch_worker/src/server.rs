@@ -27,6 +27,8 @@ use std::sync::Arc;
 
 use hcpipe::exec::torch_server::{Request, Response};
 
+use crate::job::JobFailure;
+
 /// Creates the CUDA context (when there is a GPU), then serves until killed.
 pub fn serve(socket: &Path) -> Result<(), String> {
     if tch::Cuda::is_available() {
@@ -67,7 +69,10 @@ fn serve_one(conn: UnixStream) {
             let outcome = if std::env::var_os("HCPIPE_TORCH_FAULT_SERVED").is_some() {
                 // Fault injection for the runner's tests: answer as a libtorch
                 // panic would, without running the job.
-                Err("internal error (injected by HCPIPE_TORCH_FAULT_SERVED)".to_string())
+                Err(JobFailure {
+                    message: "internal error (injected by HCPIPE_TORCH_FAULT_SERVED)".into(),
+                    internal: true,
+                })
             } else {
                 crate::job::run_file(&request.job, Some(cancel))
             };
@@ -75,16 +80,19 @@ fn serve_one(conn: UnixStream) {
                 Ok(()) => Response {
                     ok: true,
                     error: None,
+                    internal: false,
                 },
                 Err(e) => Response {
                     ok: false,
-                    error: Some(e),
+                    error: Some(e.message),
+                    internal: e.internal,
                 },
             }
         }
         Err(e) => Response {
             ok: false,
             error: Some(format!("unreadable request `{}`: {e}", line.trim())),
+            internal: false,
         },
     };
     if let Ok(mut text) = serde_json::to_string(&response) {

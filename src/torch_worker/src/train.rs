@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::{PoisonError, RwLock};
+use std::sync::PoisonError;
 use std::time::Instant;
 
 use hcpipe::ops::metrics::compute_metrics;
@@ -85,7 +85,7 @@ pub fn seeded_store<M>(
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(PoisonError::into_inner);
     // Re-seeding touches the CUDA generator too: not while a graph is captured.
-    let _no_capture = CAPTURE.read().unwrap_or_else(PoisonError::into_inner);
+    let _outside = fast_step::outside_capture();
     tch::manual_seed(seed as i64);
     let mut vs = VarStore::new(tch::Device::Cpu);
     let model = build(&vs.root());
@@ -156,7 +156,8 @@ pub fn fit(
                 Some(g) if chunk.len() == batch_size => g.replay(&images, &labels)?,
                 _ => {
                     {
-                        let _no_capture = CAPTURE.read().unwrap_or_else(PoisonError::into_inner);
+                        // Eager dropout draws from the CUDA generator.
+                        let _outside = fast_step::outside_capture();
                         train_step(&mut opt, &images, &labels, &mut batch_loss)?;
                     }
                     if capture
@@ -213,15 +214,6 @@ fn train_step(
     opt.step()
 }
 
-/// Held for writing while a thread captures a CUDA graph, for reading by
-/// every eager training step. libtorch's CUDA generator is process-wide and,
-/// while any graph capture is under way, refuses the offset increments of
-/// eager dropout ("Offset increment outside graph capture encountered
-/// unexpectedly"): in a `--serve` worker, one CNN capturing its step while
-/// the other took an eager (warm-up) step failed that way, once in three
-/// runs on an H100. A capture takes milliseconds, once per training.
-static CAPTURE: RwLock<()> = RwLock::new(());
-
 /// A training step recorded as a CUDA graph over fixed input buffers.
 struct StepGraph {
     graph: CudaGraph,
@@ -237,10 +229,7 @@ impl StepGraph {
         step: impl FnOnce(&Tensor, &Tensor) -> Result<()>,
     ) -> Result<StepGraph> {
         let (images, labels) = (images.copy(), labels.copy());
-        let graph = {
-            let _alone = CAPTURE.write().unwrap_or_else(PoisonError::into_inner);
-            CudaGraph::capture(|| step(&images, &labels))?
-        };
+        let graph = CudaGraph::capture(|| step(&images, &labels))?;
         Ok(StepGraph {
             graph,
             images,
