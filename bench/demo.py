@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lab_cpu as lc  # noqa: E402  (fmt, cell, machine, loadavg, the BENCHMARKS.md writer)
+import lab_cpu as lc  # noqa: E402  (fmt, cell, machine, loadavg; lc.runner writes BENCHMARKS.md)
 
 ROOT = Path(__file__).resolve().parent.parent
 HCPIPE = ROOT / "target" / "release" / "hcpipe"
@@ -116,14 +116,7 @@ Soft vote, validation balanced accuracy: {bacc}{f" in all {len(votes)} runs (CPU
 - Date: {started:%Y-%m-%d %H:%M} UTC; took {(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 60:.1f} min.
 - Reproduce: `make build && python3 bench/demo.py` (caches in bench/data/demo/, git-ignored).
 """
-    text = lc.BENCHMARKS.read_text()
-    block = f"{BEGIN}\n{section.strip()}\n{END}"
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    else:
-        text = text[:start] + block + text[end + len(END):]
-    lc.BENCHMARKS.write_text(text)
+    lc.runner.write_section(section, BEGIN, END)
     print(section)
     print(f"written to {lc.BENCHMARKS}", file=sys.stderr)
 

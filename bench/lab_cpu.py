@@ -46,6 +46,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import runner  # noqa: E402  (shared helpers: machine, load, section writer)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "lab"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -85,38 +88,14 @@ def num(x):
     return f"{x:.3f}"
 
 
-def machine():
-    model, ram = "?", "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / (1 << 20):.1f} GiB"
-    except (OSError, ValueError):
-        pass
-    return f"{os.cpu_count()} CPUs (nproc), {model}, {ram} RAM, {platform.system()} {platform.release()}"
-
-
-def loadavg():
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
+# The same machine description and load average as the other bench scripts.
+machine = runner.machine
+loadavg = runner.loadavg
 
 
 def write_section(section):
-    """Put `section` between the markers in BENCHMARKS.md (replacing what was there)."""
-    text = BENCHMARKS.read_text()
-    block = f"{BEGIN}\n{section.strip()}\n{END}"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    BENCHMARKS.write_text(text)
+    """Put `section` between this table's markers in BENCHMARKS.md."""
+    runner.write_section(section, BEGIN, END)
 
 
 def run(cmd, what):

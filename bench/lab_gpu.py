@@ -731,17 +731,7 @@ close but not equal; GMM cluster ids are arbitrary, so b and 1 − b are the sam
 def write_benchmarks(results_path, bench_path):
     r = json.loads(Path(results_path).read_text())
     section = render(r)
-    text = bench_path.read_text()
-    block = f"{BEGIN}\n{section.strip()}\n{END}"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    elif AFTER in text:
-        i = text.index(AFTER) + len(AFTER)
-        text = text[:i] + "\n" + block + text[i:]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    bench_path.write_text(text)
+    lc.runner.write_section(section, BEGIN, END, path=bench_path, after=AFTER)
     print(section)
     print(f"written to {bench_path}")
 

@@ -343,18 +343,24 @@ def loadavg():
         return "?"
 
 
-def write_section(section, begin=BEGIN, end=END):
-    """Put `section` between the markers in BENCHMARKS.md (replacing what was there)."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else (
+def write_section(section, begin=BEGIN, end=END, path=None, after=None):
+    """Put `section` between the markers in `path` (BENCHMARKS.md), replacing what was
+    there; a new section goes right after the line `after` when given and present, else
+    at the end. Every bench script writes its section through this."""
+    path = path or BENCHMARKS
+    text = path.read_text() if path.exists() else (
         "# Benchmarks\n\nMeasured by the scripts in bench/; each section says how to reproduce it.\n"
     )
     block = f"{begin}\n{section.strip()}\n{end}"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
+    elif after and after in text:
+        i = text.index(after) + len(after)
+        text = text[:i] + "\n" + block + text[i:]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    BENCHMARKS.write_text(text)
+    path.write_text(text)
 
 
 # ---------------------------------------------------------------- main
