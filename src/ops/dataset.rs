@@ -304,7 +304,14 @@ impl Table {
         })
     }
 
-    fn ids(&self, line: u64, rec: &csv::StringRecord) -> Result<(String, String), OpError> {
+    /// The row's (participant_id, session_id), refused when unsafe as path
+    /// components or when `seen` (id pair → line) already holds them.
+    fn unique_ids(
+        &self,
+        line: u64,
+        rec: &csv::StringRecord,
+        seen: &mut HashMap<(String, String), u64>,
+    ) -> Result<(String, String), OpError> {
         let pid = self.get(rec, "participant_id").trim();
         let sid = self.get(rec, "session_id").trim();
         // Ids become path components: refuse anything that could leave the CAPS folder.
@@ -317,6 +324,12 @@ impl Table {
             return Err(OpError::Msg(format!(
                 "{}: participant_id `{pid}` / session_id `{sid}` must be non-empty letters, digits, `-` or `_`",
                 self.where_(line, rec)
+            )));
+        }
+        if let Some(first) = seen.insert((pid.to_string(), sid.to_string()), line) {
+            return Err(OpError::Msg(format!(
+                "{}: subject {pid} {sid} appears twice (lines {first} and {line}); keep one row per subject",
+                self.path.display()
             )));
         }
         Ok((pid.to_string(), sid.to_string()))
@@ -338,13 +351,7 @@ fn read_bids(path: &Path) -> Result<Vec<Subject>, OpError> {
     let mut seen: HashMap<(String, String), u64> = HashMap::new();
     let mut out = Vec::with_capacity(t.rows.len());
     for (line, rec) in &t.rows {
-        let (pid, sid) = t.ids(*line, rec)?;
-        if let Some(first) = seen.insert((pid.clone(), sid.clone()), *line) {
-            return Err(OpError::Msg(format!(
-                "{}: subject {pid} {sid} appears twice (lines {first} and {line}); keep one row per subject",
-                t.path.display()
-            )));
-        }
+        let (pid, sid) = t.unique_ids(*line, rec, &mut seen)?;
         let age = t.number(*line, rec, "age_bl")?;
         if !age.is_finite() {
             return Err(OpError::Msg(format!(
@@ -374,13 +381,7 @@ fn read_split(
     let mut seen: HashMap<(String, String), u64> = HashMap::new();
     let mut out = Vec::with_capacity(t.rows.len());
     for (line, rec) in &t.rows {
-        let (pid, sid) = t.ids(*line, rec)?;
-        if let Some(first) = seen.insert((pid.clone(), sid.clone()), *line) {
-            return Err(OpError::Msg(format!(
-                "{}: subject {pid} {sid} appears twice (lines {first} and {line}); keep one row per subject",
-                t.path.display()
-            )));
-        }
+        let (pid, sid) = t.unique_ids(*line, rec, &mut seen)?;
         let subject = *index.get(&(pid.clone(), sid.clone())).ok_or_else(|| {
             OpError::Msg(format!(
                 "{}: subject {pid} {sid} is not in OASIS_BIDS.tsv",
