@@ -7,6 +7,7 @@ mod caching;
 mod concurrency;
 mod data_pipeline;
 mod diff;
+mod differential;
 mod disk_full;
 mod errors;
 mod failures;
