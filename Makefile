@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab gpu-bundle torch soak fuzz
+.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab gpu-bundle torch soak fuzz fuzz-cache
 
 all: build
 
@@ -46,6 +46,17 @@ test: build test-services
 # Long reliability checks, outside `make test`.
 soak: build
 	HCPIPE_SOAK_KILLS=100 cargo test --release --test lib soak -- --nocapture
+
+# The randomized differential check of the cache (tests/differential.rs,
+# RELIABILITY.md): random pipelines and edit sequences, every cached stage
+# compared with a clean run, for FUZZ_SECONDS (default 1800) from a random
+# seed; prints sequences, steps, mismatches and wall time, and a shrunk
+# reproduction for each kind of mismatch. `make test` runs it for 30 s.
+# (FUZZ_SECONDS given on the command line or in the environment wins over
+# the 900 that `make fuzz` defaults to below.)
+FUZZ_CACHE_SECONDS = $(if $(filter command line environment,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),1800)
+fuzz-cache:
+	HCPIPE_DIFF_SECONDS=$(FUZZ_CACHE_SECONDS) HCPIPE_DIFF_SEED=random HCPIPE_DIFF_KEEP_GOING=1 cargo test --release --test lib differential -- --nocapture
 
 # Fuzzing (cargo-fuzz on stable via RUSTC_BOOTSTRAP): the pipeline parser
 # and the .pt reader, FUZZ_SECONDS each. The corpora live in fuzz/corpus.

@@ -166,6 +166,10 @@ struct Config {
     steps: usize,
     keep_going: bool,
     shrink_seconds: f64,
+    /// Where projects and caches live: `HCPIPE_DIFF_TMPDIR`, else /dev/shm
+    /// when there is one (a clean run there costs a tenth: no real fsyncs),
+    /// else the system's temp folder.
+    tmp: PathBuf,
 }
 
 fn env_num(name: &str) -> Option<f64> {
@@ -231,9 +235,18 @@ impl Config {
             seed,
             seq_seed,
             kinds,
-            steps: env_num("HCPIPE_DIFF_STEPS").map(|n| n as usize).unwrap_or(10),
+            steps: env_num("HCPIPE_DIFF_STEPS")
+                .map(|n| n as usize)
+                .unwrap_or(10),
             keep_going: std::env::var("HCPIPE_DIFF_KEEP_GOING").is_ok_and(|v| v == "1"),
             shrink_seconds: env_num("HCPIPE_DIFF_SHRINK_SECONDS").unwrap_or(30.0),
+            tmp: std::env::var_os("HCPIPE_DIFF_TMPDIR")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    let shm = PathBuf::from("/dev/shm");
+                    tempfile::tempdir_in(&shm).ok().map(|_| shm)
+                })
+                .unwrap_or_else(std::env::temp_dir),
         }
     }
     fn on(&self, k: Kind) -> bool {
@@ -459,6 +472,22 @@ impl Model {
         }
     }
 
+    /// `names` and every base stage they need, transitively.
+    fn closure_above(&self, names: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut set = names.clone();
+        loop {
+            let before = set.len();
+            for s in &self.stages {
+                if set.contains(&s.name) {
+                    set.extend(s.needs.iter().cloned());
+                }
+            }
+            if set.len() == before {
+                return set;
+            }
+        }
+    }
+
     /// Base stages that read `path` (a dep, or a file inside a folder dep).
     fn readers(&self, path: &str) -> BTreeSet<String> {
         self.stages
@@ -657,9 +686,9 @@ fn gen_model(rng: &mut Rng, cfg: &Config) -> Model {
         );
         add(&mut stages, "dir", body, vec![format!("dirs/d{d}")]);
     }
-    for m in 0..matrices.len() {
+    for (m, matrix) in matrices.iter().enumerate() {
         let k = rng.below(4);
-        let keys: Vec<String> = matrices[m]
+        let keys: Vec<String> = matrix
             .keys
             .keys()
             .map(|key| format!("'${{matrix.{key}}}'"))
@@ -813,7 +842,10 @@ fn gen_model(rng: &mut Rng, cfg: &Config) -> Model {
                 let i = add(
                     &mut stages,
                     "fan",
-                    format!("cat {src} | sed 's/^/{}|/' > {{out}}/out.txt", tag.join("-")),
+                    format!(
+                        "cat {src} | sed 's/^/{}|/' > {{out}}/out.txt",
+                        tag.join("-")
+                    ),
                     vec![],
                 );
                 stages[i].needs = needs;
@@ -875,14 +907,37 @@ fn matrix_pool() -> Vec<MVal> {
 
 #[derive(Clone, Debug)]
 enum Action {
-    Write { path: String, content: String },
-    Touch { path: String },
-    RenameOver { path: String, content: String },
-    Remove { path: String },
-    Symlink { path: String, target: String },
-    SetParam { name: String, value: String },
-    SetOverride { name: String, value: Option<String> },
-    SetMatrix { matrix: usize, key: String, values: Vec<MVal> },
+    Write {
+        path: String,
+        content: String,
+    },
+    Touch {
+        path: String,
+    },
+    RenameOver {
+        path: String,
+        content: String,
+    },
+    Remove {
+        path: String,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    SetParam {
+        name: String,
+        value: String,
+    },
+    SetOverride {
+        name: String,
+        value: Option<String>,
+    },
+    SetMatrix {
+        matrix: usize,
+        key: String,
+        values: Vec<MVal>,
+    },
 }
 
 impl Action {
@@ -892,12 +947,18 @@ impl Action {
             Action::Write { path, content } => format!("printf %s {} > {path}", q(content)),
             Action::Touch { path } => format!("touch {path}"),
             Action::RenameOver { path, content } => {
-                format!("printf %s {} > {path}.new && mv {path}.new {path}", q(content))
+                format!(
+                    "printf %s {} > {path}.new && mv {path}.new {path}",
+                    q(content)
+                )
             }
             Action::Remove { path } => format!("rm {path}"),
             Action::Symlink { path, target } => format!("ln -sfn {target} {path}"),
             Action::SetParam { name, value } => format!("p.yaml: params.{name} = {value:?}"),
-            Action::SetOverride { name, value: Some(v) } => {
+            Action::SetOverride {
+                name,
+                value: Some(v),
+            } => {
                 format!("from now on: --set {name}={v}")
             }
             Action::SetOverride { name, value: None } => format!("from now on: no --set {name}"),
@@ -1339,10 +1400,16 @@ fn set_args(model: &Model) -> Vec<String> {
 }
 
 /// `hcpipe status --json`: (stage, key, status), in hcpipe's order.
-fn status(dir: &Path, cache: &Path, model: &Model) -> Result<Vec<(String, String, String)>, String> {
+fn status(
+    dir: &Path,
+    cache: &Path,
+    model: &Model,
+) -> Result<Vec<(String, String, String)>, String> {
     let mut args = vec!["status".to_string(), "p.yaml".into(), "--json".into()];
     args.extend(set_args(model));
-    let out = hcpipe(dir, cache, &args).output().map_err(|e| e.to_string())?;
+    let out = hcpipe(dir, cache, &args)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("hcpipe status failed: {}", text_of(&out)));
     }
@@ -1471,7 +1538,10 @@ fn artifacts_of(
             return Err(Mismatch {
                 check: "run",
                 stage: m.name.clone(),
-                detail: format!("{what}: `{}` is {} right after a successful run", m.name, s.2),
+                detail: format!(
+                    "{what}: `{}` is {} right after a successful run",
+                    m.name, s.2
+                ),
             });
         }
         out.push(cache.join("artifacts").join(&s.1));
@@ -1584,8 +1654,7 @@ fn check(ctx: &Ctx, model: &Model) -> Vec<Mismatch> {
                     stage: m.name.clone(),
                     detail: format!("re-running its command failed: {}", text_of(&o)),
                 });
-            } else if let Some(d) = tree_diff(&p, "cached", &read_tree(&out_dir), "re-executed")
-            {
+            } else if let Some(d) = tree_diff(&p, "cached", &read_tree(&out_dir), "re-executed") {
                 let ups: Vec<&str> = m
                     .inputs
                     .values()
@@ -1617,11 +1686,13 @@ fn exec_step(
     std::fs::write(ctx.root.join("p.yaml"), model.yaml()).unwrap();
     let mut args = vec!["run".to_string(), "p.yaml".into(), "--json".into()];
     args.extend(set_args(model));
-    for f in &step.force {
+    let exists = |name: &String| model.stages.iter().any(|s| &s.name == name);
+    for f in step.force.iter().filter(|f| exists(f)) {
         args.push("--force".into());
         args.push(f.clone());
     }
-    let out = if let Some(mid) = &step.mid {
+    // (A shrunk pipeline may have lost the gated stage: then a plain run.)
+    let out = if let Some(mid) = step.mid.as_ref().filter(|m| exists(&m.gate)) {
         let gate = ctx.root.join(".gate");
         let flag = |ext: &str| gate.join(format!("{}.{ext}", mid.gate));
         std::fs::write(flag("armed"), "").unwrap();
@@ -1696,7 +1767,14 @@ struct SeqResult {
     run_steps: usize,
 }
 
-fn tree_listing(root: &Path) -> String {
+/// The files the pipeline's stages can read (deps, and the link targets
+/// outside the dep folders), with their contents.
+fn tree_listing(root: &Path, model: &Model) -> String {
+    let deps: Vec<&String> = model.stages.iter().flat_map(|s| &s.deps).collect();
+    let read = |rel: &Path| {
+        deps.iter().any(|d| rel.starts_with(d.as_str()))
+            || (rel.starts_with("ext") && deps.iter().any(|d| d.starts_with("dirs/")))
+    };
     let mut s = String::new();
     let mut items: Vec<_> = walkdir::WalkDir::new(root)
         .min_depth(1)
@@ -1709,6 +1787,7 @@ fn tree_listing(root: &Path) -> String {
                 || r.starts_with(".gate")
                 || r == Path::new("p.yaml")
                 || r == Path::new("gate.sh"))
+                && read(r)
         })
         .collect();
     items.sort_by(|a, b| a.path().cmp(b.path()));
@@ -1730,13 +1809,17 @@ fn run_sequence(
     cfg: &Config,
     seq_seed: u64,
     replay: Option<&[Step]>,
+    keep: Option<&BTreeSet<String>>,
     deadline: Instant,
 ) -> Result<SeqResult, String> {
     let mut rng = Rng(seq_seed);
     let mut model = gen_model(&mut rng, cfg);
+    if let Some(keep) = keep {
+        model.stages.retain(|s| keep.contains(&s.name));
+    }
     let mut world = initial_world(&mut rng);
-    let project = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let project = tempfile::tempdir_in(&cfg.tmp).map_err(|e| e.to_string())?;
+    let scratch = tempfile::tempdir_in(&cfg.tmp).map_err(|e| e.to_string())?;
     let ctx = Ctx {
         root: project.path().to_path_buf(),
         cache: project.path().join("cache"),
@@ -1753,7 +1836,7 @@ fn run_sequence(
     std::fs::write(ctx.root.join("gate.sh"), GATE_SH).unwrap();
     std::fs::create_dir_all(ctx.root.join(".gate")).unwrap();
     let initial_yaml = model.yaml();
-    let initial_tree = tree_listing(&ctx.root);
+    let initial_tree = tree_listing(&ctx.root, &model);
     let mut result = SeqResult {
         steps: vec![],
         failure: None,
@@ -1811,7 +1894,7 @@ fn shrink(cfg: &Config, seq_seed: u64, failing: &SeqResult) -> (SeqResult, usize
         let mut cand = steps.clone();
         cand.remove(i);
         replays += 1;
-        match run_sequence(cfg, seq_seed, Some(&cand), far) {
+        match run_sequence(cfg, seq_seed, Some(&cand), None, far) {
             Ok(r) if r.failure.is_some() => {
                 steps = r.steps.clone();
                 best = Some(r);
@@ -1819,8 +1902,55 @@ fn shrink(cfg: &Config, seq_seed: u64, failing: &SeqResult) -> (SeqResult, usize
             _ => i += 1,
         }
     }
+    // Then the pipeline: keep what the mismatching stages, the gates and the
+    // forced stages need, then drop one stage (and what is below it) at a time.
+    let model = gen_model(&mut Rng(seq_seed), cfg);
+    let failure = best.as_ref().unwrap_or(failing).failure.clone();
+    let mut keep: Option<BTreeSet<String>> = None;
+    let roots: BTreeSet<String> = failure
+        .iter()
+        .flat_map(|(_, ms)| {
+            ms.iter()
+                .map(|m| m.stage.split('[').next().unwrap_or("").to_string())
+        })
+        .chain(steps.iter().flat_map(|s| s.force.clone()))
+        .chain(
+            steps
+                .iter()
+                .filter_map(|s| s.mid.as_ref().map(|m| m.gate.clone())),
+        )
+        .collect();
+    if !roots.contains("") && Instant::now() < deadline {
+        let needed = model.closure_above(&roots);
+        replays += 1;
+        if let Ok(r) = run_sequence(cfg, seq_seed, Some(&steps), Some(&needed), far) {
+            if r.failure.is_some() {
+                best = Some(r);
+                keep = Some(needed);
+            }
+        }
+        let names: Vec<String> = model.stages.iter().rev().map(|s| s.name.clone()).collect();
+        for name in names {
+            let Some(k) = keep.clone() else { break };
+            if !k.contains(&name) || Instant::now() >= deadline {
+                continue;
+            }
+            let below = model.closure_below(&name);
+            let cand: BTreeSet<String> = k.difference(&below).cloned().collect();
+            if cand.is_empty() {
+                continue;
+            }
+            replays += 1;
+            if let Ok(r) = run_sequence(cfg, seq_seed, Some(&steps), Some(&cand), far) {
+                if r.failure.is_some() {
+                    best = Some(r);
+                    keep = Some(cand);
+                }
+            }
+        }
+    }
     let best = best.unwrap_or_else(|| {
-        run_sequence(cfg, seq_seed, Some(&steps), far).unwrap_or(SeqResult {
+        run_sequence(cfg, seq_seed, Some(&steps), keep.as_ref(), far).unwrap_or(SeqResult {
             steps: failing.steps.clone(),
             failure: failing.failure.clone(),
             initial_yaml: failing.initial_yaml.clone(),
@@ -1862,10 +1992,17 @@ fn quick_signature(r: &SeqResult) -> String {
         .iter()
         .map(|m| {
             let base = m.stage.split('[').next().unwrap_or("");
-            format!("{}@{}", m.check, base.trim_end_matches(|c: char| c.is_ascii_digit()))
+            format!(
+                "{}@{}",
+                m.check,
+                base.trim_end_matches(|c: char| c.is_ascii_digit())
+            )
         })
         .collect();
-    format!("{step} → {}", what.into_iter().collect::<Vec<_>>().join(" "))
+    format!(
+        "{step} → {}",
+        what.into_iter().collect::<Vec<_>>().join(" ")
+    )
 }
 
 fn report(seq_seed: u64, original: &SeqResult, shrunk: &SeqResult) -> String {
@@ -1880,7 +2017,7 @@ fn report(seq_seed: u64, original: &SeqResult, shrunk: &SeqResult) -> String {
     let _ = writeln!(s, "--- p.yaml at first:\n{}", shrunk.initial_yaml);
     let _ = writeln!(
         s,
-        "--- files at first (and gate.sh, the harness's gate for mid-run edits):\n{}",
+        "--- files the stages read, at first (gate.sh: the harness's gate for mid-run edits):\n{}",
         shrunk.initial_tree
     );
     let _ = writeln!(
@@ -1910,9 +2047,10 @@ fn differential_cache_check() {
     let deadline = started + Duration::from_secs_f64(cfg.seconds);
     let kinds: Vec<&str> = cfg.kinds.iter().map(|k| k.name()).collect();
     println!(
-        "differential: seed {:#x}, {} s, kinds: {}",
+        "differential: seed {:#x}, {} s, in {}, kinds: {}",
         cfg.seed,
         cfg.seconds,
+        cfg.tmp.display(),
         kinds.join(",")
     );
     let mut top = Rng(cfg.seed);
@@ -1926,7 +2064,7 @@ fn differential_cache_check() {
             None if Instant::now() >= deadline && sequences > 0 => break,
             None => top.next(),
         };
-        let r = run_sequence(&cfg, seq_seed, None, deadline)
+        let r = run_sequence(&cfg, seq_seed, None, None, deadline)
             .unwrap_or_else(|e| panic!("harness error in sequence {seq_seed:#x}: {e}"));
         sequences += 1;
         steps += r.run_steps;
@@ -1935,7 +2073,7 @@ fn differential_cache_check() {
             let quick = quick_signature(&r);
             let n = seen.entry(quick.clone()).or_default();
             *n += 1;
-            if *n == 1 || !cfg.keep_going {
+            if (*n == 1 && reports.len() < 20) || !cfg.keep_going {
                 let (shrunk, replays) = shrink(&cfg, seq_seed, &r);
                 let text = report(seq_seed, &r, &shrunk);
                 println!("{text}(shrunk in {replays} replays)\n");
