@@ -1883,8 +1883,17 @@ fn run_sequence(
 }
 
 /// Greedily drop steps while the sequence still fails.
-fn shrink(cfg: &Config, seq_seed: u64, failing: &SeqResult) -> (SeqResult, usize) {
-    let deadline = Instant::now() + Duration::from_secs_f64(cfg.shrink_seconds);
+fn shrink(
+    cfg: &Config,
+    seq_seed: u64,
+    failing: &SeqResult,
+    budget_end: Instant,
+) -> (SeqResult, usize) {
+    let mut deadline = Instant::now() + Duration::from_secs_f64(cfg.shrink_seconds);
+    if cfg.keep_going {
+        // In a long run, shrinking counts against the run's own budget.
+        deadline = deadline.min(budget_end);
+    }
     let far = Instant::now() + Duration::from_secs(3600);
     let mut steps = failing.steps.clone();
     let mut best: Option<SeqResult> = None;
@@ -2074,7 +2083,7 @@ fn differential_cache_check() {
             let n = seen.entry(quick.clone()).or_default();
             *n += 1;
             if (*n == 1 && reports.len() < 20) || !cfg.keep_going {
-                let (shrunk, replays) = shrink(&cfg, seq_seed, &r);
+                let (shrunk, replays) = shrink(&cfg, seq_seed, &r, deadline);
                 let text = report(seq_seed, &r, &shrunk);
                 println!("{text}(shrunk in {replays} replays)\n");
                 reports.push(text);
