@@ -3,6 +3,7 @@
 
 mod common;
 
+mod cache_trust;
 mod caching;
 mod concurrency;
 mod data_pipeline;

@@ -15,7 +15,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Mutex;
+
 use super::torch_server::JobError;
+use crate::cache::statcache::StatCache;
 use crate::cache::store::{EntryMeta, Staging};
 use crate::cache::{Cache, Entry, KeyInputs, StageKey};
 use crate::ops::{self, Input, JobSpec, Metrics, OpCtx, OpKind, Params};
@@ -69,7 +72,11 @@ impl Failure {
 pub type Outcome = Result<(StageStatus, Entry), Failure>;
 
 /// Run `job` against `cache`, or reuse what another run finished.
-pub fn run_job(cache: &Cache, job: &Job) -> Outcome {
+///
+/// The stage's deps are hashed again (through `stat`) after it ran: one
+/// edited meanwhile would file a result made from the new bytes under the
+/// old bytes' key, so such a result is refused, never committed.
+pub fn run_job(cache: &Cache, job: &Job, stat: &Mutex<StatCache>) -> Outcome {
     let _lock = cache
         .lock_stage(&job.key)
         .map_err(|e| Failure::msg(e.to_string()))?;
@@ -103,6 +110,7 @@ pub fn run_job(cache: &Cache, job: &Job) -> Outcome {
             )));
         }
     }
+    deps_unchanged(job, stat)?;
     let meta = EntryMeta {
         stage: job.stage.clone(),
         pipeline: job.pipeline.clone(),
@@ -116,6 +124,25 @@ pub fn run_job(cache: &Cache, job: &Job) -> Outcome {
     Ok((StageStatus::Ran, entry))
 }
 
+/// Refuse to commit when a dep no longer hashes as it did when the key was made.
+fn deps_unchanged(job: &Job, stat: &Mutex<StatCache>) -> Result<(), Failure> {
+    let mut stat = stat
+        .lock()
+        .map_err(|_| Failure::msg("internal: stat cache lock poisoned (bug, please report)"))?;
+    for (dep, before) in &job.key_inputs.deps {
+        let now = stat.hash_path(&job.workdir.join(dep)).ok();
+        if now.as_deref() != Some(before.as_str()) {
+            return Err(Failure::msg(format!(
+                "dep `{dep}` of stage `{}` changed while the stage ran, so its result was not \
+                 stored (it may have read either version); run again to build it from the dep \
+                 as it is now",
+                job.stage
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure> {
     let out = staging.out();
     match &job.work {
@@ -123,8 +150,10 @@ fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure>
             let cmd = expand_cmd(text, &out, &job.inputs);
             let mut command = Command::new("sh");
             command.arg("-c").arg(&cmd).current_dir(&job.workdir);
+            // Only variables whose values are in the key (HCPIPE_OUT is `{out}`,
+            // HCPIPE_THREADS the declared `resources.cpu`): two stages that
+            // share a key must not be able to tell each other apart.
             command
-                .env("HCPIPE_STAGE", &job.stage)
                 .env("HCPIPE_OUT", &out)
                 .env("HCPIPE_THREADS", job.threads.to_string());
             spawn_logged(command, log, &format!("cmd of stage `{}`", job.stage))?;
@@ -178,7 +207,9 @@ fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure>
                         Failure::msg(format!("writing {}: {e}", job_file.display()))
                     })?;
                     run_torch_job(&worker, &job_file, staging, log, &job.stage)?;
-                    read_metrics(&out, &job.stage)
+                    let mut metrics = read_metrics(&out, &job.stage)?;
+                    add_timings(&staging.root, &mut metrics);
+                    Ok(metrics)
                 }
             }
         }
@@ -378,6 +409,16 @@ fn read_metrics(out: &Path, stage: &str) -> Result<Metrics, Failure> {
         },
         Err(_) => Ok(Metrics::new()),
     }
+}
+
+/// The worker's times (kept out of the artifact, see
+/// [`ops::VOLATILE_METRICS`]) go into the stage's entry.
+fn add_timings(staging_root: &Path, metrics: &mut Metrics) {
+    let timings = std::fs::read(staging_root.join(ops::TIMINGS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Metrics>(&b).ok())
+        .unwrap_or_default();
+    metrics.extend(timings);
 }
 
 /// A job as handed to `hcpipe exec` on another machine: the job and the
