@@ -4,6 +4,7 @@
 mod common;
 
 mod caching;
+mod commit_safety;
 mod concurrency;
 mod data_pipeline;
 mod diff;
