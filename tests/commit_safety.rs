@@ -224,6 +224,41 @@ fn hard_link_to_a_user_file_is_copied_not_taken() {
 }
 
 #[test]
+fn non_finite_metrics_are_stored_as_null_with_a_warning() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"
+name: n
+stages:
+  s:
+    cmd: "echo out > {out}/x && printf '%s' '{\"loss\": NaN, \"hi\": Infinity, \"lo\": -Infinity, \"ok\": 1.5, \"note\": \"NaN, Infinity \\\" -Infinity\", \"deep\": [NaN]}' > {out}/metrics.json"
+"#,
+    );
+    let r = p.run(&["run", "p.yaml"]).ok();
+    assert!(
+        r.stderr.contains("warning: stage `s`")
+            && r.stderr.contains("`loss`")
+            && r.stderr.contains("`hi`")
+            && r.stderr.contains("`lo`")
+            && r.stderr.contains("`deep[0]`"),
+        "{}",
+        r.stderr
+    );
+    let m = &entry(&p, "s")["metrics"];
+    assert!(
+        m["loss"].is_null() && m["hi"].is_null() && m["lo"].is_null(),
+        "{m}"
+    );
+    assert_eq!(m["ok"], 1.5);
+    assert_eq!(m["note"], "NaN, Infinity \" -Infinity");
+    assert_eq!(
+        std::fs::read_to_string(artifact(&p, "s").join("x")).unwrap(),
+        "out\n"
+    );
+}
+
+#[test]
 fn non_utf8_file_name_is_refused() {
     let p = Project::new();
     p.write(
