@@ -5,6 +5,7 @@ mod common;
 
 mod cache_trust;
 mod caching;
+mod commit_safety;
 mod concurrency;
 mod data_pipeline;
 mod diff;
