@@ -110,6 +110,7 @@ pub fn run_job(cache: &Cache, job: &Job, stat: &Mutex<StatCache>) -> Outcome {
             )));
         }
     }
+    warn_if_empty(&job.stage, &job.work, &staging.out());
     deps_unchanged(job, stat)?;
     let meta = EntryMeta {
         stage: job.stage.clone(),
