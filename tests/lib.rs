@@ -14,6 +14,7 @@ mod errors;
 mod failures;
 mod hostile;
 pub mod lab;
+mod lifecycle;
 mod matrix;
 mod parallel;
 mod pipelines;
