@@ -21,4 +21,5 @@ mod pipelines;
 pub mod report;
 mod slurm;
 mod soak;
+mod spec_safety;
 mod verify_gc;

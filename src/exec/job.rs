@@ -6,7 +6,6 @@
 //! reuse it → run in a staging folder → commit to the cache. The lock makes
 //! two runners on one cache execute each key once.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Mutex;
 
+use super::cmd_text::expand_cmd;
 use super::torch_server::JobError;
 use crate::cache::statcache::StatCache;
 use crate::cache::store::{EntryMeta, Staging};
@@ -290,43 +290,6 @@ pub fn torch_worker() -> Result<PathBuf, String> {
         "this stage runs in the torch worker `hcpipe-torch`, which is not beside {} ; build it with `make build` (it links libtorch) or set HCPIPE_TORCH_WORKER=/path/to/hcpipe-torch",
         exe.display()
     ))
-}
-
-/// `{out}` and `{in.NAME}` → absolute paths, shell-quoted.
-pub fn expand_cmd(text: &str, out: &Path, inputs: &[Input]) -> String {
-    let mut cmd = text.replace("{out}", &shell_quote(&out.to_string_lossy()));
-    let by_name: BTreeMap<&str, &Input> = inputs.iter().map(|i| (i.stage.as_str(), i)).collect();
-    for (name, input) in &by_name {
-        cmd = cmd.replace(
-            &format!("{{in.{name}}}"),
-            &shell_quote(&input.dir.to_string_lossy()),
-        );
-    }
-    // A matrix stage's base name stands for all its members in `needs`
-    // (one folder when fanning out, every folder, space-separated, when gathering).
-    let mut by_base: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for i in inputs {
-        if let Some((base, _)) = i.stage.split_once('[') {
-            by_base
-                .entry(base)
-                .or_default()
-                .push(shell_quote(&i.dir.to_string_lossy()));
-        }
-    }
-    for (base, dirs) in by_base {
-        cmd = cmd.replace(&format!("{{in.{base}}}"), &dirs.join(" "));
-    }
-    cmd
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 /// Bytes of a child's output kept in memory for the error message, so the

@@ -12,6 +12,7 @@
 //! The loop never uses `?`: after a failure it stops launching that branch,
 //! drains what is running, and reports everything at the end.
 
+pub mod cmd_text;
 pub mod interrupt;
 pub mod job;
 pub mod local;
