@@ -4,7 +4,9 @@
 //! user's input is wrong.
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -141,6 +143,19 @@ pub fn main() -> i32 {
         }
     };
     init_logging(cli.verbose);
+    // Commands that only print end quietly when their reader goes away
+    // (`hcpipe show | head`), as `cat` does. `run` keeps ignoring SIGPIPE:
+    // a closed pipe must not stop a run, so its output ignores write errors.
+    let runs_stages = matches!(
+        cli.command,
+        Command::Run { dry_run: false, .. } | Command::Exec { .. }
+    );
+    if !runs_stages {
+        // SAFETY: setting a signal's disposition to the default, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Run {
             pipeline,
@@ -204,7 +219,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
             2
         }
     }
@@ -300,11 +315,14 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
     };
     let cache = open_cache(cache_dir)?;
     let _use = cache.use_lock().map_err(|e| e.to_string())?;
+    let forced: HashSet<String> = force.into_iter().collect();
     let mut stat = StatCache::load(cache.stat_cache_path());
-    let plan = plan(&dag, &cache, &mut stat).map_err(|e| e.to_string())?;
+    let plan = plan(&dag, &cache, &mut stat, &|id| {
+        is_forced(&forced, dag.stage(id))
+    })
+    .map_err(|e| e.to_string())?;
     tracing::info!("hashed {} dep file(s)", stat.hashed);
     let _ = stat.save();
-    let forced: HashSet<String> = force.into_iter().collect();
     if dry_run {
         let fresh = freshness(&dag, &cache, &plan);
         for &id in dag.topo_order() {
@@ -317,11 +335,21 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
                 (Freshness::Stale(why), _) => {
                     format!("would run  {}  ({})", s.name, why.join("; "))
                 }
+                (Freshness::AfterUpstream(up), _) => format!(
+                    "maybe      {}  (upstream `{up}` runs first; cached if its output is unchanged)",
+                    s.name
+                ),
             };
             if json {
+                let status = match &fresh[id.0] {
+                    _ if is_forced => "would_run",
+                    Freshness::Fresh => "cached",
+                    Freshness::AfterUpstream(_) => "after_upstream",
+                    _ => "would_run",
+                };
                 println!(
                     "{}",
-                    serde_json::json!({"stage": s.name, "key": plan.keys[id.0], "status": if line.starts_with("cached") {"cached"} else {"would_run"}})
+                    serde_json::json!({"stage": s.name, "key": plan.key(id), "status": status})
                 );
             } else {
                 println!("{line}");
@@ -355,6 +383,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         finished: None,
         status: "running".into(),
         hcpipe_version: env!("CARGO_PKG_VERSION").into(),
+        runner: record::Runner::this_process(),
         stages: Vec::new(),
     };
     let opts = RunOptions {
@@ -366,9 +395,11 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         },
         force: forced,
     };
+    let stat = Arc::new(Mutex::new(stat));
     let mut executor: Box<dyn Executor> = match executor_kind {
         ExecutorKind::Local => Box::new(LocalExecutor {
             cache: cache.clone(),
+            stat: Arc::clone(&stat),
         }),
         ExecutorKind::Slurm => {
             let resources = (0..dag.len())
@@ -386,7 +417,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
             .op_name()
             .and_then(crate::ops::lookup)
             .is_some_and(|d| matches!(d.kind, crate::ops::OpKind::Torch));
-        torch && (plan.cached[i].is_none() || is_forced(&opts.force, s))
+        torch && (plan.cached(StageId(i)).is_none() || is_forced(&opts.force, s))
     });
     if matches!(executor_kind, ExecutorKind::Local) && torch_work && torch_server::wanted(opts.gpus)
     {
@@ -403,6 +434,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         &dag,
         &cache,
         &plan,
+        &stat,
         &opts,
         executor.as_mut(),
         &mut record,
@@ -410,6 +442,9 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
     );
     reporter.finish();
     torch_server::stop();
+    if let Ok(mut stat) = stat.lock() {
+        let _ = stat.save();
+    }
     let interrupted = interrupt::requested();
     record.status = if interrupted {
         "interrupted"
@@ -423,7 +458,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
     record.save(&cache).map_err(|e| e.to_string())?;
     if interrupted {
-        eprintln!("error: run {} interrupted", record.id);
+        let _ = writeln!(std::io::stderr(), "error: run {} interrupted", record.id);
         return Ok(130);
     }
     if ok {
@@ -441,7 +476,12 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
             msg.push_str(&format!("  full log: {}\n", log.display()));
         }
     }
-    eprintln!("error: run {} failed\n{}", record.id, msg.trim_end());
+    let _ = writeln!(
+        std::io::stderr(),
+        "error: run {} failed\n{}",
+        record.id,
+        msg.trim_end()
+    );
     Ok(1)
 }
 
@@ -454,7 +494,7 @@ fn cmd_status(
     let dag = load_dag(pipeline, set)?;
     let cache = open_cache(cache_dir)?;
     let mut stat = StatCache::load(cache.stat_cache_path());
-    let plan = plan(&dag, &cache, &mut stat).map_err(|e| e.to_string())?;
+    let plan = plan(&dag, &cache, &mut stat, &|_| false).map_err(|e| e.to_string())?;
     let _ = stat.save();
     let fresh = freshness(&dag, &cache, &plan);
     let mut rows = Vec::new();
@@ -464,11 +504,15 @@ fn cmd_status(
             Freshness::Fresh => ("fresh", String::new()),
             Freshness::NeverRun => ("never run", String::new()),
             Freshness::Stale(why) => ("stale", why.join("; ")),
+            Freshness::AfterUpstream(up) => (
+                "stale",
+                format!("upstream `{up}` will run (cached again if its output is unchanged)"),
+            ),
         };
         if json {
             println!(
                 "{}",
-                serde_json::json!({"stage": s.name, "key": plan.keys[id.0], "status": status, "why": why})
+                serde_json::json!({"stage": s.name, "key": plan.key(id), "status": status, "why": why})
             );
         } else {
             rows.push(vec![s.name.clone(), status.to_string(), why]);
@@ -546,7 +590,7 @@ fn cmd_show(
     if Path::new(target).is_file() {
         let dag = load_dag(Path::new(target), &[])?;
         let mut stat = StatCache::load(cache.stat_cache_path());
-        let plan = plan(&dag, &cache, &mut stat).map_err(|e| e.to_string())?;
+        let plan = plan(&dag, &cache, &mut stat, &|_| false).map_err(|e| e.to_string())?;
         let ids: Vec<_> = match stage {
             Some(name) => vec![dag.find(name).ok_or_else(|| {
                 let names: Vec<&str> = dag
@@ -565,7 +609,7 @@ fn cmd_show(
         for id in ids {
             let s = dag.stage(id);
             // The current key's result, else the newest run's result for this stage.
-            let entry = match &plan.cached[id.0] {
+            let entry = match plan.cached(id) {
                 Some(e) => Some(e.clone()),
                 None => record::runs_of(&cache, &dag.pipeline.path)
                     .iter()
@@ -590,10 +634,10 @@ fn cmd_show(
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"stage": s.name, "key": entry.key, "path": path, "metrics": entry.metrics, "current": entry.key == plan.keys[id.0]})
+                    serde_json::json!({"stage": s.name, "key": entry.key, "path": path, "metrics": entry.metrics, "current": Some(&entry.key) == plan.key(id)})
                 );
             } else {
-                let stale = if entry.key == plan.keys[id.0] {
+                let stale = if Some(&entry.key) == plan.key(id) {
                     ""
                 } else {
                     "  (stale: an older result)"
@@ -762,7 +806,8 @@ fn cmd_exec(job_file: &Path) -> Result<i32, String> {
     let _use = cache
         .use_lock()
         .map_err(|e| failed(Some(&job), e.to_string()))?;
-    let outcome = crate::exec::job::run_job(&cache, &job.job);
+    let stat = std::sync::Mutex::new(StatCache::load(cache.stat_cache_path()));
+    let outcome = crate::exec::job::run_job(&cache, &job.job, &stat);
     let result = match &outcome {
         Ok((status, entry)) => JobResult {
             stage: job.job.stage.clone(),

@@ -3,7 +3,9 @@
 
 mod common;
 
+mod cache_trust;
 mod caching;
+mod commit_safety;
 mod concurrency;
 mod data_pipeline;
 mod diff;
@@ -13,10 +15,12 @@ mod errors;
 mod failures;
 mod hostile;
 pub mod lab;
+mod lifecycle;
 mod matrix;
 mod parallel;
 mod pipelines;
 pub mod report;
 mod slurm;
 mod soak;
+mod spec_safety;
 mod verify_gc;

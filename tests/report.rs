@@ -584,6 +584,7 @@ fn commit_stage(
         upstream: Default::default(),
         deps: Default::default(),
         outs: Vec::new(),
+        env: Default::default(),
     };
     let key = inputs.key();
     let staging = cache.staging(&key).unwrap();
@@ -614,6 +615,7 @@ fn save_run(cache: &hcpipe::cache::Cache, id: &str, stages: &[(&str, &hcpipe::ca
         finished: None,
         status: "ok".into(),
         hcpipe_version: "0".into(),
+        runner: None,
         stages: stages
             .iter()
             .map(|(s, k)| StageRecord {

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use super::lock::UseLock;
-use super::store::{Cache, FileKind};
+use super::store::{object_name, Cache, FileKind};
 use super::{CacheError, StageKey};
 use crate::record::list_runs;
 
@@ -39,11 +39,12 @@ pub fn gc(cache: &Cache, keep_last: Option<usize>) -> Result<GcReport, CacheErro
             kept_keys.extend(run.stages.iter().map(|s| s.key.clone()));
         }
     }
+    // Object file names: `<hash>`, or `<hash>.x` for an executable one.
     let mut kept_objects: HashSet<String> = HashSet::new();
     for entry in cache.entries()?.into_iter().flatten() {
         if kept_keys.contains(&entry.key) {
             kept_objects.extend(entry.files.iter().filter_map(|f| match &f.kind {
-                FileKind::File { hash, .. } => Some(hash.clone()),
+                FileKind::File { hash, exec, .. } => Some(object_name(hash, *exec)),
                 _ => None,
             }));
             continue;

@@ -8,12 +8,17 @@
 //! | 2 | `op` + `op_version` | an op's code change that alters output bumps its version |
 //! | 3 | `cmd` (after `${…}` substitution; `{in.X}`/`{out}` kept symbolic) | the command is the code |
 //! | 4 | `params` (canonical: object keys sorted) | one param change re-runs the stage |
-//! | 5 | `upstream`: need name → upstream key | a changed upstream re-runs everything below it |
-//! | 6 | `deps`: path → blake3 of content | declared input files |
+//! | 5 | `upstream`: each need's name and the **content hash of its artifact** ([`content_hash`]), in `needs` order | the bytes a stage reads, not how they were made: a `--force`d non-deterministic stage re-runs exactly what its new output feeds, and an upstream re-run that produced the same bytes leaves everything below cached (early cut-off); the order is a gather's `{in.X}` order |
+//! | 6 | `deps`: path → blake3 of content (+ `+x` when executable; a folder: every entry's name, kind and content, symlinks followed and named) | declared input files, and a `fetch` op's local `path` |
 //! | 7 | `outs` | a cmd's promised outputs |
+//! | 8 | `env`: the variables hcpipe sets for a cmd (`HCPIPE_THREADS`) | a stage that reads them may change its output |
 //!
-//! Not in the key, on purpose: resources, the executor, the cache path, the
-//! environment and mtimes (a touched, unchanged dep re-runs nothing).
+//! Not in the key, on purpose: resources other than a cmd's thread count,
+//! the executor, the cache path (`{out}`, `{in.X}` are kept symbolic), the
+//! user's environment and mtimes (a touched, unchanged dep re-runs nothing).
+//!
+//! Since an upstream's content is only known once it has finished, a
+//! stage's key is computed when it is about to run (see `exec::plan`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Bump when the meaning or layout of [`KeyInputs`] changes.
-pub const CACHE_VERSION: u32 = 1;
+pub const CACHE_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -40,6 +45,12 @@ impl StageKey {
         &self.0[..self.0.len().min(12)]
     }
 
+    /// The key of a stage skipped before its needs finished (so before its key
+    /// could be known); never names a cache entry.
+    pub fn unknown() -> StageKey {
+        StageKey(String::new())
+    }
+
     /// A key read from a user or a file must be plain hex before it names a path.
     pub fn parse(s: &str) -> Option<StageKey> {
         (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -54,9 +65,28 @@ pub struct KeyInputs {
     pub op_version: Option<u32>,
     pub cmd: Option<String>,
     pub params: Value,
-    pub upstream: BTreeMap<String, StageKey>,
+    /// In `needs` order.
+    pub upstream: Vec<UpstreamInput>,
     pub deps: BTreeMap<String, String>,
     pub outs: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// One upstream artifact a stage reads: whose, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamInput {
+    pub stage: String,
+    /// [`content_hash`] of the upstream's artifact.
+    pub content: String,
+}
+
+/// The identity of an artifact's content: blake3 over its manifest (every
+/// path with its kind, object hash, size, mode or link target).
+pub fn content_hash<T: Serialize>(manifest: &T) -> String {
+    let canonical = canonical(&serde_json::to_value(manifest).unwrap_or(Value::Null));
+    blake3::hash(canonical.to_string().as_bytes())
+        .to_hex()
+        .to_string()
 }
 
 impl KeyInputs {
@@ -94,19 +124,30 @@ impl KeyInputs {
             &object(&self.params),
             &mut why,
         );
-        for (name, key) in &self.upstream {
-            match old.upstream.get(name) {
+        let old_up: BTreeMap<&str, &str> = old
+            .upstream
+            .iter()
+            .map(|u| (u.stage.as_str(), u.content.as_str()))
+            .collect();
+        let new_up: BTreeMap<&str, &str> = self
+            .upstream
+            .iter()
+            .map(|u| (u.stage.as_str(), u.content.as_str()))
+            .collect();
+        for (name, content) in &new_up {
+            match old_up.get(name) {
                 None => why.push(format!("new upstream `{name}`")),
-                Some(k) if k != key => why.push(format!("upstream `{name}` changed")),
+                Some(c) if c != content => why.push(format!("upstream `{name}`'s output changed")),
                 _ => {}
             }
         }
-        for name in old
-            .upstream
-            .keys()
-            .filter(|n| !self.upstream.contains_key(*n))
-        {
+        for name in old_up.keys().filter(|n| !new_up.contains_key(*n)) {
             why.push(format!("upstream `{name}` removed"));
+        }
+        let order =
+            |k: &KeyInputs| -> Vec<String> { k.upstream.iter().map(|u| u.stage.clone()).collect() };
+        if new_up.keys().eq(old_up.keys()) && order(self) != order(old) {
+            why.push("order of the upstream inputs changed".to_string());
         }
         for (path, h) in &self.deps {
             match old.deps.get(path) {
@@ -120,6 +161,11 @@ impl KeyInputs {
         }
         if self.outs != old.outs {
             why.push("outs changed".to_string());
+        }
+        for (var, v) in &self.env {
+            if old.env.get(var) != Some(v) {
+                why.push(format!("${var} changed (now {v})"));
+            }
         }
         why
     }
@@ -189,9 +235,13 @@ mod tests {
             op_version: Some(1),
             cmd: None,
             params: json!({"region": "left_hc", "shift": 2}),
-            upstream: BTreeMap::from([("dataset".to_string(), StageKey("a".repeat(64)))]),
+            upstream: vec![UpstreamInput {
+                stage: "dataset".into(),
+                content: "a".repeat(64),
+            }],
             deps: BTreeMap::new(),
             outs: vec![],
+            env: BTreeMap::new(),
         }
     }
 
@@ -211,9 +261,18 @@ mod tests {
             Box::new(|k| k.op_version = Some(2)),
             Box::new(|k| k.cmd = Some("x".into())),
             Box::new(|k| k.params = json!({"region": "left_hc", "shift": 3})),
+            Box::new(|k| k.upstream[0].content = "b".repeat(64)),
             Box::new(|k| {
-                k.upstream
-                    .insert("dataset".into(), StageKey("b".repeat(64)));
+                k.upstream.insert(
+                    0,
+                    UpstreamInput {
+                        stage: "other".into(),
+                        content: "c".repeat(64),
+                    },
+                )
+            }),
+            Box::new(|k| {
+                k.env.insert("HCPIPE_THREADS".into(), "2".into());
             }),
             Box::new(|k| {
                 k.deps.insert("a.csv".into(), "00".into());
@@ -229,6 +288,23 @@ mod tests {
                 "change {i} has no reason"
             );
         }
+    }
+
+    #[test]
+    fn a_gather_order_change_changes_the_key_and_says_so() {
+        let member = |m: &str| UpstreamInput {
+            stage: format!("train[k={m}]"),
+            content: m.repeat(64),
+        };
+        let mut a = base();
+        a.upstream = vec![member("1"), member("2"), member("3")];
+        let mut b = base();
+        b.upstream = vec![member("3"), member("1"), member("2")];
+        assert_ne!(a.key(), b.key());
+        assert_eq!(
+            b.why_differs(&a),
+            vec!["order of the upstream inputs changed"]
+        );
     }
 
     #[test]

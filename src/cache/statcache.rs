@@ -7,7 +7,7 @@
 //! costs the loser's entries a re-hash later.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -66,36 +66,84 @@ impl StatCache {
         }
     }
 
-    /// The content hash of a file, or of a folder tree (relative paths and
-    /// file hashes, sorted).
+    /// The content hash of a dep: a file's bytes and executable bit, or a
+    /// folder tree (see [`StatCache::hash_tree`]).
+    ///
+    /// Symlinks are followed (a dep given as a link is its target's content).
     pub fn hash_path(&mut self, path: &Path) -> Result<String, CacheError> {
         let meta = std::fs::metadata(path).map_err(|e| CacheError::io(path, e))?;
         if meta.is_dir() {
-            let mut hasher = blake3::Hasher::new();
-            let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(path)
-                .sort_by_file_name()
-                .into_iter()
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_file())
-                .map(|e| e.into_path())
-                .collect();
-            entries.sort();
-            for file in entries {
-                let rel = file
-                    .strip_prefix(path)
-                    .unwrap_or(&file)
-                    .to_string_lossy()
-                    .into_owned();
-                let h = self.hash_file(&file)?;
-                hasher.update(rel.as_bytes());
-                hasher.update(&[0]);
-                hasher.update(h.as_bytes());
-                hasher.update(&[0]);
-            }
-            Ok(format!("tree:{}", hasher.finalize().to_hex()))
+            self.hash_tree(path)
         } else {
             self.hash_file(path)
         }
+    }
+
+    /// A folder's hash: every entry by relative path (sorted), each with its
+    /// kind and content. Symlinks inside are followed, so editing a link's
+    /// target or re-pointing the link changes the hash, and the link's own
+    /// name and target text are hashed too (a link loop is hashed as its
+    /// text, never walked forever). The cache folder is skipped when it lies
+    /// inside (`deps: [.]`): its contents change with every run.
+    /// Unreadable entries are errors, never silently skipped: a skipped file
+    /// would be outside the key.
+    fn hash_tree(&mut self, root: &Path) -> Result<String, CacheError> {
+        let cache_root = self.path.parent().and_then(|p| p.canonicalize().ok());
+        let mut records: Vec<(char, Vec<u8>, String)> = Vec::new();
+        let mut walker = walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .follow_links(true)
+            .sort_by_file_name()
+            .into_iter();
+        while let Some(item) = walker.next() {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) if e.loop_ancestor().is_some() => {
+                    let at = e.path().unwrap_or(root);
+                    let target = std::fs::read_link(at).unwrap_or_default();
+                    records.push(('O', relative(at, root), target.to_string_lossy().into()));
+                    continue;
+                }
+                Err(e) if is_dangling_link(&e) => {
+                    // A link to nothing: what the stage sees is the link alone.
+                    let at = e.path().unwrap_or(root);
+                    let target = std::fs::read_link(at).unwrap_or_default();
+                    records.push(('L', relative(at, root), target.to_string_lossy().into()));
+                    continue;
+                }
+                Err(e) => {
+                    let at = e.path().unwrap_or(root).to_path_buf();
+                    return Err(CacheError::Msg(format!(
+                        "cannot read {} inside the dep folder {}: {e}; fix its permissions or remove it from the folder",
+                        at.display(),
+                        root.display()
+                    )));
+                }
+            };
+            let rel = relative(item.path(), root);
+            if item.path_is_symlink() {
+                let target =
+                    std::fs::read_link(item.path()).map_err(|e| CacheError::io(item.path(), e))?;
+                records.push(('L', rel.clone(), target.to_string_lossy().into()));
+            }
+            if item.file_type().is_dir() {
+                let is_cache =
+                    cache_root.is_some() && item.path().canonicalize().ok() == cache_root;
+                if is_cache {
+                    walker.skip_current_dir();
+                    continue;
+                }
+                records.push(('D', rel, String::new()));
+            } else {
+                let h = self.hash_file(item.path())?;
+                records.push(('F', rel, h));
+            }
+        }
+        Ok(tree_hash_of(
+            records
+                .iter()
+                .map(|(k, p, c)| (*k, p.as_slice(), c.as_str())),
+        ))
     }
 
     fn hash_file(&mut self, path: &Path) -> Result<String, CacheError> {
@@ -110,10 +158,14 @@ impl StatCache {
                 return Ok(r.hash.clone());
             }
         }
-        let hash = hash_file(path)
+        let mut hash = hash_file(path)
             .map_err(|e| CacheError::io(path, e))?
             .to_hex()
             .to_string();
+        // The executable bit is part of what a stage sees (`./tool.sh` runs or not).
+        if meta.permissions().mode() & 0o111 != 0 {
+            hash.push_str("+x");
+        }
         self.hashed += 1;
         // A file modified while we hashed it gets no stamp: next time it is hashed again.
         let after = std::fs::metadata(path).map(|m| Stamp::of(&m)).ok();
@@ -138,5 +190,126 @@ impl StatCache {
         write_atomic(&self.path, &bytes)?;
         self.dirty = false;
         Ok(())
+    }
+}
+
+/// `path` relative to `root`, `/`-separated, raw bytes kept (lossless for
+/// hashing: two non-UTF-8 names never collide).
+fn relative(path: &Path, root: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .as_os_str()
+        .as_bytes()
+        .to_vec()
+}
+
+/// A folder's hash from its entries in walk order: (kind, relative path,
+/// content) where kind is `F` file (content: its hash), `D` folder, `L` a
+/// symlink (content: its target text; what it points at follows as its own
+/// entries) or `O` a link that loops. Each part is length-prefixed so no two
+/// different trees feed the same bytes. Shared with `record::git`, which
+/// hashes a revision's folder the same way.
+pub fn tree_hash_of<'a>(records: impl Iterator<Item = (char, &'a [u8], &'a str)>) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for (kind, rel, content) in records {
+        hasher.update(&[kind as u8]);
+        hasher.update(&(rel.len() as u64).to_le_bytes());
+        hasher.update(rel);
+        hasher.update(&(content.len() as u64).to_le_bytes());
+        hasher.update(content.as_bytes());
+    }
+    format!("tree:{}", hasher.finalize().to_hex())
+}
+
+fn is_dangling_link(e: &walkdir::Error) -> bool {
+    let not_found = e
+        .io_error()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
+    not_found
+        && e.path()
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .is_some_and(|m| m.file_type().is_symlink())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree_hash(stat: &mut StatCache, dir: &Path) -> String {
+        stat.hash_path(dir).unwrap()
+    }
+
+    #[test]
+    fn links_inside_a_folder_are_followed_and_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stat_path = tmp.path().join("cache/stat-cache.json");
+        let mut stat = StatCache::load(stat_path);
+        let data = tmp.path().join("data");
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::create_dir_all(elsewhere.join("d")).unwrap();
+        std::fs::write(elsewhere.join("a.txt"), "a").unwrap();
+        std::fs::write(elsewhere.join("b.txt"), "b").unwrap();
+        std::fs::write(elsewhere.join("d/x"), "x").unwrap();
+        symlink(elsewhere.join("a.txt"), data.join("link")).unwrap();
+        symlink(elsewhere.join("d"), data.join("dirlink")).unwrap();
+        let h0 = tree_hash(&mut stat, &data);
+        // Edit the target of a file link.
+        std::fs::write(elsewhere.join("a.txt"), "A").unwrap();
+        let h1 = tree_hash(&mut stat, &data);
+        assert_ne!(h0, h1, "editing a link's target must change the hash");
+        // Edit a file inside a linked folder.
+        std::fs::write(elsewhere.join("d/x"), "X").unwrap();
+        let h2 = tree_hash(&mut stat, &data);
+        assert_ne!(
+            h1, h2,
+            "editing a file in a linked folder must change the hash"
+        );
+        // Re-point the link to a file with the same bytes: the link text changed.
+        std::fs::write(elsewhere.join("b.txt"), "A").unwrap();
+        std::fs::remove_file(data.join("link")).unwrap();
+        symlink(elsewhere.join("b.txt"), data.join("link")).unwrap();
+        let h3 = tree_hash(&mut stat, &data);
+        assert_ne!(h2, h3, "re-pointing a link must change the hash");
+    }
+
+    #[test]
+    fn a_link_loop_and_a_dangling_link_are_hashed_not_walked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut stat = StatCache::load(tmp.path().join("cache/stat-cache.json"));
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        symlink("..", data.join("sub/up")).unwrap();
+        symlink("nowhere", data.join("dangling")).unwrap();
+        let h0 = tree_hash(&mut stat, &data);
+        std::fs::remove_file(data.join("dangling")).unwrap();
+        symlink("elsewhere", data.join("dangling")).unwrap();
+        assert_ne!(h0, tree_hash(&mut stat, &data));
+    }
+
+    #[test]
+    fn the_cache_inside_a_dep_folder_is_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut stat = StatCache::load(tmp.path().join("cache/stat-cache.json"));
+        std::fs::create_dir_all(tmp.path().join("cache/objects")).unwrap();
+        std::fs::write(tmp.path().join("d.txt"), "d").unwrap();
+        let h0 = tree_hash(&mut stat, tmp.path());
+        std::fs::write(tmp.path().join("cache/objects/new"), "n").unwrap();
+        assert_eq!(h0, tree_hash(&mut stat, tmp.path()));
+        std::fs::write(tmp.path().join("d.txt"), "D").unwrap();
+        assert_ne!(h0, tree_hash(&mut stat, tmp.path()));
+    }
+
+    #[test]
+    fn the_executable_bit_is_part_of_a_file_hash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut stat = StatCache::load(tmp.path().join("cache/stat-cache.json"));
+        let f = tmp.path().join("tool.sh");
+        std::fs::write(&f, "echo hi").unwrap();
+        let h0 = stat.hash_path(&f).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_ne!(h0, stat.hash_path(&f).unwrap());
     }
 }

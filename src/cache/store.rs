@@ -2,16 +2,26 @@
 //!
 //! Committing a finished stage (see [`Cache::commit`]):
 //! 1. every file of the staging folder is hashed and moved to
-//!    `objects/ab/<hash>` (read-only; an object that exists is kept);
+//!    `objects/ab/<hash>`, or `objects/ab/<hash>.x` when executable
+//!    (read-only; an object that exists is kept). The mode is part of an
+//!    object's identity because the artifact's files are hard links to it:
+//!    one inode cannot be both executable and not. A file that has other
+//!    hard links (reachable from outside `{out}`) is copied, never moved;
 //! 2. a folder of hard links to those objects is built in `tmp/` and renamed
 //!    to `artifacts/<key>`;
 //! 3. `entries/<key>.json` is written atomically — only now is the stage done.
 //!
+//! Only what physically lies inside `{out}` is stored: `{out}` itself must be
+//! a folder (not a link to one), symlinks must resolve inside `{out}` (they
+//! are stored relative, so they resolve in the artifact folder too), and
+//! names must be UTF-8 (the manifest is JSON).
+//!
 //! A crash before step 3 leaves unreferenced objects (collected by `gc`) and
 //! maybe an artifact folder without an entry, which the next commit replaces.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -134,9 +144,13 @@ impl Cache {
         self.root.join("artifacts").join(&key.0)
     }
 
-    pub fn object_path(&self, hash: &str) -> PathBuf {
+    /// Where the object with these bytes and this mode lives.
+    pub fn object_path(&self, hash: &str, exec: bool) -> PathBuf {
         let prefix = hash.get(..2).unwrap_or("xx");
-        self.root.join("objects").join(prefix).join(hash)
+        self.root
+            .join("objects")
+            .join(prefix)
+            .join(object_name(hash, exec))
     }
 
     pub fn log_path(&self, key: &StageKey) -> PathBuf {
@@ -197,7 +211,7 @@ impl Cache {
         }
         let rehash = rehash && entry.bytes() <= REHASH_LIMIT;
         for f in &entry.files {
-            if let FileKind::File { size, hash, .. } = &f.kind {
+            if let FileKind::File { size, hash, exec } = &f.kind {
                 let p = dir.join(&f.path);
                 let corrupt = |what: String| {
                     CacheError::Msg(format!(
@@ -210,6 +224,17 @@ impl Cache {
                 match std::fs::metadata(&p) {
                     Ok(m) if m.len() != *size => {
                         return Err(corrupt(format!("is {} bytes, expected {size}", m.len())))
+                    }
+                    Ok(m) if is_exec(&m) != *exec => {
+                        return Err(corrupt(format!(
+                            "has mode {:o}, but was recorded as {}",
+                            m.permissions().mode() & 0o777,
+                            if *exec {
+                                "executable"
+                            } else {
+                                "not executable"
+                            }
+                        )))
                     }
                     Ok(_) if rehash => {
                         let actual = hash_file(&p).map_err(|e| CacheError::io(&p, e))?;
@@ -227,8 +252,8 @@ impl Cache {
 
     fn rebuild_view(&self, entry: &Entry) -> Result<PathBuf, CacheError> {
         for f in &entry.files {
-            if let FileKind::File { hash, .. } = &f.kind {
-                if !self.object_path(hash).is_file() {
+            if let FileKind::File { hash, exec, .. } = &f.kind {
+                if !self.object_path(hash, *exec).is_file() {
                     return Err(CacheError::Msg(format!(
                         "object {hash} of `{}` in stage `{}` is missing from the cache; re-run with `--force {}`",
                         f.path, entry.stage, entry.stage
@@ -284,16 +309,26 @@ impl Cache {
         meta: EntryMeta,
     ) -> Result<Entry, CacheError> {
         let out = staging.out();
+        check_out_is_folder(&out, &meta.stage)?;
+        // `{out}` as the kernel resolves it, should the stage have spelled it
+        // through a symlinked cache path (`realpath {out}`).
+        let out_real = std::fs::canonicalize(&out).map_err(|e| CacheError::io(&out, e))?;
+        // Links are checked against `{out}` as the stage left it, so every
+        // path is looked at before any file is moved into the object store.
         let mut files = Vec::new();
+        let mut to_store = Vec::new();
+        // `{out}` was just checked to be a real folder; not following even the
+        // root keeps a link swapped in meanwhile from leading the walk outside.
         let walker = walkdir::WalkDir::new(&out)
             .min_depth(1)
             .sort_by_file_name()
-            .follow_links(false);
+            .follow_links(false)
+            .follow_root_links(false);
         for item in walker {
             let item = item.map_err(|e| {
                 CacheError::Msg(format!("reading stage output {}: {e}", out.display()))
             })?;
-            let rel = relative(item.path(), &out)?;
+            let rel = relative(item.path(), &out, &meta.stage)?;
             let ft = item.file_type();
             if ft.is_dir() {
                 files.push(FileRec {
@@ -301,19 +336,17 @@ impl Cache {
                     kind: FileKind::Dir,
                 });
             } else if ft.is_symlink() {
-                let target =
-                    std::fs::read_link(item.path()).map_err(|e| CacheError::io(item.path(), e))?;
+                let target = link_target(item.path(), &rel, &out, &out_real, &meta.stage)?;
                 files.push(FileRec {
                     path: rel,
-                    kind: FileKind::Link {
-                        target: target.to_string_lossy().into_owned(),
-                    },
+                    kind: FileKind::Link { target },
                 });
             } else if ft.is_file() {
-                let (hash, size, exec) = self.store_object(item.path())?;
+                // A placeholder, filled in below once the file is stored.
+                to_store.push((files.len(), item.into_path()));
                 files.push(FileRec {
                     path: rel,
-                    kind: FileKind::File { hash, size, exec },
+                    kind: FileKind::Dir,
                 });
             } else {
                 return Err(CacheError::Msg(format!(
@@ -321,6 +354,10 @@ impl Cache {
                     meta.stage, rel
                 )));
             }
+        }
+        for (i, path) in to_store {
+            let (hash, size, exec) = self.store_object(&path, &staging.root)?;
+            files[i].kind = FileKind::File { hash, size, exec };
         }
         let objects = self.root.join("objects");
         sync_dir(&objects).map_err(|e| CacheError::io(&objects, e))?;
@@ -344,32 +381,60 @@ impl Cache {
         Ok(entry)
     }
 
-    /// Move one file into the object store; returns (hash, size, executable).
-    fn store_object(&self, file: &Path) -> Result<(String, u64, bool), CacheError> {
-        let meta = std::fs::metadata(file).map_err(|e| CacheError::io(file, e))?;
-        let exec = meta.permissions().mode() & 0o111 != 0;
-        let hash = hash_file(file)
-            .map_err(|e| CacheError::io(file, e))?
+    /// Put one file of `{out}` into the object store; returns (hash, size,
+    /// executable). `scratch` is a folder of ours on the cache's file system.
+    fn store_object(&self, file: &Path, scratch: &Path) -> Result<(String, u64, bool), CacheError> {
+        let meta = std::fs::symlink_metadata(file).map_err(|e| CacheError::io(file, e))?;
+        let exec = is_exec(&meta);
+        // A file with other hard links is also someone else's (`cp -l
+        // USERFILE {out}/`): moving or chmod-ing it would make the user's file
+        // read-only and alias it with the object, so a later edit of it would
+        // change the cache. Such a file is copied; the copy is hashed, so the
+        // object holds exactly the bytes it is named by.
+        let copy;
+        let src = if meta.nlink() > 1 {
+            // Unless it already is the object (a stage linking `{in.X}/file`).
+            let hash = hash_file(file).map_err(|e| CacheError::io(file, e))?;
+            let hash = hash.to_hex().to_string();
+            if same_file(file, &self.object_path(&hash, exec)) {
+                return Ok((hash, meta.len(), exec));
+            }
+            copy = scratch.join(format!(".copy.{}", unique_suffix()));
+            std::fs::copy(file, &copy).map_err(|e| CacheError::io(file, e))?;
+            copy.as_path()
+        } else {
+            file
+        };
+        let size = std::fs::metadata(src)
+            .map_err(|e| CacheError::io(src, e))?
+            .len();
+        let hash = hash_file(src)
+            .map_err(|e| CacheError::io(src, e))?
             .to_hex()
             .to_string();
-        let dest = self.object_path(&hash);
-        // An existing object is trusted only if it still holds its bytes: a
-        // forced re-run is how a corrupt object gets replaced.
-        let intact = dest.exists() && hash_file(&dest).is_ok_and(|h| h.to_hex().as_str() == hash);
-        if !intact {
+        let dest = self.object_path(&hash, exec);
+        let mode = if exec { 0o555 } else { 0o444 };
+        // An existing object is trusted only if it still holds its bytes and
+        // mode: a forced re-run is how a corrupt object gets replaced.
+        let intact = std::fs::metadata(&dest).is_ok_and(|m| m.permissions().mode() & 0o777 == mode)
+            && hash_file(&dest).is_ok_and(|h| h.to_hex().as_str() == hash);
+        if intact {
+            if src != file {
+                let _ = std::fs::remove_file(src);
+            }
+        } else {
             let dir = dest.parent().unwrap_or(&self.root);
             std::fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
-            let mode = if exec { 0o555 } else { 0o444 };
-            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| CacheError::io(file, e))?;
-            std::fs::File::open(file)
+            std::fs::set_permissions(src, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| CacheError::io(src, e))?;
+            std::fs::File::open(src)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| CacheError::io(file, e))?;
+                .map_err(|e| CacheError::io(src, e))?;
             // Same bytes from a concurrent run may land first: rename over it is harmless.
-            std::fs::rename(file, &dest).map_err(|e| CacheError::io(&dest, e))?;
+            std::fs::rename(src, &dest).map_err(|e| CacheError::io(&dest, e))?;
             sync_dir(dir).map_err(|e| CacheError::io(dir, e))?;
         }
-        Ok((hash, meta.len(), exec))
+        Ok((hash, size, exec))
     }
 
     fn link_view(&self, view: &Path, files: &[FileRec]) -> Result<(), CacheError> {
@@ -379,11 +444,11 @@ impl Cache {
                 FileKind::Dir => {
                     std::fs::create_dir_all(&dest).map_err(|e| CacheError::io(&dest, e))?
                 }
-                FileKind::File { hash, .. } => {
+                FileKind::File { hash, exec, .. } => {
                     if let Some(parent) = dest.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| CacheError::io(parent, e))?;
                     }
-                    std::fs::hard_link(self.object_path(hash), &dest)
+                    std::fs::hard_link(self.object_path(hash, *exec), &dest)
                         .map_err(|e| CacheError::io(&dest, e))?;
                 }
                 FileKind::Link { target } => {
@@ -433,15 +498,182 @@ impl Cache {
     }
 }
 
-fn relative(path: &Path, base: &Path) -> Result<String, CacheError> {
+/// An object's file name: its hash, with `.x` when executable.
+pub fn object_name(hash: &str, exec: bool) -> String {
+    if exec {
+        format!("{hash}.x")
+    } else {
+        hash.to_string()
+    }
+}
+
+/// Whether any execute bit is set: what a file of an artifact records.
+fn is_exec(meta: &std::fs::Metadata) -> bool {
+    meta.permissions().mode() & 0o111 != 0
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// A stage may replace `{out}` (`rm -r {out}; ln -s DIR {out}`): then only
+/// the link is ours, and storing what it points at would move a user's
+/// folder into the cache.
+fn check_out_is_folder(out: &Path, stage: &str) -> Result<(), CacheError> {
+    let problem = match std::fs::symlink_metadata(out) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::read_link(out).unwrap_or_default();
+            format!(
+                "replaced its {{out}} folder with a symlink to `{}`; hcpipe stores only what is inside {{out}} and never takes files from elsewhere: copy them in instead (`cp -rL DIR/. {{out}}/`)",
+                target.display()
+            )
+        }
+        Ok(_) => "replaced its {out} folder with a file; write files into the folder instead (`... > {out}/NAME`)".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "removed its {out} folder; leave it in place and write files into it (to empty it: `rm -rf {out}/*`)".to_string()
+        }
+        Err(e) => return Err(CacheError::io(out, e)),
+    };
+    Err(CacheError::Msg(format!("stage `{stage}` {problem}")))
+}
+
+/// `path` relative to `{out}`, `/`-separated. Names must be UTF-8: a lossy
+/// conversion would rename the file (and two such names could collide).
+fn relative(path: &Path, base: &Path, stage: &str) -> Result<String, CacheError> {
     let rel = path
         .strip_prefix(base)
         .map_err(|_| CacheError::Msg(format!("{} escapes {}", path.display(), base.display())))?;
-    let parts: Vec<String> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
+    let mut parts = Vec::new();
+    for c in rel.components() {
+        let Some(part) = c.as_os_str().to_str() else {
+            // Debug escapes the bytes that are not UTF-8 (`caf\xE9`).
+            let escaped = format!("{rel:?}");
+            return Err(CacheError::Msg(format!(
+                "stage `{stage}` wrote `{{out}}/{}`, whose name is not valid UTF-8; artifact file names must be UTF-8 (the manifest is JSON): rename it",
+                escaped.trim_matches('"')
+            )));
+        };
+        parts.push(part);
+    }
     Ok(parts.join("/"))
+}
+
+/// How a symlink in `{out}` is stored: its target, made relative when it is
+/// an absolute path into `{out}` (which would dangle once the staging folder
+/// is gone). A link must resolve inside `{out}`: what it points at outside
+/// is not part of the artifact, so a later run could find it changed.
+fn link_target(
+    link: &Path,
+    rel: &str,
+    out: &Path,
+    out_real: &Path,
+    stage: &str,
+) -> Result<String, CacheError> {
+    let raw = std::fs::read_link(link).map_err(|e| CacheError::io(link, e))?;
+    let refuse = |why: &str| {
+        let fix = if why.starts_with("points outside") {
+            format!("an artifact holds only what is inside {{out}}: copy the file in instead (`cp -L SOURCE {{out}}/{rel}`)")
+        } else {
+            format!("point it at a file inside {{out}}, or remove it (`rm {{out}}/{rel}`)")
+        };
+        CacheError::Msg(format!(
+            "stage `{stage}` wrote the symlink `{rel}` → `{}`, which {why}; {fix}",
+            raw.display()
+        ))
+    };
+    let Some(text) = raw.to_str() else {
+        return Err(refuse("is not valid UTF-8"));
+    };
+    let depth = rel.matches('/').count();
+    let target = if raw.is_absolute() {
+        let inner = raw
+            .strip_prefix(out)
+            .or_else(|_| raw.strip_prefix(out_real))
+            .map_err(|_| refuse("points outside {out}"))?;
+        let mut t: Vec<&str> = vec![".."; depth];
+        // Strings were checked above; an inner part is UTF-8 too.
+        t.extend(inner.components().filter_map(|c| c.as_os_str().to_str()));
+        if t.is_empty() {
+            ".".to_string()
+        } else {
+            t.join("/")
+        }
+    } else {
+        text.to_string()
+    };
+    let parent: Vec<OsString> = Path::new(rel)
+        .parent()
+        .map(|p| p.iter().map(|c| c.to_os_string()).collect())
+        .unwrap_or_default();
+    let mut budget = 40; // the kernel's limit on links followed in one lookup
+    match resolve_inside(out, out_real, parent, Path::new(&target), &mut budget) {
+        // The kernel's own lookup as well, for what the walk above glosses
+        // over (`file.txt/..`).
+        Ok(_) if std::fs::metadata(link).is_err() => {
+            Err(refuse("is dangling (nothing is at its target)"))
+        }
+        Ok(_) => Ok(target),
+        Err(Unresolved::Outside) => Err(refuse("points outside {out}")),
+        Err(Unresolved::Dangling) => Err(refuse("is dangling (nothing is at its target)")),
+        Err(Unresolved::Loop) => Err(refuse("is part of a loop of symlinks")),
+    }
+}
+
+enum Unresolved {
+    Outside,
+    Dangling,
+    Loop,
+}
+
+/// Resolve `target` from the folder `from` (components below `out`) step by
+/// step as the kernel would, failing as soon as a step leaves `out`: the
+/// artifact folder is a copy of `out` alone, so a link that resolves
+/// there now, even one leaving `out` and coming back, would differ there.
+fn resolve_inside(
+    out: &Path,
+    out_real: &Path,
+    from: Vec<OsString>,
+    target: &Path,
+    budget: &mut u32,
+) -> Result<Vec<OsString>, Unresolved> {
+    let mut at = from;
+    let mut parts = target.components().peekable();
+    if target.is_absolute() {
+        // Another link's absolute target: only one into `{out}` stays inside.
+        let inner = target
+            .strip_prefix(out)
+            .or_else(|_| target.strip_prefix(out_real))
+            .map_err(|_| Unresolved::Outside)?;
+        return resolve_inside(out, out_real, Vec::new(), inner, budget);
+    }
+    while let Some(part) = parts.next() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop().ok_or(Unresolved::Outside)?;
+            }
+            Component::Normal(name) => {
+                at.push(name.to_os_string());
+                let here: PathBuf = out.join(at.iter().collect::<PathBuf>());
+                let meta = std::fs::symlink_metadata(&here).map_err(|_| Unresolved::Dangling)?;
+                if meta.file_type().is_symlink() {
+                    *budget = budget.checked_sub(1).ok_or(Unresolved::Loop)?;
+                    let next = std::fs::read_link(&here).map_err(|_| Unresolved::Dangling)?;
+                    at.pop();
+                    at = resolve_inside(out, out_real, at, &next, budget)?;
+                } else if !meta.is_dir() && parts.peek().is_some() {
+                    // `file/...`: the kernel refuses to look inside a file.
+                    return Err(Unresolved::Dangling);
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(Unresolved::Outside),
+        }
+    }
+    Ok(at)
 }
 
 /// Staging trees may hold read-only folders a stage made; unlock before removal.

@@ -1,7 +1,7 @@
 //! `hcpipe verify`: re-hash every object and check every artifact folder.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use super::hash::hash_file;
 use super::store::{Cache, FileKind};
@@ -25,9 +25,10 @@ pub struct VerifyReport {
 
 pub fn verify(cache: &Cache) -> Result<VerifyReport, CacheError> {
     let mut report = VerifyReport::default();
-    // object hash → (stages using it, one file path for messages)
-    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut views: Vec<(std::path::PathBuf, String, String)> = Vec::new();
+    // (object hash, executable) → stages using it; an object's mode is part
+    // of its identity (`<hash>` and `<hash>.x` are two objects).
+    let mut users: BTreeMap<(String, bool), Vec<String>> = BTreeMap::new();
+    let mut views: Vec<(std::path::PathBuf, (String, bool), String)> = Vec::new();
     for entry in cache.entries()? {
         let entry = match entry {
             Ok(e) => e,
@@ -43,22 +44,35 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport, CacheError> {
         report.entries += 1;
         let label = format!("{} ({})", entry.stage, entry.key.short());
         for f in &entry.files {
-            if let FileKind::File { hash, .. } = &f.kind {
-                users.entry(hash.clone()).or_default().push(label.clone());
+            if let FileKind::File { hash, exec, .. } = &f.kind {
+                let id = (hash.clone(), *exec);
+                users.entry(id.clone()).or_default().push(label.clone());
                 views.push((
                     cache.artifact_dir(&entry.key).join(&f.path),
-                    hash.clone(),
+                    id,
                     label.clone(),
                 ));
             }
         }
     }
-    let mut bad_objects: HashMap<String, String> = HashMap::new();
-    for (hash, stages) in &users {
-        let path = cache.object_path(hash);
+    let mut bad_objects: HashMap<(String, bool), String> = HashMap::new();
+    for ((hash, exec), stages) in &users {
+        let path = cache.object_path(hash, *exec);
         report.objects += 1;
         let what = match std::fs::metadata(&path) {
             Err(_) => Some("object missing".to_string()),
+            Ok(m) if (m.permissions().mode() & 0o111 != 0) != *exec => {
+                report.bytes += m.len();
+                Some(format!(
+                    "mode is {:o}, expected {} (mode changed)",
+                    m.permissions().mode() & 0o777,
+                    if *exec {
+                        "executable"
+                    } else {
+                        "not executable"
+                    }
+                ))
+            }
             Ok(m) => {
                 report.bytes += m.len();
                 match hash_file(&path) {
@@ -72,7 +86,7 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport, CacheError> {
             }
         };
         if let Some(what) = what {
-            bad_objects.insert(hash.clone(), what.clone());
+            bad_objects.insert((hash.clone(), *exec), what.clone());
             let mut stages = stages.clone();
             stages.dedup();
             report.problems.push(Problem {
@@ -82,11 +96,12 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport, CacheError> {
             });
         }
     }
-    for (view, hash, label) in views {
-        if bad_objects.contains_key(&hash) {
+    for (view, id, label) in views {
+        if bad_objects.contains_key(&id) {
             continue;
         }
-        let object = cache.object_path(&hash);
+        let (hash, exec) = id;
+        let object = cache.object_path(&hash, exec);
         let same_inode = match (std::fs::metadata(&view), std::fs::metadata(&object)) {
             (Ok(v), Ok(o)) => v.ino() == o.ino() && v.dev() == o.dev(),
             (Err(_), _) => {
@@ -96,9 +111,11 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport, CacheError> {
             _ => false,
         };
         if !same_inode {
-            let ok = hash_file(&view)
-                .map(|h| h.to_hex().as_str() == hash)
-                .unwrap_or(false);
+            let ok = std::fs::metadata(&view)
+                .is_ok_and(|m| (m.permissions().mode() & 0o111 != 0) == exec)
+                && hash_file(&view)
+                    .map(|h| h.to_hex().as_str() == hash)
+                    .unwrap_or(false);
             if !ok {
                 report.problems.push(Problem {
                     path: view.display().to_string(),

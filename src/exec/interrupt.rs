@@ -3,6 +3,7 @@
 //! (`scancel` for Slurm jobs) and writes the run record; a second one exits
 //! at once.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -11,10 +12,17 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 pub fn install() {
     let result = ctrlc::set_handler(|| {
         if REQUESTED.swap(true, Ordering::SeqCst) {
-            // Second signal: the user insists.
+            // Second signal: the user insists. The stages' process groups go
+            // too (a stage's own children have no parent-death signal); the
+            // run record, left `running`, reads `interrupted` once this
+            // process is gone (see `record`).
+            super::job::kill_running();
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: stopping (press Ctrl-C again to quit at once)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "\ninterrupted: stopping (press Ctrl-C again to quit at once)"
+        );
     });
     if let Err(e) = result {
         tracing::debug!("Ctrl-C handler not installed: {e}");

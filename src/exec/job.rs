@@ -6,7 +6,6 @@
 //! reuse it → run in a staging folder → commit to the cache. The lock makes
 //! two runners on one cache execute each key once.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +14,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Mutex;
+
+use super::cmd_text::expand_cmd;
 use super::torch_server::JobError;
+use crate::cache::statcache::StatCache;
 use crate::cache::store::{EntryMeta, Staging};
 use crate::cache::{Cache, Entry, KeyInputs, StageKey};
 use crate::ops::{self, Input, JobSpec, Metrics, OpCtx, OpKind, Params};
@@ -69,7 +72,11 @@ impl Failure {
 pub type Outcome = Result<(StageStatus, Entry), Failure>;
 
 /// Run `job` against `cache`, or reuse what another run finished.
-pub fn run_job(cache: &Cache, job: &Job) -> Outcome {
+///
+/// The stage's deps are hashed again (through `stat`) after it ran: one
+/// edited meanwhile would file a result made from the new bytes under the
+/// old bytes' key, so such a result is refused, never committed.
+pub fn run_job(cache: &Cache, job: &Job, stat: &Mutex<StatCache>) -> Outcome {
     let _lock = cache
         .lock_stage(&job.key)
         .map_err(|e| Failure::msg(e.to_string()))?;
@@ -103,6 +110,8 @@ pub fn run_job(cache: &Cache, job: &Job) -> Outcome {
             )));
         }
     }
+    warn_if_empty(&job.stage, &job.work, &staging.out());
+    deps_unchanged(job, stat)?;
     let meta = EntryMeta {
         stage: job.stage.clone(),
         pipeline: job.pipeline.clone(),
@@ -116,6 +125,25 @@ pub fn run_job(cache: &Cache, job: &Job) -> Outcome {
     Ok((StageStatus::Ran, entry))
 }
 
+/// Refuse to commit when a dep no longer hashes as it did when the key was made.
+fn deps_unchanged(job: &Job, stat: &Mutex<StatCache>) -> Result<(), Failure> {
+    let mut stat = stat
+        .lock()
+        .map_err(|_| Failure::msg("internal: stat cache lock poisoned (bug, please report)"))?;
+    for (dep, before) in &job.key_inputs.deps {
+        let now = stat.hash_path(&job.workdir.join(dep)).ok();
+        if now.as_deref() != Some(before.as_str()) {
+            return Err(Failure::msg(format!(
+                "dep `{dep}` of stage `{}` changed while the stage ran, so its result was not \
+                 stored (it may have read either version); run again to build it from the dep \
+                 as it is now",
+                job.stage
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure> {
     let out = staging.out();
     match &job.work {
@@ -123,8 +151,10 @@ fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure>
             let cmd = expand_cmd(text, &out, &job.inputs);
             let mut command = Command::new("sh");
             command.arg("-c").arg(&cmd).current_dir(&job.workdir);
+            // Only variables whose values are in the key (HCPIPE_OUT is `{out}`,
+            // HCPIPE_THREADS the declared `resources.cpu`): two stages that
+            // share a key must not be able to tell each other apart.
             command
-                .env("HCPIPE_STAGE", &job.stage)
                 .env("HCPIPE_OUT", &out)
                 .env("HCPIPE_THREADS", job.threads.to_string());
             spawn_logged(command, log, &format!("cmd of stage `{}`", job.stage))?;
@@ -178,7 +208,9 @@ fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure>
                         Failure::msg(format!("writing {}: {e}", job_file.display()))
                     })?;
                     run_torch_job(&worker, &job_file, staging, log, &job.stage)?;
-                    read_metrics(&out, &job.stage)
+                    let mut metrics = read_metrics(&out, &job.stage)?;
+                    add_timings(&staging.root, &mut metrics);
+                    Ok(metrics)
                 }
             }
         }
@@ -260,43 +292,6 @@ pub fn torch_worker() -> Result<PathBuf, String> {
     ))
 }
 
-/// `{out}` and `{in.NAME}` → absolute paths, shell-quoted.
-pub fn expand_cmd(text: &str, out: &Path, inputs: &[Input]) -> String {
-    let mut cmd = text.replace("{out}", &shell_quote(&out.to_string_lossy()));
-    let by_name: BTreeMap<&str, &Input> = inputs.iter().map(|i| (i.stage.as_str(), i)).collect();
-    for (name, input) in &by_name {
-        cmd = cmd.replace(
-            &format!("{{in.{name}}}"),
-            &shell_quote(&input.dir.to_string_lossy()),
-        );
-    }
-    // A matrix stage's base name stands for all its members in `needs`
-    // (one folder when fanning out, every folder, space-separated, when gathering).
-    let mut by_base: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for i in inputs {
-        if let Some((base, _)) = i.stage.split_once('[') {
-            by_base
-                .entry(base)
-                .or_default()
-                .push(shell_quote(&i.dir.to_string_lossy()));
-        }
-    }
-    for (base, dirs) in by_base {
-        cmd = cmd.replace(&format!("{{in.{base}}}"), &dirs.join(" "));
-    }
-    cmd
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 /// Bytes of a child's output kept in memory for the error message, so the
 /// reason survives even when the log file cannot be written (a full disk).
 const TAIL_BYTES: usize = 16 * 1024;
@@ -366,18 +361,127 @@ fn spawn_logged(mut command: Command, log: &Path, what: &str) -> Result<(), Fail
 
 fn read_metrics(out: &Path, stage: &str) -> Result<Metrics, Failure> {
     let path = out.join("metrics.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(serde_json::Value::Object(m)) => Ok(m),
-            Ok(_) => Err(Failure::msg(format!(
-                "stage `{stage}` wrote metrics.json that is not a JSON object"
-            ))),
-            Err(e) => Err(Failure::msg(format!(
-                "stage `{stage}` wrote invalid metrics.json: {e}"
-            ))),
-        },
-        Err(_) => Ok(Metrics::new()),
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(Metrics::new());
+    };
+    let (value, non_finite) = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) => (v, Vec::new()),
+        // Python's `json.dumps` writes NaN and ±Infinity, which JSON lacks: a
+        // diverged loss must not fail the stage and discard its outputs.
+        Err(e) => non_finite_as_null(&bytes).ok_or_else(|| {
+            Failure::msg(format!("stage `{stage}` wrote invalid metrics.json: {e}"))
+        })?,
+    };
+    let serde_json::Value::Object(m) = value else {
+        return Err(Failure::msg(format!(
+            "stage `{stage}` wrote metrics.json that is not a JSON object"
+        )));
+    };
+    if !non_finite.is_empty() {
+        let names: Vec<String> = non_finite
+            .iter()
+            .map(|(name, v)| format!("`{name}` = {v}"))
+            .collect();
+        eprintln!(
+            "warning: stage `{stage}`: metrics.json has numbers JSON cannot hold ({}); they are stored as null",
+            names.join(", ")
+        );
     }
+    Ok(m)
+}
+
+/// The tokens Python's `json.dumps` writes for non-finite floats, longest
+/// first (so `-Infinity` is not read as `-` and `Infinity`).
+const NON_FINITE: [&str; 3] = ["-Infinity", "Infinity", "NaN"];
+
+/// Stands for a non-finite number while parsing: a string no metric holds
+/// (it starts with a NUL).
+const NON_FINITE_MARK: &str = "\0hcpipe-non-finite:";
+
+/// Parse JSON that has bare `NaN`, `Infinity` or `-Infinity` tokens, with
+/// each as null; returns the value and the (path, token) of each replaced
+/// one, or `None` when there were none or the text is invalid anyway.
+/// Tokens inside strings are left alone: the scan tracks strings and their
+/// escapes, and each token is first replaced by a marker string, so which
+/// metric held it is known after parsing.
+fn non_finite_as_null(bytes: &[u8]) -> Option<(serde_json::Value, Vec<(String, String)>)> {
+    let mut text = Vec::with_capacity(bytes.len() + 64);
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if in_string {
+            text.push(c);
+            if c == b'\\' {
+                if let Some(&next) = bytes.get(i + 1) {
+                    text.push(next);
+                    i += 1;
+                }
+            } else if c == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+        } else if let Some(token) = NON_FINITE
+            .iter()
+            .find(|t| bytes[i..].starts_with(t.as_bytes()))
+        {
+            // A JSON string (the NUL escaped), parsed back to the marker.
+            let mark = serde_json::Value::String(format!("{NON_FINITE_MARK}{token}"));
+            text.extend_from_slice(mark.to_string().as_bytes());
+            i += token.len();
+            continue;
+        }
+        text.push(c);
+        i += 1;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    let mut found = Vec::new();
+    null_marks(&mut value, String::new(), &mut found);
+    (!found.is_empty()).then_some((value, found))
+}
+
+/// Replace the marker strings under `value` by null, noting where they were
+/// (`loss`, `val.loss`, `history[3]`).
+fn null_marks(value: &mut serde_json::Value, at: String, found: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            if let Some(token) = s.strip_prefix(NON_FINITE_MARK) {
+                found.push((at, token.to_string()));
+                *value = Value::Null;
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                null_marks(item, format!("{at}[{i}]"), found);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                null_marks(item, path, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The worker's times (kept out of the artifact, see
+/// [`ops::VOLATILE_METRICS`]) go into the stage's entry.
+fn add_timings(staging_root: &Path, metrics: &mut Metrics) {
+    let timings = std::fs::read(staging_root.join(ops::TIMINGS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Metrics>(&b).ok())
+        .unwrap_or_default();
+    metrics.extend(timings);
 }
 
 /// A job as handed to `hcpipe exec` on another machine: the job and the
@@ -432,5 +536,85 @@ pub fn kill_running() {
         unsafe {
             libc::kill(-(pgid as i32), libc::SIGKILL);
         }
+    }
+}
+
+/// Warn when a cmd stage succeeded but left `{out}` without a single file:
+/// it most likely wrote its result elsewhere (a relative path, a typo), and
+/// an empty artifact would be cached as its result. Ops are not checked:
+/// hcpipe writes their metrics.json itself. Returns whether it warned.
+pub fn warn_if_empty(stage: &str, work: &Work, out: &Path) -> bool {
+    if !matches!(work, Work::Cmd(_)) {
+        return false;
+    }
+    // Folders alone hold nothing; an unreadable entry counts as something
+    // (the commit reports it).
+    let wrote_something = walkdir::WalkDir::new(out)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter()
+        .any(|e| e.map_or(true, |e| !e.file_type().is_dir()));
+    if wrote_something || !out.is_dir() {
+        return false;
+    }
+    eprintln!(
+        "warning: stage `{stage}` wrote nothing to {{out}}; its cached artifact is empty \
+         (hint: write results into {{out}}, e.g. `cmd: \"... > {{out}}/result.txt\"`; files written elsewhere are not cached)"
+    );
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warn_if_empty_only_for_cmd_stages_without_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("sub")).unwrap();
+        let cmd = Work::Cmd("true".to_string());
+        assert!(warn_if_empty("s", &cmd, &out));
+        assert!(!warn_if_empty("s", &Work::Op("hist".to_string()), &out));
+        std::fs::write(out.join("sub/x"), "x").unwrap();
+        assert!(!warn_if_empty("s", &cmd, &out));
+        // A missing {out} is the commit's error to report, not a warning.
+        assert!(!warn_if_empty("s", &cmd, &dir.path().join("gone")));
+    }
+
+    #[test]
+    fn metrics_with_nan_and_infinity_become_null() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("metrics.json"),
+            r#"{"loss": NaN, "b": [1, -Infinity], "c": {"d": Infinity}, "s": "NaN \" Infinity", "e": -1.5e3}"#,
+        )
+        .unwrap();
+        let m = read_metrics(dir.path(), "s").unwrap();
+        assert!(m["loss"].is_null());
+        assert_eq!(m["b"], serde_json::json!([1, null]));
+        assert_eq!(m["c"], serde_json::json!({"d": null}));
+        assert_eq!(m["s"], "NaN \" Infinity");
+        assert_eq!(m["e"], -1500.0);
+        let (_, found) = non_finite_as_null(br#"{"a": [NaN], "b": {"c": -Infinity}}"#).unwrap();
+        assert_eq!(
+            found,
+            [
+                ("a[0]".to_string(), "NaN".to_string()),
+                ("b.c".to_string(), "-Infinity".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_metrics_still_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("metrics.json"), "{\"a\": NaN,}").unwrap();
+        assert!(read_metrics(dir.path(), "s").is_err());
+        std::fs::write(dir.path().join("metrics.json"), "{\"a\": nan}").unwrap();
+        assert!(read_metrics(dir.path(), "s").is_err());
+        // Only inside a string: nothing to replace, so the parse error stands.
+        std::fs::write(dir.path().join("metrics.json"), "{\"a\": \"NaN\"").unwrap();
+        assert!(read_metrics(dir.path(), "s").is_err());
     }
 }

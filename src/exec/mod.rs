@@ -12,6 +12,7 @@
 //! The loop never uses `?`: after a failure it stops launching that branch,
 //! drains what is running, and reports everything at the end.
 
+pub mod cmd_text;
 pub mod interrupt;
 pub mod job;
 pub mod local;
@@ -22,9 +23,11 @@ pub mod torch_server;
 
 use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::cache::Cache;
+use crate::cache::statcache::StatCache;
+use crate::cache::{Cache, Entry, KeyInputs, StageKey, UpstreamInput};
 use crate::dag::{Dag, StageId};
 use crate::ops::Input;
 use crate::record::{RunRecord, StageRecord, StageStatus};
@@ -72,10 +75,17 @@ pub fn is_forced(force: &HashSet<String>, stage: &crate::spec::StageSpec) -> boo
 }
 
 /// Run every stage of `dag` not already cached. Returns whether all succeeded.
+///
+/// A stage's key is computed when its needs are done, from their artifacts'
+/// content and its deps hashed at that moment (through `stat`); a key the
+/// cache holds is reused without running (an upstream that re-ran and wrote
+/// the same bytes leaves its dependants cached).
+#[allow(clippy::too_many_arguments)]
 pub fn run_dag(
     dag: &Dag,
     cache: &Cache,
     plan: &Plan,
+    stat: &Mutex<StatCache>,
     opts: &RunOptions,
     executor: &mut dyn Executor,
     record: &mut RunRecord,
@@ -83,19 +93,23 @@ pub fn run_dag(
 ) -> bool {
     let n = dag.len();
     let mut state = vec![State::Waiting; n];
+    // The finished artifact of each done stage: what its dependants' keys chain.
+    let mut done: Vec<Option<Entry>> = vec![None; n];
+    // Each stage's key once its needs are done.
+    let mut resolved: Vec<Option<(KeyInputs, StageKey)>> = vec![None; n];
     let (tx, rx): (Sender<Finished>, Receiver<Finished>) = channel();
     let mut slots = Slots::new(opts.jobs, opts.gpus);
     let forced = |id: StageId| is_forced(&opts.force, dag.stage(id));
 
     // Cached stages are done before anything launches.
     for &id in dag.topo_order() {
-        if let Some(entry) = &plan.cached[id.0] {
+        if let Some(entry) = plan.cached(id) {
             if !forced(id) {
                 state[id.0] = State::Done;
                 let rec = stage_record(
                     dag,
-                    plan,
                     id,
+                    &entry.key,
                     StageStatus::Cached,
                     0.0,
                     entry.metrics.clone(),
@@ -103,6 +117,7 @@ pub fn run_dag(
                 );
                 reporter.finished(&rec, None);
                 record.stages.push(rec);
+                done[id.0] = Some(entry.clone());
             }
         }
     }
@@ -127,10 +142,15 @@ pub fn run_dag(
                 .any(|u| matches!(state[u.0], State::Failed | State::Skipped))
             {
                 state[id.0] = State::Skipped;
+                let key = resolved[id.0]
+                    .as_ref()
+                    .map(|r| r.1.clone())
+                    .or_else(|| plan.key(id).cloned())
+                    .unwrap_or_else(StageKey::unknown);
                 let rec = stage_record(
                     dag,
-                    plan,
                     id,
+                    &key,
                     StageStatus::Skipped,
                     0.0,
                     Default::default(),
@@ -143,6 +163,39 @@ pub fn run_dag(
             if !needs.iter().all(|u| state[u.0] == State::Done) {
                 continue;
             }
+            if resolved[id.0].is_none() {
+                match resolve_key(dag, id, &done, stat) {
+                    Ok(r) => resolved[id.0] = Some(r),
+                    Err(message) => {
+                        state[id.0] = State::Failed;
+                        let key = plan.key(id).cloned().unwrap_or_else(StageKey::unknown);
+                        fail(dag, id, &key, &Failure::msg(message), record, reporter);
+                        continue;
+                    }
+                }
+            }
+            let Some((inputs, key)) = resolved[id.0].clone() else {
+                continue;
+            };
+            if !forced(id) {
+                // Known only now (an upstream ran): the cache may hold it already.
+                if let Ok(Some(entry)) = cache.entry(&key) {
+                    state[id.0] = State::Done;
+                    let rec = stage_record(
+                        dag,
+                        id,
+                        &key,
+                        StageStatus::Cached,
+                        0.0,
+                        entry.metrics.clone(),
+                        None,
+                    );
+                    reporter.finished(&rec, None);
+                    record.stages.push(rec);
+                    done[id.0] = Some(entry);
+                    continue;
+                }
+            }
             let res = &dag.stage(id).resources;
             if !slots.try_take(res) {
                 continue;
@@ -150,8 +203,9 @@ pub fn run_dag(
             match build_job(
                 dag,
                 cache,
-                plan,
                 id,
+                (inputs, key.clone()),
+                &done,
                 forced(id),
                 slots.threads_for(res),
                 &mut verified,
@@ -165,12 +219,7 @@ pub fn run_dag(
                 Err(message) => {
                     slots.give_back(res);
                     state[id.0] = State::Failed;
-                    let failure = Failure {
-                        message,
-                        log_tail: String::new(),
-                        log: None,
-                    };
-                    fail(dag, plan, id, &failure, record, reporter);
+                    fail(dag, id, &key, &Failure::msg(message), record, reporter);
                 }
             }
         }
@@ -189,6 +238,10 @@ pub fn run_dag(
         };
         running -= 1;
         slots.give_back(&dag.stage(id).resources);
+        let key = resolved[id.0]
+            .as_ref()
+            .map(|r| r.1.clone())
+            .unwrap_or_else(StageKey::unknown);
         match outcome {
             Ok((status, entry)) => {
                 state[id.0] = State::Done;
@@ -197,8 +250,8 @@ pub fn run_dag(
                 }
                 let rec = stage_record(
                     dag,
-                    plan,
                     id,
+                    &key,
                     status,
                     entry.wall_s,
                     entry.metrics.clone(),
@@ -206,29 +259,60 @@ pub fn run_dag(
                 );
                 reporter.finished(&rec, None);
                 record.stages.push(rec);
+                done[id.0] = Some(entry);
             }
             Err(failure) => {
                 state[id.0] = State::Failed;
-                fail(dag, plan, id, &failure, record, reporter);
+                fail(dag, id, &key, &failure, record, reporter);
             }
         }
     }
     state.iter().all(|s| *s == State::Done)
 }
 
+/// A ready stage's key: its needs' artifact contents and its deps as they are now.
+fn resolve_key(
+    dag: &Dag,
+    id: StageId,
+    done: &[Option<Entry>],
+    stat: &Mutex<StatCache>,
+) -> Result<(KeyInputs, StageKey), String> {
+    let stage = dag.stage(id);
+    let mut upstream = Vec::new();
+    for up in dag.needs(id) {
+        let entry = done[up.0].as_ref().ok_or_else(|| {
+            format!(
+                "internal: upstream `{}` is done but has no result (bug, please report)",
+                dag.stage(up).name
+            )
+        })?;
+        upstream.push(UpstreamInput {
+            stage: dag.stage(up).name.clone(),
+            content: plan::artifact_content(entry),
+        });
+    }
+    let mut stat = stat
+        .lock()
+        .map_err(|_| "internal: stat cache lock poisoned".to_string())?;
+    let deps = plan::hash_deps(stage, &dag.pipeline.dir, &mut stat).map_err(|e| e.to_string())?;
+    let inputs = plan::stage_key_inputs(stage, upstream, deps);
+    let key = inputs.key();
+    Ok((inputs, key))
+}
+
 /// Record and report a stage that failed (or could not start).
 fn fail(
     dag: &Dag,
-    plan: &Plan,
     id: StageId,
+    key: &StageKey,
     failure: &Failure,
     record: &mut RunRecord,
     reporter: &mut Reporter,
 ) {
     let rec = stage_record(
         dag,
-        plan,
         id,
+        key,
         StageStatus::Failed,
         0.0,
         Default::default(),
@@ -241,8 +325,8 @@ fn fail(
 /// The run record's line for one stage.
 fn stage_record(
     dag: &Dag,
-    plan: &Plan,
     id: StageId,
+    key: &StageKey,
     status: StageStatus,
     wall_s: f64,
     metrics: crate::ops::Metrics,
@@ -253,7 +337,7 @@ fn stage_record(
         stage: stage.name.clone(),
         op: stage.op_name().map(str::to_string),
         params: stage.params.clone(),
-        key: plan.keys[id.0].clone(),
+        key: key.clone(),
         status,
         wall_s,
         metrics,
@@ -262,33 +346,30 @@ fn stage_record(
 }
 
 /// Resolve a stage's inputs to artifact folders and package it as a [`Job`].
+#[allow(clippy::too_many_arguments)]
 fn build_job(
     dag: &Dag,
     cache: &Cache,
-    plan: &Plan,
     id: StageId,
+    (key_inputs, key): (KeyInputs, StageKey),
+    done: &[Option<Entry>],
     force: bool,
     threads: usize,
-    verified: &mut HashSet<crate::cache::StageKey>,
+    verified: &mut HashSet<StageKey>,
 ) -> Result<Job, String> {
     let stage = dag.stage(id);
     let mut inputs = Vec::new();
     for up in dag.needs(id) {
-        // Read the entry now, not the plan's copy: a forced upstream stage
-        // re-ran in this run and replaced its entry (same key, new files).
-        let entry = cache
-            .entry(&plan.keys[up.0])
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "upstream `{}` finished but its cache entry is missing",
-                    dag.stage(up).name
-                )
-            })?;
+        let entry = done[up.0].as_ref().ok_or_else(|| {
+            format!(
+                "upstream `{}` finished but its cache entry is missing",
+                dag.stage(up).name
+            )
+        })?;
         // Re-hash a cached input once per run, not once per consumer.
         let rehash = !verified.contains(&entry.key);
         let dir = cache
-            .ensure_artifact(&entry, rehash)
+            .ensure_artifact(entry, rehash)
             .map_err(|e| e.to_string())?;
         verified.insert(entry.key.clone());
         inputs.push(Input {
@@ -297,17 +378,26 @@ fn build_job(
             dir,
         });
     }
-    let work = match &stage.kind {
-        crate::spec::StageKind::Op(def) => Work::Op(def.name.to_string()),
-        crate::spec::StageKind::Cmd(text) => Work::Cmd(text.clone()),
+    let mut params = stage.params.clone();
+    let (work, threads) = match &stage.kind {
+        crate::spec::StageKind::Op(def) => {
+            if def.name == "fetch" {
+                crate::ops::fetch::resolve_local_path(&mut params, &dag.pipeline.dir);
+            }
+            (Work::Op(def.name.to_string()), threads)
+        }
+        // A cmd sees its declared thread count (which is in its key), not the free slots.
+        crate::spec::StageKind::Cmd(text) => {
+            (Work::Cmd(text.clone()), plan::cmd_threads(stage) as usize)
+        }
     };
     Ok(Job {
         stage: stage.name.clone(),
         pipeline: dag.pipeline.name.clone(),
-        key: plan.keys[id.0].clone(),
-        key_inputs: plan.inputs[id.0].clone(),
+        key,
+        key_inputs,
         work,
-        params: stage.params.clone(),
+        params,
         inputs,
         workdir: dag.pipeline.dir.clone(),
         outs: stage.outs.clone(),

@@ -1,89 +1,228 @@
-//! Planning: every stage's key, and whether the cache already holds it.
+//! Planning: every stage's key that can be known now, and whether the cache
+//! already holds it.
 //!
-//! Keys are computed in topological order (a key needs its upstream keys);
-//! dep files are hashed through the stat cache. Nothing runs here, so
-//! `status` and `run --dry-run` are as fast as hashing allows.
+//! A key chains the *content* of its upstream artifacts (see
+//! `cache::key`), so a stage's key is known before the run only when every
+//! stage it needs is cached and not forced; the others are [`Planned::Pending`]
+//! until their upstream finishes, and the scheduler computes their key then
+//! with [`stage_key_inputs`]. Dep files are hashed through the stat cache.
+//! Nothing runs here, so `status` and `run --dry-run` are as fast as
+//! hashing allows.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::cache::statcache::StatCache;
-use crate::cache::{Cache, CacheError, Entry, KeyInputs, StageKey};
+use crate::cache::{content_hash, Cache, CacheError, Entry, KeyInputs, StageKey, UpstreamInput};
 use crate::dag::{Dag, StageId};
 use crate::record::runs_of;
-use crate::spec::StageKind;
+use crate::spec::{StageKind, StageSpec};
 
-pub struct Plan {
-    pub keys: Vec<StageKey>,
-    pub inputs: Vec<KeyInputs>,
-    /// The entry for each stage's current key, when cached.
-    pub cached: Vec<Option<Entry>>,
+/// What planning knows of one stage.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    /// Every upstream is cached: the key is known, and so whether it is cached.
+    Known {
+        inputs: KeyInputs,
+        key: StageKey,
+        cached: Option<Box<Entry>>,
+    },
+    /// Its key depends on the output of `upstream`, which will (re-)run first.
+    /// `partial` holds the inputs known now (its deps are hashed already, so
+    /// a missing dep is reported before anything runs).
+    Pending {
+        upstream: StageId,
+        partial: KeyInputs,
+    },
 }
 
-pub fn plan(dag: &Dag, cache: &Cache, stat: &mut StatCache) -> Result<Plan, CacheError> {
-    let n = dag.len();
-    let mut keys: Vec<Option<StageKey>> = vec![None; n];
-    let mut inputs: Vec<Option<KeyInputs>> = vec![None; n];
-    for &id in dag.topo_order() {
-        let stage = dag.stage(id);
-        let mut upstream = BTreeMap::new();
-        for up in dag.needs(id) {
-            let k = keys[up.0].clone().ok_or_else(|| {
-                CacheError::Msg(
-                    "internal: stage planned before its needs (bug, please report)".into(),
-                )
-            })?;
-            upstream.insert(dag.stage(up).name.clone(), k);
+pub struct Plan {
+    pub stages: Vec<Planned>,
+}
+
+impl Plan {
+    pub fn key(&self, id: StageId) -> Option<&StageKey> {
+        match &self.stages[id.0] {
+            Planned::Known { key, .. } => Some(key),
+            Planned::Pending { .. } => None,
         }
-        let mut deps = BTreeMap::new();
-        for dep in &stage.deps {
-            let path = dag.pipeline.dir.join(dep);
-            let hash = stat.hash_path(&path).map_err(|e| match e {
-                CacheError::Io { path, source }
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    CacheError::Msg(format!(
-                        "dep `{dep}` of stage `{}` does not exist ({})",
-                        stage.name,
-                        path.display()
-                    ))
-                }
-                other => other,
-            })?;
-            deps.insert(dep.clone(), hash);
-        }
-        let (op, op_version, cmd) = match &stage.kind {
-            StageKind::Op(def) => (Some(def.name.to_string()), Some(def.version), None),
-            StageKind::Cmd(text) => (None, None, Some(text.clone())),
-        };
-        let ki = KeyInputs {
-            cache_version: crate::cache::key::CACHE_VERSION,
-            op,
-            op_version,
-            cmd,
-            params: serde_json::Value::Object(stage.params.clone()),
-            upstream,
-            deps,
-            outs: stage.outs.clone(),
-        };
-        keys[id.0] = Some(ki.key());
-        inputs[id.0] = Some(ki);
     }
-    let keys: Vec<StageKey> = keys
-        .into_iter()
-        .map(|k| k.unwrap_or_else(|| StageKey(String::new())))
-        .collect();
-    let mut cached = Vec::with_capacity(n);
-    for key in &keys {
-        cached.push(cache.entry(key)?);
+
+    pub fn inputs(&self, id: StageId) -> Option<&KeyInputs> {
+        match &self.stages[id.0] {
+            Planned::Known { inputs, .. } => Some(inputs),
+            Planned::Pending { .. } => None,
+        }
+    }
+
+    /// The entry for the stage's current key, when known and cached.
+    pub fn cached(&self, id: StageId) -> Option<&Entry> {
+        match &self.stages[id.0] {
+            Planned::Known { cached, .. } => cached.as_deref(),
+            Planned::Pending { .. } => None,
+        }
+    }
+}
+
+/// Plan every stage; `forced(id)` stages will re-run whatever the cache holds,
+/// so what they feed is pending.
+pub fn plan(
+    dag: &Dag,
+    cache: &Cache,
+    stat: &mut StatCache,
+    forced: &dyn Fn(StageId) -> bool,
+) -> Result<Plan, CacheError> {
+    let dir = dag.pipeline.dir.clone();
+    plan_with(dag, cache, forced, &mut |stage| {
+        hash_deps(stage, &dir, stat)
+    })
+}
+
+/// Hashes a stage's deps: path as written → content hash.
+pub type DepHasher<'a> = dyn FnMut(&StageSpec) -> Result<BTreeMap<String, String>, CacheError> + 'a;
+
+/// [`plan`] with deps hashed by `deps` (a git revision's, for `diff`).
+pub fn plan_with(
+    dag: &Dag,
+    cache: &Cache,
+    forced: &dyn Fn(StageId) -> bool,
+    deps: &mut DepHasher,
+) -> Result<Plan, CacheError> {
+    let n = dag.len();
+    let mut stages: Vec<Option<Planned>> = vec![None; n];
+    // The content of each stage's artifact, when cached and not forced.
+    let mut content: Vec<Option<String>> = vec![None; n];
+    for &id in dag.topo_order() {
+        let mut upstream = Vec::new();
+        let mut pending_on = None;
+        for up in dag.needs(id) {
+            match &content[up.0] {
+                Some(c) => upstream.push(UpstreamInput {
+                    stage: dag.stage(up).name.clone(),
+                    content: c.clone(),
+                }),
+                None => {
+                    // Name the stage that actually runs, not a pending one between.
+                    let root = match &stages[up.0] {
+                        Some(Planned::Pending { upstream, .. }) => *upstream,
+                        _ => up,
+                    };
+                    pending_on.get_or_insert(root);
+                }
+            }
+        }
+        let inputs = stage_key_inputs(dag.stage(id), upstream, deps(dag.stage(id))?);
+        let planned = match pending_on {
+            Some(upstream) => Planned::Pending {
+                upstream,
+                partial: inputs,
+            },
+            None => {
+                let key = inputs.key();
+                let cached = cache.entry(&key)?.map(Box::new);
+                if !forced(id) {
+                    content[id.0] = cached.as_deref().map(artifact_content);
+                }
+                Planned::Known {
+                    inputs,
+                    key,
+                    cached,
+                }
+            }
+        };
+        stages[id.0] = Some(planned);
     }
     Ok(Plan {
-        keys,
-        inputs: inputs
+        stages: stages
             .into_iter()
-            .map(|k| k.expect("every stage planned"))
+            .map(|p| p.expect("every stage planned in topological order"))
             .collect(),
-        cached,
     })
+}
+
+/// The content hash a stage's key chains for an upstream artifact.
+pub fn artifact_content(entry: &Entry) -> String {
+    content_hash(&entry.files)
+}
+
+/// Hash a stage's deps (declared, and those its op implies) under `dir`.
+pub fn hash_deps(
+    stage: &StageSpec,
+    dir: &Path,
+    stat: &mut StatCache,
+) -> Result<BTreeMap<String, String>, CacheError> {
+    let mut deps = BTreeMap::new();
+    for dep in all_deps(stage) {
+        let path = dir.join(&dep);
+        let hash = stat.hash_path(&path).map_err(|e| match e {
+            CacheError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                CacheError::Msg(format!(
+                    "dep `{dep}` of stage `{}` does not exist ({})",
+                    stage.name,
+                    path.display()
+                ))
+            }
+            other => other,
+        })?;
+        deps.insert(dep, hash);
+    }
+    Ok(deps)
+}
+
+/// A stage's deps as written, then those its op implies.
+pub fn all_deps(stage: &StageSpec) -> Vec<String> {
+    let mut deps = stage.deps.clone();
+    deps.extend(implied_deps(stage));
+    deps
+}
+
+/// Local files an op reads besides its upstreams: their content belongs in
+/// the key like a declared dep's (a `fetch` of a local folder or an unpinned
+/// `file://` archive).
+fn implied_deps(stage: &StageSpec) -> Vec<String> {
+    match stage.op_name() {
+        Some("fetch") => crate::ops::fetch::local_source(&stage.params)
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A stage's key inputs, from its spec, its upstreams' contents (in `needs`
+/// order) and its deps' hashes.
+pub fn stage_key_inputs(
+    stage: &StageSpec,
+    upstream: Vec<UpstreamInput>,
+    deps: BTreeMap<String, String>,
+) -> KeyInputs {
+    let (op, op_version, cmd) = match &stage.kind {
+        StageKind::Op(def) => (Some(def.name.to_string()), Some(def.version), None),
+        StageKind::Cmd(text) => (None, None, Some(text.clone())),
+    };
+    let env = match &stage.kind {
+        StageKind::Cmd(_) => {
+            BTreeMap::from([("HCPIPE_THREADS".to_string(), cmd_threads(stage).to_string())])
+        }
+        StageKind::Op(_) => BTreeMap::new(),
+    };
+    KeyInputs {
+        cache_version: crate::cache::key::CACHE_VERSION,
+        op,
+        op_version,
+        cmd,
+        params: serde_json::Value::Object(stage.params.clone()),
+        upstream,
+        deps,
+        outs: stage.outs.clone(),
+        env,
+    }
+}
+
+/// `$HCPIPE_THREADS` of a cmd stage: its declared `resources.cpu`, whatever
+/// `--jobs` is, so the variable (which is in the key) does not depend on how
+/// busy the machine is.
+pub fn cmd_threads(stage: &StageSpec) -> u32 {
+    stage.resources.cpu.max(1)
 }
 
 /// A stage's freshness, with the reason when it is not fresh.
@@ -92,28 +231,42 @@ pub enum Freshness {
     Fresh,
     Stale(Vec<String>),
     NeverRun,
+    /// Its key depends on the output of this upstream, which will run first.
+    AfterUpstream(String),
 }
 
 /// Compare each stage's current key with what the newest run of this pipeline used.
 pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
     // Run records explain stale stages only; when every stage is cached,
     // `status` need not read (every) one of them.
-    let runs = if plan.cached.iter().all(Option::is_some) {
+    let all_cached = dag.ids().all(|id| plan.cached(id).is_some());
+    let runs = if all_cached {
         Vec::new()
     } else {
         runs_of(cache, &dag.pipeline.path)
     };
     dag.ids()
         .map(|id: StageId| {
-            if plan.cached[id.0].is_some() {
-                return Freshness::Fresh;
-            }
             let name = &dag.stage(id).name;
+            let key = match &plan.stages[id.0] {
+                Planned::Known {
+                    cached: Some(_), ..
+                } => return Freshness::Fresh,
+                Planned::Known { key, .. } => key,
+                Planned::Pending { upstream, .. } => {
+                    let ran_before = runs.iter().any(|r| r.stage(name).is_some());
+                    return if ran_before {
+                        Freshness::AfterUpstream(dag.stage(*upstream).name.clone())
+                    } else {
+                        Freshness::NeverRun
+                    };
+                }
+            };
             let failed_before = runs
                 .iter()
                 .rev()
                 .filter_map(|r| r.stage(name))
-                .any(|s| s.key == plan.keys[id.0]);
+                .any(|s| &s.key == key);
             if failed_before {
                 return Freshness::Stale(vec!["its last attempt did not finish".into()]);
             }
@@ -121,12 +274,15 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
                 .iter()
                 .rev()
                 .filter_map(|r| r.stage(name))
-                .find(|s| s.key != plan.keys[id.0]);
+                .find(|s| &s.key != key);
             match previous {
                 None => Freshness::NeverRun,
                 Some(prev) => match cache.entry(&prev.key) {
                     Ok(Some(old)) => {
-                        let why = plan.inputs[id.0].why_differs(&old.inputs);
+                        let why = plan
+                            .inputs(id)
+                            .map(|i| i.why_differs(&old.inputs))
+                            .unwrap_or_default();
                         Freshness::Stale(if why.is_empty() {
                             vec!["inputs changed".into()]
                         } else {

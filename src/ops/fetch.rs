@@ -71,6 +71,30 @@ pub struct FetchParams {
     pub extract: Option<bool>,
 }
 
+/// The local file or folder a fetch reads when nothing pins its content (a
+/// `path`, or a `file://` url without `sha256`/`blake3`), as written: the
+/// planner hashes it like a dep (relative to the pipeline's folder), so
+/// editing or adding a file there re-runs the fetch and what it feeds.
+pub fn local_source(params: &Params) -> Option<String> {
+    let p: FetchParams = parse_params(params).ok()?;
+    match (&p.url, &p.path) {
+        (None, Some(path)) => Some(path.clone()),
+        (Some(url), None) if p.sha256.is_none() && p.blake3.is_none() => {
+            url.strip_prefix("file://").map(str::to_string)
+        }
+        _ => None,
+    }
+}
+
+/// A relative `path` is relative to the pipeline's folder (as deps are),
+/// not to wherever `hcpipe` was started: make it absolute for the run.
+pub fn resolve_local_path(params: &mut Params, pipeline_dir: &Path) {
+    if let Some(serde_json::Value::String(path)) = params.get_mut("path") {
+        let abs = pipeline_dir.join(&*path);
+        *path = abs.to_string_lossy().into_owned();
+    }
+}
+
 /// Load-time check: the struct, one source, well-formed pins and URL scheme.
 pub fn check_params(p: &Params) -> Result<(), String> {
     let p: FetchParams = parse_params(p)?;
@@ -622,7 +646,10 @@ pub fn extract_tar_gz(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(u6
     Ok((files, bytes))
 }
 
-/// Copy (hard-link where possible) a local folder's files into `dest`.
+/// Copy a local folder's files into `dest`. Never hard links: the cache
+/// makes its objects read-only, and a link would alias the user's file with
+/// a cache object (an in-place edit would silently change the cache).
+/// `fs::copy` uses copy_file_range, which reflinks where the file system can.
 fn copy_tree(src: &Path, dest: &Path) -> Result<(u64, u64), OpError> {
     let (mut files, mut bytes) = (0u64, 0u64);
     for e in walkdir::WalkDir::new(src).follow_links(true) {
@@ -633,9 +660,7 @@ fn copy_tree(src: &Path, dest: &Path) -> Result<(u64, u64), OpError> {
         if e.file_type().is_dir() {
             fs::create_dir_all(&to).map_err(|err| OpError::io(&to, err))?;
         } else if e.file_type().is_file() {
-            if fs::hard_link(e.path(), &to).is_err() {
-                fs::copy(e.path(), &to).map_err(|err| OpError::io(&to, err))?;
-            }
+            fs::copy(e.path(), &to).map_err(|err| OpError::io(&to, err))?;
             files += 1;
             bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
         }

@@ -46,6 +46,17 @@ pub type Params = serde_json::Map<String, serde_json::Value>;
 /// What a stage reports: flat or nested JSON, stored in the cache entry.
 pub type Metrics = serde_json::Map<String, serde_json::Value>;
 
+/// Metrics that measure how a run went rather than what it made (times).
+/// A torch op reports them, but they are kept out of the artifact's
+/// `metrics.json`: an artifact's bytes are what dependants' keys chain, and a
+/// re-run that made the same weights must leave what it feeds cached. The
+/// worker writes them to [`TIMINGS_FILE`] beside `out`; the runner adds them
+/// to the stage's entry (`show` and `run --json` still print them).
+pub const VOLATILE_METRICS: &[&str] = &["wall_s", "seconds_per_epoch"];
+
+/// Where the worker leaves [`VOLATILE_METRICS`]: in `out`'s parent folder.
+pub const TIMINGS_FILE: &str = "timings.json";
+
 /// One upstream artifact handed to a stage.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Input {

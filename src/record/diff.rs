@@ -11,19 +11,32 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::git;
 use crate::cache::statcache::StatCache;
-use crate::cache::{Cache, KeyInputs, StageKey};
+use crate::cache::{Cache, CacheError, KeyInputs, StageKey};
 use crate::dag::Dag;
-use crate::exec::plan::plan;
+use crate::exec::plan::{all_deps, plan_with, Planned};
 use crate::ops::{Metrics, Params};
 use crate::spec::load::load_pipeline_text;
+
+/// One stage as one side of a diff sees it.
+pub struct SideStage {
+    pub name: String,
+    /// `None` when the key depends on an upstream the cache does not hold.
+    pub key: Option<StageKey>,
+    /// The key's inputs when known (for a pending key: all but the upstreams
+    /// that are not cached).
+    pub inputs: Option<KeyInputs>,
+    pub metrics: Option<Metrics>,
+}
 
 /// One side of a diff.
 pub struct Side {
     pub label: String,
     pub params: Params,
-    /// Stage name → (key, key inputs when known, metrics when known).
-    pub stages: Vec<(String, StageKey, Option<KeyInputs>, Option<Metrics>)>,
+    pub stages: Vec<SideStage>,
+    /// What this side could not take from where it says it comes from.
+    pub notes: Vec<String>,
 }
 
 impl Side {
@@ -39,18 +52,19 @@ impl Side {
                 } else {
                     Some(s.metrics.clone())
                 };
-                (
-                    s.stage.clone(),
-                    s.key.clone(),
-                    entry.map(|e| e.inputs),
+                SideStage {
+                    name: s.stage.clone(),
+                    key: (!s.key.0.is_empty()).then(|| s.key.clone()),
+                    inputs: entry.map(|e| e.inputs),
                     metrics,
-                )
+                }
             })
             .collect();
         Side {
             label: run.id.clone(),
             params: run.params.clone(),
             stages,
+            notes: Vec::new(),
         }
     }
 
@@ -60,25 +74,61 @@ impl Side {
         let shown = format!("{}@{rev}", pipeline.display());
         let spec = load_pipeline_text(&text, pipeline, &shown, &[]).map_err(|e| e.to_string())?;
         let dag = Dag::build(spec).map_err(|e| e.to_string())?;
+        // Deps as they were at `rev`: from git where it has them, else from
+        // the working tree, said in a note.
         let mut stat = StatCache::load(cache.stat_cache_path());
-        let planned = plan(&dag, cache, &mut stat).map_err(|e| e.to_string())?;
+        let mut notes = Vec::new();
+        let dir = dag.pipeline.dir.clone();
+        let mut deps_at = |stage: &crate::spec::StageSpec| {
+            let mut deps = BTreeMap::new();
+            for dep in all_deps(stage) {
+                let path = dir.join(&dep);
+                let hash = match git::dep_at(&path, rev).map_err(CacheError::Msg)? {
+                    git::DepAtRevision::Hash(h) => h,
+                    git::DepAtRevision::NotInGit(why) => {
+                        notes.push(format!(
+                            "dep `{dep}` of stage `{}` at {rev}: {why}; its working-tree content was used",
+                            stage.name
+                        ));
+                        stat.hash_path(&path)?
+                    }
+                };
+                deps.insert(dep, hash);
+            }
+            Ok(deps)
+        };
+        let planned =
+            plan_with(&dag, cache, &|_| false, &mut deps_at).map_err(|e| e.to_string())?;
+        notes.dedup();
         let stages = dag
             .topo_order()
             .iter()
             .map(|&id| {
-                let metrics = planned.cached[id.0].as_ref().map(|e| e.metrics.clone());
-                (
-                    dag.stage(id).name.clone(),
-                    planned.keys[id.0].clone(),
-                    Some(planned.inputs[id.0].clone()),
+                let (key, inputs, metrics) = match &planned.stages[id.0] {
+                    Planned::Known {
+                        inputs,
+                        key,
+                        cached,
+                    } => (
+                        Some(key.clone()),
+                        Some(inputs.clone()),
+                        cached.as_ref().map(|e| e.metrics.clone()),
+                    ),
+                    Planned::Pending { partial, .. } => (None, Some(partial.clone()), None),
+                };
+                SideStage {
+                    name: dag.stage(id).name.clone(),
+                    key,
+                    inputs,
                     metrics,
-                )
+                }
             })
             .collect();
         Ok(Side {
             label: rev.to_string(),
             params: dag.pipeline.params.clone(),
             stages,
+            notes,
         })
     }
 }
@@ -114,6 +164,8 @@ pub struct Diff {
     pub params: Vec<ParamChange>,
     pub stages: Vec<StageChange>,
     pub metrics: Vec<MetricRow>,
+    /// Deps taken from the working tree because git could not give them, and similar.
+    pub notes: Vec<String>,
 }
 
 pub fn diff(a: &Side, b: &Side) -> Diff {
@@ -130,51 +182,85 @@ pub fn diff(a: &Side, b: &Side) -> Diff {
             });
         }
     }
-    let b_by_name: BTreeMap<&str, _> = b.stages.iter().map(|s| (s.0.as_str(), s)).collect();
-    let a_names: std::collections::HashSet<&str> = a.stages.iter().map(|s| s.0.as_str()).collect();
+    let b_by_name: BTreeMap<&str, &SideStage> =
+        b.stages.iter().map(|s| (s.name.as_str(), s)).collect();
+    let a_names: std::collections::HashSet<&str> =
+        a.stages.iter().map(|s| s.name.as_str()).collect();
     let mut stages = Vec::new();
     let mut metrics = Vec::new();
-    for (name, key_a, inputs_a, metrics_a) in &a.stages {
+    for sa in &a.stages {
+        let name = &sa.name;
         match b_by_name.get(name.as_str()) {
             None => stages.push(StageChange {
                 stage: name.clone(),
                 change: "only_a",
                 why: vec![],
             }),
-            Some((_, key_b, inputs_b, metrics_b)) => {
-                let (change, why) = if key_a == key_b {
-                    ("same", vec![])
-                } else {
-                    let why = match (inputs_a, inputs_b) {
-                        (Some(ia), Some(ib)) => ib.why_differs(ia),
-                        _ => vec!["key inputs of one side are no longer in the cache".into()],
-                    };
-                    ("changed", why)
-                };
+            Some(sb) => {
+                let (change, why) = compare(sa, sb);
                 stages.push(StageChange {
                     stage: name.clone(),
                     change,
                     why,
                 });
-                metric_rows(name, metrics_a.as_ref(), metrics_b.as_ref(), &mut metrics);
+                metric_rows(name, sa.metrics.as_ref(), sb.metrics.as_ref(), &mut metrics);
             }
         }
     }
-    for (name, ..) in &b.stages {
-        if !a_names.contains(name.as_str()) {
+    for sb in &b.stages {
+        if !a_names.contains(sb.name.as_str()) {
             stages.push(StageChange {
-                stage: name.clone(),
+                stage: sb.name.clone(),
                 change: "only_b",
                 why: vec![],
             });
         }
     }
+    let mut notes: Vec<String> = a.notes.iter().chain(&b.notes).cloned().collect();
+    notes.dedup();
     Diff {
         a: a.label.clone(),
         b: b.label.clone(),
         params,
         stages,
         metrics,
+        notes,
+    }
+}
+
+/// One stage's change between the sides, and why.
+fn compare(a: &SideStage, b: &SideStage) -> (&'static str, Vec<String>) {
+    match (&a.key, &b.key) {
+        (Some(ka), Some(kb)) if ka == kb => ("same", vec![]),
+        (Some(_), Some(_)) => match (&a.inputs, &b.inputs) {
+            (Some(ia), Some(ib)) => ("changed", ib.why_differs(ia)),
+            _ => (
+                "changed",
+                vec!["key inputs of one side are no longer in the cache".into()],
+            ),
+        },
+        // A key waits on an upstream's output: compare what is known.
+        _ => match (&a.inputs, &b.inputs) {
+            (Some(ia), Some(ib)) => {
+                let strip = |i: &KeyInputs| KeyInputs {
+                    upstream: Vec::new(),
+                    ..i.clone()
+                };
+                let why = strip(ib).why_differs(&strip(ia));
+                if why.is_empty() {
+                    (
+                        "unknown",
+                        vec!["same own inputs; an upstream's output is not cached on one side, run it to compare".into()],
+                    )
+                } else {
+                    ("changed", why)
+                }
+            }
+            _ => (
+                "unknown",
+                vec!["key inputs of one side are no longer in the cache".into()],
+            ),
+        },
     }
 }
 
@@ -236,6 +322,12 @@ pub fn render(d: &Diff) -> String {
             .unwrap_or_else(|| "—".into())
     };
     let mut out = format!("diff {} → {}\n\n", d.a, d.b);
+    for note in &d.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    if !d.notes.is_empty() {
+        out.push('\n');
+    }
     if d.params.is_empty() {
         out.push_str("params: unchanged\n\n");
     } else {

@@ -76,31 +76,11 @@ fn parse_status(text: &str) -> Option<GitState> {
 
 /// The pipeline file's text at a git revision (`git show REV:path`).
 pub fn show_at(file: &Path, rev: &str) -> Result<String, String> {
-    let dir = file.parent().ok_or("pipeline path has no folder")?;
-    let top = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "--show-toplevel"])
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if !top.status.success() {
-        return Err(format!("{} is not inside a git work tree", file.display()));
-    }
-    let top = std::path::PathBuf::from(String::from_utf8_lossy(&top.stdout).trim());
-    let abs = std::path::absolute(file).map_err(|e| e.to_string())?;
-    let canon_top = top.canonicalize().unwrap_or(top);
-    let canon_file = abs
-        .parent()
-        .and_then(|p| p.canonicalize().ok())
-        .map(|p| p.join(abs.file_name().unwrap_or_default()))
-        .unwrap_or(abs);
-    let rel = canon_file
-        .strip_prefix(&canon_top)
-        .map_err(|_| format!("{} is outside the git work tree", file.display()))?;
+    let (top, rel) = repo_path(file)?;
     let spec = format!("{rev}:{}", rel.display());
     let out = Command::new("git")
         .arg("-C")
-        .arg(&canon_top)
+        .arg(&top)
         .args(["show", &spec])
         .output()
         .map_err(|e| format!("cannot run git: {e}"))?;
@@ -111,6 +91,181 @@ pub fn show_at(file: &Path, rev: &str) -> Result<String, String> {
         ));
     }
     String::from_utf8(out.stdout).map_err(|_| format!("{spec} is not UTF-8"))
+}
+
+/// A dep's content hash as it was at a git revision, in the format the stat
+/// cache gives the working tree (`cache::statcache`), so a revision whose
+/// deps equal the working tree's finds the same cached results.
+pub enum DepAtRevision {
+    /// Hashed from the revision's blobs (or, where git says the working
+    /// tree holds exactly them, from the working tree).
+    Hash(String),
+    /// Git cannot give this dep's content at the revision; why.
+    NotInGit(String),
+}
+
+/// Hash `dep` (a file or folder) as of revision `rev`.
+pub fn dep_at(dep: &Path, rev: &str) -> Result<DepAtRevision, String> {
+    let (top, rel) = match repo_path(dep) {
+        Ok(x) => x,
+        Err(_) => {
+            return Ok(DepAtRevision::NotInGit(
+                "it is outside the git work tree".into(),
+            ))
+        }
+    };
+    let rel = rel.to_string_lossy().into_owned();
+    let git = |args: &[&str]| -> Result<Vec<u8>, String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&top)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run git: {e}"))?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "git {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    let spec = format!("{rev}^{{tree}}");
+    let listing = git(&[
+        "ls-tree",
+        "-r",
+        "-t",
+        "-z",
+        "--full-tree",
+        &spec,
+        "--",
+        &rel,
+    ])?;
+    let mut entries: Vec<(String, String, String)> = Vec::new(); // (mode, object, path)
+    for item in listing.split(|b| *b == 0).filter(|i| !i.is_empty()) {
+        let text = String::from_utf8_lossy(item);
+        let Some((meta, path)) = text.split_once('\t') else {
+            continue;
+        };
+        let mut parts = meta.split(' ');
+        let (Some(mode), Some(_kind), Some(object)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        entries.push((mode.to_string(), object.to_string(), path.to_string()));
+    }
+    if entries.is_empty() {
+        return Ok(DepAtRevision::NotInGit(format!(
+            "git does not track it at {rev}"
+        )));
+    }
+    if entries
+        .iter()
+        .any(|(mode, ..)| mode == "120000" || mode == "160000")
+    {
+        return Ok(DepAtRevision::NotInGit(format!(
+            "at {rev} it holds symlinks or submodules, whose targets git does not store"
+        )));
+    }
+    // Files git does not track (ignored data, say) are part of the working
+    // tree's hash but of no revision: the revision cannot be told apart.
+    let untracked = git(&[
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--ignored=matching",
+        "--untracked-files=all",
+        "--",
+        &rel,
+    ])?;
+    let has_untracked = untracked
+        .split(|b| *b == 0)
+        .any(|i| i.starts_with(b"??") || i.starts_with(b"!!"));
+    if has_untracked {
+        return Ok(DepAtRevision::NotInGit(
+            "it holds files git does not track in the working tree".into(),
+        ));
+    }
+    let single_file = entries.len() == 1 && entries[0].2 == rel && entries[0].0 != "040000";
+    if single_file {
+        let (mode, object, _) = &entries[0];
+        let bytes = git(&["cat-file", "blob", object])?;
+        let mut hash = blake3::hash(&bytes).to_hex().to_string();
+        if mode == "100755" {
+            hash.push_str("+x");
+        }
+        return Ok(DepAtRevision::Hash(hash));
+    }
+    // A folder: the same records, in the same order, as the stat cache's walk
+    // (depth first, siblings by name bytes).
+    let prefix = format!("{rel}/");
+    let mut tree: std::collections::BTreeMap<Vec<Vec<u8>>, (char, String)> =
+        std::collections::BTreeMap::new();
+    for (mode, object, path) in &entries {
+        let Some(inner) = path.strip_prefix(&prefix) else {
+            continue;
+        };
+        let parts: Vec<Vec<u8>> = inner.split('/').map(|p| p.as_bytes().to_vec()).collect();
+        if mode == "040000" {
+            tree.insert(parts, ('D', String::new()));
+        } else {
+            let bytes = git(&["cat-file", "blob", object])?;
+            let mut hash = blake3::hash(&bytes).to_hex().to_string();
+            if mode == "100755" {
+                hash.push_str("+x");
+            }
+            tree.insert(parts, ('F', hash));
+        }
+    }
+    // Ordering component lists lexicographically is exactly a depth-first walk
+    // with siblings sorted by name.
+    let records: Vec<(char, Vec<u8>, String)> = tree
+        .into_iter()
+        .map(|(parts, (kind, content))| (kind, parts.join(&b'/'), content))
+        .collect();
+    Ok(DepAtRevision::Hash(crate::cache::statcache::tree_hash_of(
+        records
+            .iter()
+            .map(|(k, p, c)| (*k, p.as_slice(), c.as_str())),
+    )))
+}
+
+/// The repository's top folder and `file`'s path inside it.
+fn repo_path(file: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let abs = std::path::absolute(file).map_err(|e| e.to_string())?;
+    let dir = if abs.is_dir() {
+        abs.clone()
+    } else {
+        abs.parent().ok_or("path has no folder")?.to_path_buf()
+    };
+    let top = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !top.status.success() {
+        return Err(format!("{} is not inside a git work tree", file.display()));
+    }
+    let top = std::path::PathBuf::from(String::from_utf8_lossy(&top.stdout).trim());
+    let canon_top = top.canonicalize().unwrap_or(top);
+    // The folder is resolved (symlinks, `..`), the last name kept as written.
+    let canon = if abs.is_dir() {
+        abs.canonicalize().unwrap_or(abs.clone())
+    } else {
+        abs.parent()
+            .and_then(|p| p.canonicalize().ok())
+            .map(|p| p.join(abs.file_name().unwrap_or_default()))
+            .unwrap_or(abs.clone())
+    };
+    let rel = canon
+        .strip_prefix(&canon_top)
+        .map_err(|_| format!("{} is outside the git work tree", file.display()))?
+        .to_path_buf();
+    Ok((canon_top, rel))
 }
 
 #[cfg(test)]

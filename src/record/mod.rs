@@ -65,10 +65,43 @@ pub struct RunRecord {
     pub started: String,
     #[serde(default)]
     pub finished: Option<String>,
-    /// running | ok | failed
+    /// running | ok | failed | interrupted
     pub status: String,
     pub hcpipe_version: String,
+    /// The process writing the record while it runs: a `running` record
+    /// whose runner is gone (killed, or a second Ctrl-C) reads `interrupted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<Runner>,
     pub stages: Vec<StageRecord>,
+}
+
+/// A process, told apart from a later one that reuses its pid by its start time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runner {
+    pub pid: u32,
+    /// Clock ticks since boot at which it started (`/proc/PID/stat`, field 22).
+    pub start: u64,
+}
+
+impl Runner {
+    pub fn this_process() -> Option<Runner> {
+        let pid = std::process::id();
+        Some(Runner {
+            pid,
+            start: start_ticks(pid)?,
+        })
+    }
+
+    pub fn is_alive(&self) -> bool {
+        start_ticks(self.pid) == Some(self.start)
+    }
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl RunRecord {
@@ -113,6 +146,12 @@ pub fn list_runs(cache: &Cache) -> Vec<RunRecord> {
         .filter_map(|e| std::fs::read(e.path()).ok())
         .filter_map(|b| serde_json::from_slice::<RunRecord>(&b).ok())
         .collect();
+    for run in &mut runs {
+        let gone = run.runner.as_ref().is_some_and(|r| !r.is_alive());
+        if run.status == "running" && gone {
+            run.status = "interrupted".into();
+        }
+    }
     runs.sort_by(|a, b| a.id.cmp(&b.id));
     runs
 }
@@ -144,4 +183,20 @@ pub fn runs_of(cache: &Cache, pipeline_path: &Path) -> Vec<RunRecord> {
         .into_iter()
         .filter(|r| r.pipeline_path == p)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_made_up_one_is_not() {
+        let me = Runner::this_process().unwrap();
+        assert!(me.is_alive());
+        let reused = Runner {
+            pid: me.pid,
+            start: me.start + 1,
+        };
+        assert!(!reused.is_alive());
+    }
 }

@@ -113,7 +113,10 @@ impl Reporter {
     fn println(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            // A closed stderr (`hcpipe run P 2>&1 | head`) must not stop the run.
+            None => {
+                let _ = writeln!(std::io::stderr(), "{text}");
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 //!   file:line:col diagnostics.
 //! - [`subst`]: `${params.x}` and `${matrix.k}` substitution.
 //! - [`matrix`]: expands `matrix:` stages into one stage per combination.
+//! - [`paths`]: lexical normalisation of `deps` and `outs`.
 //! - [`validate`]: ops, params, needs and deps checked all at once; yields a [`Pipeline`].
 //!
 //! Nouns: a **pipeline** is one YAML file; a **stage** is a named node that
@@ -13,6 +14,7 @@
 
 pub mod load;
 pub mod matrix;
+pub mod paths;
 pub mod raw;
 pub mod subst;
 pub mod validate;
@@ -66,7 +68,8 @@ pub struct StageSpec {
     /// Upstream stage names (matrix members already resolved).
     pub needs: Vec<String>,
     pub params: Params,
-    /// Relative to the pipeline folder, as written.
+    /// Relative to the pipeline folder, normalised ([`paths::normalize`]):
+    /// `./d.txt` and `d.txt` are one dep, and one key.
     pub deps: Vec<String>,
     pub outs: Vec<String>,
     pub resources: Resources,

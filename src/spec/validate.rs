@@ -3,17 +3,24 @@
 //! Every problem found is reported together, each with file:line:col, what
 //! is wrong and the valid choices, so one edit-run cycle fixes them all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::load::closest;
-use super::matrix::{combinations, member_name};
+use super::matrix::{combinations, member_name, product};
+use super::paths::normalize;
 use super::raw::{RawPipeline, RawStage};
-use super::subst::{subst_string, subst_value, Scope};
+use super::subst::{display_value, subst_string, subst_value, Scope};
 use super::{Loc, Pipeline, Resources, SpecError, StageKind, StageSpec};
+use crate::exec::cmd_text::{placeholders, Quoting, Ref};
 use crate::ops::{self, Params};
+
+/// A pipeline expands to at most this many stages (matrix members counted
+/// one by one), checked before any matrix is expanded: a 9-key matrix of 10
+/// values each would otherwise be a billion stages and exhaust memory.
+pub const MAX_STAGES: u64 = 100_000;
 
 struct Problems<'a> {
     shown: &'a str,
@@ -81,6 +88,7 @@ pub fn validate(
     let mut members_of: HashMap<String, Vec<usize>> = HashMap::new();
     let mut stages: Vec<StageSpec> = Vec::new();
     let mut raw_needs: Vec<Vec<(String, Loc)>> = Vec::new();
+    let mut planned: u64 = 0;
     for (base, spanned) in &raw.stages {
         let loc = loc_of(&spanned.referenced);
         let stage: &RawStage = &spanned.value;
@@ -105,6 +113,43 @@ pub fn validate(
             );
             continue;
         }
+        let matrix_loc = stage
+            .matrix
+            .as_ref()
+            .map(|m| loc_of(&m.referenced))
+            .unwrap_or(loc);
+        if let Some(msg) = duplicate_value(&matrix_lists) {
+            problems.add(matrix_loc, base, msg);
+            continue;
+        }
+        let members = product(&matrix_lists);
+        let after = planned.saturating_add(members);
+        if members > MAX_STAGES || after > MAX_STAGES {
+            let sizes = matrix_lists
+                .iter()
+                .map(|(k, v)| format!("{} `{k}`", v.len()))
+                .collect::<Vec<_>>()
+                .join(" × ");
+            let count = if members == u64::MAX {
+                format!("more than {}", u64::MAX)
+            } else {
+                members.to_string()
+            };
+            let what = if members > MAX_STAGES {
+                format!("matrix expands to {count} members ({sizes})")
+            } else if matrix_lists.is_empty() {
+                format!("brings the pipeline to {after} stages (matrix members counted one by one)")
+            } else {
+                format!("matrix's {count} members ({sizes}) bring the pipeline to {after} stages")
+            };
+            problems.add(
+                matrix_loc,
+                base,
+                format!("{what}, over the limit of {MAX_STAGES} stages per pipeline; shorten its lists or split the sweep into several pipelines"),
+            );
+            continue;
+        }
+        planned = after;
         for values in combinations(&matrix_lists) {
             let name = member_name(base, &values);
             let scope = Scope {
@@ -175,8 +220,13 @@ pub fn validate(
                     ok = false;
                 }
             }
+            let mut deps: Vec<String> = Vec::new();
             for dep in &stage.deps {
-                let path = dir.join(&dep.value);
+                let norm = normalize(&dep.value, Some(&dir));
+                let path = dir.join(&norm);
+                if !deps.contains(&norm) {
+                    deps.push(norm);
+                }
                 if !path.exists() {
                     problems.add(
                         loc_of(&dep.referenced),
@@ -226,8 +276,8 @@ pub fn validate(
                 kind,
                 needs: Vec::new(),
                 params: stage_params,
-                deps: stage.deps.iter().map(|d| d.value.clone()).collect(),
-                outs: stage.outs.clone(),
+                deps,
+                outs: normalized_outs(&stage.outs),
                 resources,
                 matrix: values,
                 gather: stage.gather,
@@ -237,12 +287,43 @@ pub fn validate(
         }
     }
 
-    // Pass 2: resolve `needs` against expanded members.
-    let by_name: HashMap<String, usize> = stages
+    // Member names are injective (see `matrix::member_name`); a clash here
+    // would make one stage read another's data, so it is refused outright.
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for (i, s) in stages.iter().enumerate() {
+        if let Some(&j) = by_name.get(&s.name) {
+            let first = &stages[j];
+            problems.add(
+                s.loc,
+                &s.name,
+                format!(
+                    "has the same name as a member of stage `{}` (line {}); give their matrix values different spellings",
+                    first.base, first.loc.line
+                ),
+            );
+        } else {
+            by_name.insert(s.name.clone(), i);
+        }
+    }
+    let matrix_bases: HashSet<String> = members_of
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.clone(), i))
+        .filter(|(_, m)| m.len() > 1 || !stages[m[0]].matrix.is_empty())
+        .map(|(b, _)| b.clone())
         .collect();
+    // For fan-out: each matrix stage's members by their values, so pairing
+    // a member with its upstream is a lookup, not a scan.
+    let mut by_values: HashMap<&str, HashMap<String, usize>> = HashMap::new();
+    for (base, members) in &members_of {
+        if matrix_bases.contains(base) {
+            let index = members
+                .iter()
+                .map(|&m| (values_key(&stages[m].matrix, stages[m].matrix.keys()), m))
+                .collect();
+            by_values.insert(base.as_str(), index);
+        }
+    }
+
+    // Pass 2: resolve `needs` against expanded members.
     let all_bases: Vec<&str> = raw.stages.keys().map(String::as_str).collect();
     for (i, needs) in raw_needs.iter().enumerate() {
         let mut resolved = Vec::new();
@@ -253,20 +334,20 @@ pub fn validate(
                 continue;
             }
             if let Some(members) = members_of.get(need) {
-                let is_matrix = members.len() > 1 || !stages[members[0]].matrix.is_empty();
-                if !is_matrix {
+                if !matrix_bases.contains(need) {
                     resolved.push(stages[members[0]].name.clone());
                 } else if me.gather {
                     resolved.extend(members.iter().map(|&m| stages[m].name.clone()));
                 } else {
-                    let matching: Vec<&StageSpec> = members
-                        .iter()
-                        .map(|&m| &stages[m])
-                        .filter(|up| up.matrix.iter().all(|(k, v)| me.matrix.get(k) == Some(v)))
-                        .collect();
-                    match matching.as_slice() {
-                        [one] => resolved.push(one.name.clone()),
-                        _ => problems.add(
+                    let up_keys = stages[members[0]].matrix.keys();
+                    let matching = up_keys
+                        .clone()
+                        .all(|k| me.matrix.contains_key(k))
+                        .then(|| values_key(&me.matrix, up_keys))
+                        .and_then(|key| by_values.get(need.as_str())?.get(&key));
+                    match matching {
+                        Some(&one) => resolved.push(stages[one].name.clone()),
+                        None => problems.add(
                             *loc,
                             &me.name,
                             format!(
@@ -298,19 +379,43 @@ pub fn validate(
         }
         stages[i].needs = resolved;
         if let StageKind::Cmd(text) = &stages[i].kind {
-            for name in in_refs(text) {
-                if !stages[i].needs.contains(&name)
-                    && !stages[i]
-                        .needs
-                        .iter()
-                        .any(|n| stages[by_name[n]].base == name)
-                {
-                    let (l, s) = (stages[i].loc, stages[i].name.clone());
+            let me = &stages[i];
+            for p in placeholders(text) {
+                let Ref::In { name, list } = p.what else {
+                    continue;
+                };
+                let written = &text[p.start..p.end];
+                let needed = me
+                    .needs
+                    .iter()
+                    .any(|n| n == name || by_name.get(n).is_some_and(|&u| stages[u].base == name));
+                if !needed && raw_needs[i].iter().any(|(n, _)| n == name) {
+                    // In `needs` but not resolved: reported above.
+                    continue;
+                }
+                if !needed {
                     problems.add(
-                        l,
-                        &s,
+                        me.loc,
+                        &me.name,
+                        format!("cmd uses `{written}` but `{name}` is not in its `needs`; add it"),
+                    );
+                    continue;
+                }
+                let gathered = me.gather && matrix_bases.contains(name);
+                if list && !gathered {
+                    problems.add(
+                        me.loc,
+                        &me.name,
                         format!(
-                            "cmd uses `{{in.{name}}}` but `{name}` is not in its `needs`; add it"
+                            "cmd uses `{written}`, but a `:list` file is only for a matrix stage this stage gathers (`gather: true`); write `{{in.{name}}}`"
+                        ),
+                    );
+                } else if !list && gathered && p.quoting != Quoting::Unquoted {
+                    problems.add(
+                        me.loc,
+                        &me.name,
+                        format!(
+                            "cmd puts `{written}` inside quotes, but a gather expands it to one folder per member, which quotes would join into one word; write it without quotes (hcpipe quotes each folder), or read the folders from `{{in.{name}:list}}`, a file with one folder per line"
                         ),
                     );
                 }
@@ -340,21 +445,49 @@ pub fn validate(
     })
 }
 
-/// Names referenced as `{in.NAME}` in a cmd.
-pub fn in_refs(cmd: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = cmd;
-    while let Some(start) = rest.find("{in.") {
-        let after = &rest[start + 4..];
-        match after.find('}') {
-            Some(end) => {
-                out.push(after[..end].to_string());
-                rest = &after[end + 1..];
+/// A member's values under `keys`, as one comparable string.
+fn values_key<'a>(
+    values: &BTreeMap<String, Value>,
+    keys: impl Iterator<Item = &'a String>,
+) -> String {
+    let picked: Vec<Option<&Value>> = keys.map(|k| values.get(k)).collect();
+    serde_json::to_string(&picked).unwrap_or_default()
+}
+
+/// A value listed twice under one matrix key: two members would run the
+/// same command (a string `"1"` and a number `1` read the same in one).
+fn duplicate_value(matrix: &BTreeMap<String, Vec<Value>>) -> Option<String> {
+    for (k, values) in matrix {
+        let mut seen: HashMap<String, &Value> = HashMap::new();
+        for v in values {
+            let text = display_value(v);
+            if let Some(first) = seen.get(&text) {
+                let how = if *first == v {
+                    String::new()
+                } else {
+                    format!(" (as `{first}` and `{v}`, which read the same in a command)")
+                };
+                return Some(format!(
+                    "matrix key `{k}` lists `{text}` twice{how}; each value must be different, remove one"
+                ));
             }
-            None => break,
+            seen.insert(text, v);
         }
     }
-    out
+    None
+}
+
+/// `outs` normalised (they are relative to `{out}`, which does not exist
+/// yet, so `a/..` is kept), each once.
+fn normalized_outs(outs: &[String]) -> Vec<String> {
+    let mut list: Vec<String> = Vec::new();
+    for o in outs {
+        let norm = normalize(o, None);
+        if !list.contains(&norm) {
+            list.push(norm);
+        }
+    }
+    list
 }
 
 fn valid_stage_name(name: &str) -> bool {
@@ -372,7 +505,7 @@ fn apply_overrides(
     shown: &str,
 ) -> Result<Params, SpecError> {
     for (k, v) in overrides {
-        if !params.contains_key(k) {
+        let Some(default) = params.get(k) else {
             let valid = params
                 .keys()
                 .map(|p| format!("`{p}`"))
@@ -389,16 +522,103 @@ fn apply_overrides(
                     valid
                 }
             )));
-        }
-        params.insert(k.clone(), parse_scalar(v));
+        };
+        let value = typed_override(k, v, default).map_err(SpecError::new)?;
+        params.insert(k.clone(), value);
     }
     Ok(params.into_iter().collect())
 }
 
-/// `--set` values read like YAML scalars: numbers and booleans keep their type.
+/// A `--set k=v` value, read as the type of the param's default in
+/// `params:`: a string param takes the text exactly as typed (`007`, `1.10`),
+/// a number or boolean param must parse as one (integers stay exact, never
+/// floats), a list or mapping is given as JSON. `str:TEXT` always passes
+/// TEXT as a string. A param whose default is `null` reads the value like a
+/// YAML scalar ([`parse_scalar`]).
+pub fn typed_override(k: &str, v: &str, default: &Value) -> Result<Value, String> {
+    if let Some(text) = v.strip_prefix("str:") {
+        return Ok(Value::String(text.to_string()));
+    }
+    let as_text = format!("or `--set {k}=str:{v}` to pass it as text");
+    let wrong = |what: &str, how: &str| {
+        format!("--set {k}={v}: `{k}` is {what} (its default is `{default}`); {how}, {as_text}")
+    };
+    match default {
+        Value::String(_) => Ok(Value::String(v.to_string())),
+        Value::Null => Ok(parse_scalar(v)),
+        Value::Bool(_) => match v {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(wrong("a boolean", "give `true` or `false`")),
+        },
+        Value::Number(n) if n.is_f64() => match v.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Value::from(f)),
+            _ => Err(wrong(
+                "a number",
+                &format!("give one, e.g. `--set {k}={default}`"),
+            )),
+        },
+        Value::Number(_) => {
+            if let Ok(i) = v.parse::<i64>() {
+                Ok(Value::from(i))
+            } else if let Ok(u) = v.parse::<u64>() {
+                Ok(Value::from(u))
+            } else if is_integer_text(v) {
+                Err(wrong(
+                    "an integer",
+                    &format!(
+                        "give a whole number from {} to {} (hcpipe keeps integers exact)",
+                        i64::MIN,
+                        u64::MAX
+                    ),
+                ))
+            } else {
+                Err(wrong(
+                    "an integer",
+                    &format!("give a whole number, e.g. `--set {k}={default}`"),
+                ))
+            }
+        }
+        Value::Array(_) | Value::Object(_) => {
+            let kind = if default.is_array() {
+                "a list"
+            } else {
+                "a mapping"
+            };
+            match serde_json::from_str::<Value>(v) {
+                Ok(parsed)
+                    if parsed.is_array() == default.is_array()
+                        && parsed.is_object() == default.is_object() =>
+                {
+                    Ok(parsed)
+                }
+                _ => Err(wrong(
+                    kind,
+                    &format!("give it as JSON, e.g. `--set {k}={}`", default),
+                )),
+            }
+        }
+    }
+}
+
+/// An optional sign and digits only.
+fn is_integer_text(v: &str) -> bool {
+    let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A `--set` value for a param without a typed default (`null`), read like
+/// a YAML scalar: integers (exact, never floats: one too big for 64 bits
+/// stays text), other numbers, `true`/`false`, else text.
 pub fn parse_scalar(v: &str) -> Value {
     if let Ok(i) = v.parse::<i64>() {
         return Value::from(i);
+    }
+    if let Ok(u) = v.parse::<u64>() {
+        return Value::from(u);
+    }
+    if is_integer_text(v) {
+        return Value::String(v.to_string());
     }
     if let Ok(f) = v.parse::<f64>() {
         if f.is_finite() {
@@ -409,5 +629,62 @@ pub fn parse_scalar(v: &str) -> Value {
         "true" => Value::Bool(true),
         "false" => Value::Bool(false),
         _ => Value::String(v.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn set_values_keep_the_declared_type() {
+        let ok = |v: &str, d: Value| typed_override("p", v, &d).unwrap();
+        assert_eq!(ok("007", json!("x")), json!("007"));
+        assert_eq!(ok("1.10", json!("x")), json!("1.10"));
+        assert_eq!(ok("str:007", json!(1)), json!("007"));
+        assert_eq!(ok("str:", json!(1.5)), json!(""));
+        assert_eq!(ok("12", json!(1)), json!(12));
+        assert_eq!(ok("-12", json!(1)), json!(-12));
+        assert_eq!(ok("18446744073709551615", json!(1)), json!(u64::MAX));
+        assert_eq!(ok("0.50", json!(0.1)), json!(0.5));
+        assert_eq!(ok("2", json!(0.1)), json!(2.0));
+        assert_eq!(ok("true", json!(false)), json!(true));
+        assert_eq!(ok("[64,128]", json!([1])), json!([64, 128]));
+        assert_eq!(ok("007", Value::Null), json!(7));
+        assert_eq!(
+            ok("123456789012345678901234567890", Value::Null),
+            json!("123456789012345678901234567890")
+        );
+        for (v, d, what) in [
+            ("two", json!(1), "integer"),
+            ("1.5", json!(1), "integer"),
+            ("99999999999999999999", json!(1), "keeps integers exact"),
+            ("fast", json!(0.1), "number"),
+            ("inf", json!(0.1), "number"),
+            ("yes", json!(true), "boolean"),
+            ("64", json!([1]), "list"),
+        ] {
+            let err = typed_override("p", v, &d).unwrap_err();
+            assert!(
+                err.starts_with(&format!("--set p={v}: `p` is "))
+                    && err.contains(what)
+                    && err.contains(&format!("--set p=str:{v}")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_values_are_found() {
+        let mut m = BTreeMap::new();
+        m.insert("k".to_string(), vec![json!(1), json!("1")]);
+        let msg = duplicate_value(&m).unwrap();
+        assert!(
+            msg.contains("`k` lists `1` twice (as `1` and `\"1\"`"),
+            "{msg}"
+        );
+        m.insert("k".to_string(), vec![json!(1), json!(1.0), json!("a")]);
+        assert_eq!(duplicate_value(&m), None);
     }
 }

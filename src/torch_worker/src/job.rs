@@ -107,11 +107,23 @@ pub fn execute(job: &JobSpec) -> Result<Metrics> {
         out: &job.out,
         threads: job.threads.max(1),
     };
-    let metrics = crate::ops::run(&job.op, &ctx)?;
+    let mut metrics = crate::ops::run(&job.op, &ctx)?;
+    // Times stay out of the artifact (see hcpipe::ops::VOLATILE_METRICS).
+    let mut timings = Metrics::new();
+    for name in hcpipe::ops::VOLATILE_METRICS {
+        if let Some(v) = metrics.remove(*name) {
+            timings.insert(name.to_string(), v);
+        }
+    }
     let path = job.out.join("metrics.json");
     let text = serde_json::to_string_pretty(&metrics)
         .map_err(|e| msg(format!("encoding metrics: {e}")))?;
     crate::tsv::write(&path, &(text + "\n"))?;
+    if let Some(beside) = job.out.parent() {
+        let text = serde_json::to_string(&timings).unwrap_or_default();
+        let _ = std::fs::write(beside.join(hcpipe::ops::TIMINGS_FILE), text);
+    }
+    metrics.extend(timings);
     Ok(metrics)
 }
 
