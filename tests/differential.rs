@@ -269,7 +269,14 @@ impl MVal {
             MVal::Str(s) => yq(s),
         }
     }
-    /// How hcpipe shows a value in text and member names.
+    fn json(&self) -> serde_json::Value {
+        match self {
+            MVal::Int(i) => serde_json::json!(i),
+            MVal::Str(s) => serde_json::json!(s),
+        }
+    }
+
+    /// How hcpipe shows a value in text.
     fn display(&self) -> String {
         match self {
             MVal::Int(i) => i.to_string(),
@@ -399,15 +406,10 @@ impl Model {
                         .values()
                         .flatten()
                         .any(|&u: &usize| members[u].tainted);
-                let name = if values.is_empty() {
-                    s.name.clone()
-                } else {
-                    let inner: Vec<String> = values
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", v.display()))
-                        .collect();
-                    format!("{}[{}]", s.name, inner.join(","))
-                };
+                // hcpipe's own naming (values that could collide are quoted).
+                let as_json: BTreeMap<String, serde_json::Value> =
+                    values.iter().map(|(k, v)| (k.clone(), v.json())).collect();
+                let name = hcpipe::spec::matrix::member_name(&s.name, &as_json);
                 mine.push(members.len());
                 members.push(Member {
                     stage: si,
@@ -1745,6 +1747,16 @@ fn exec_step(
             detail: format!("hcpipe panicked: {}", text_of(&out)),
         }]);
     }
+    // A dep edited while its stage ran fails that stage, by design (its
+    // result is not stored under either version's key): the next run builds
+    // it from the dep as it is now, and only that run's cache is checked.
+    let out = if !out.status.success() && stderr.contains("changed while the stage ran") {
+        let mut again = vec!["run".to_string(), "p.yaml".into(), "--json".into()];
+        again.extend(set_args(model));
+        hcpipe(&ctx.root, &ctx.cache, &again).output().unwrap()
+    } else {
+        out
+    };
     if !out.status.success() {
         return Ok(vec![Mismatch {
             check: "run",
