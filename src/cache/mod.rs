@@ -4,14 +4,14 @@
 //!
 //! | path | holds |
 //! |---|---|
-//! | `objects/ab/abcdef…` | every artifact file once, named by its blake3, read-only |
+//! | `objects/ab/abcdef…` | every artifact file once, named by its blake3, read-only (`…​.x` for an executable one: the mode is part of an object's identity) |
 //! | `entries/<key>.json` | a finished stage: key inputs, file manifest, metrics — the commit point |
 //! | `artifacts/<key>/` | the artifact as a folder of hard links to objects (what `{in.X}` points at) |
 //! | `runs/<id>.json` | one run record per `hcpipe run` |
 //! | `logs/<key>.log` | the last attempt's stdout+stderr |
 //! | `locks/<key>.lock` | held while a runner executes that stage |
 //! | `tmp/` | staging folders of stages in flight |
-//! | `stat-cache.json` | (device, inode, size, mtime_ns) → blake3 of deps |
+//! | `stat-cache.json` | (device, inode, size, mtime_ns, ctime_ns) → blake3 of deps |
 //! | `use.lock` | shared by every run, exclusive for `gc` |
 //!
 //! An entry is written only after every object and the artifact folder are
