@@ -4,7 +4,7 @@
 //!
 //! | path | holds |
 //! |---|---|
-//! | `objects/ab/abcdef…` | every artifact file once, named by its blake3, read-only (`…​.x` for an executable one: the mode is part of an object's identity) |
+//! | `objects/ab/abcdef…` | every artifact file once, named by its blake3, read-only (`<hash>.x` for an executable one: the mode is part of an object's identity) |
 //! | `entries/<key>.json` | a finished stage: key inputs, file manifest, metrics — the commit point |
 //! | `artifacts/<key>/` | the artifact as a folder of hard links to objects (what `{in.X}` points at) |
 //! | `runs/<id>.json` | one run record per `hcpipe run` |
