@@ -91,9 +91,15 @@ fn a_second_ctrl_c_leaves_no_stage_process_running() {
     let grandchild: i32 = p.read("grandchild.pid").trim().parse().unwrap();
     assert!(alive(grandchild));
     let pid = child.id() as i32;
+    // Two separate signals (back to back they could merge into one), the
+    // second before the scheduler's next look at the first (every 200 ms).
     // SAFETY: signalling the child we spawned.
     unsafe {
         libc::kill(pid, libc::SIGINT);
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    // SAFETY: as above.
+    unsafe {
         libc::kill(pid, libc::SIGINT);
     }
     let out = child.wait_with_output().unwrap();
