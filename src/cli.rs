@@ -21,9 +21,9 @@ use crate::exec::slurm::{JobResult, SlurmExecutor};
 use crate::exec::{interrupt, Executor};
 use crate::exec::{is_forced, run_dag, slots, torch_server, RunOptions};
 use crate::record::{self, RunRecord};
-use crate::report::progress::Reporter;
-use crate::report::table;
 use crate::spec::load_pipeline;
+use crate::ui::progress::Reporter;
+use crate::ui::table;
 
 #[derive(Parser)]
 #[command(

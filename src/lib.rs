@@ -7,7 +7,7 @@
 //! - [`exec`]: the scheduler and its executors.
 //! - [`ops`]: the built-in stage kinds; tensor ops run in the `hcpipe-torch` worker.
 //! - [`record`]: run records.
-//! - [`report`]: everything printed for people.
+//! - [`ui`]: everything printed for people (progress lines, tables).
 //! - [`cli`]: the command line.
 
 pub mod cache;
@@ -16,5 +16,5 @@ pub mod dag;
 pub mod exec;
 pub mod ops;
 pub mod record;
-pub mod report;
 pub mod spec;
+pub mod ui;

@@ -31,7 +31,7 @@ use crate::cache::{Cache, Entry, KeyInputs, StageKey, UpstreamInput};
 use crate::dag::{Dag, StageId};
 use crate::ops::Input;
 use crate::record::{RunRecord, StageRecord, StageStatus};
-use crate::report::progress::Reporter;
+use crate::ui::progress::Reporter;
 
 use job::{Failure, Job, Outcome, Work};
 use plan::Plan;

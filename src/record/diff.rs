@@ -315,7 +315,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
 
 /// The diff as text tables.
 pub fn render(d: &Diff) -> String {
-    use crate::report::table::render as table;
+    use crate::ui::table::render as table;
     let show = |v: &Option<Value>| {
         v.as_ref()
             .map(|v| v.to_string())
