@@ -8,13 +8,22 @@
 //! - [`ops`]: the built-in stage kinds; tensor ops run in the `hcpipe-torch` worker.
 //! - [`record`]: run records.
 //! - [`ui`]: everything printed for people (progress lines, tables).
-//! - [`cli`]: the command line.
+//! - [`run`]: one `hcpipe run`, from the planned graph to the run record:
+//!   the executor, the run's torch worker, the scheduler, the outcome.
+//! - [`cli`]: the command line: parses flags (clap) and prints.
+//! - [`error`]: the binary's one [`Error`] type and the exit code of each
+//!   error (1 a stage or check failed, 2 the user's mistake, 3 the file
+//!   system, 4 a program hcpipe relies on, 130 interrupted).
 
 pub mod cache;
 pub mod cli;
 pub mod dag;
+pub mod error;
 pub mod exec;
 pub mod ops;
 pub mod record;
+pub mod run;
 pub mod spec;
 pub mod ui;
+
+pub use error::Error;
