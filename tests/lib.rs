@@ -11,6 +11,7 @@ mod data_pipeline;
 mod diff;
 mod disk_full;
 mod errors;
+mod exit_codes;
 mod failures;
 mod hostile;
 pub mod lab;
