@@ -1,29 +1,24 @@
-//! The command line: parsing (clap) and one function per subcommand.
-//! Each returns `Result<i32, String>`: the exit code, or one error paragraph
-//! that `main` prints. Exit codes: 0 ok, 1 a stage or check failed, 2 the
-//! user's input is wrong.
+//! The command line: parsing (clap, one `Args` struct per subcommand) and
+//! printing. What a command does lives next to what it is about: `run` in
+//! [`crate::run`], `status` in `exec::plan`, `show`'s lookups in `record`,
+//! `diff` in `record::diff`, `verify` and `gc` in `cache`, `exec` in
+//! `exec::job_file`. Each command returns `Result<(), Error>`; `main` prints
+//! the error and exits with its [`Error::exit_code`].
 
-use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::cache::statcache::StatCache;
 use crate::cache::Cache;
 use crate::dag::render::{render, DagFormat};
 use crate::dag::Dag;
-use crate::dag::StageId;
-use crate::exec::local::LocalExecutor;
-use crate::exec::plan::{freshness, plan, Freshness};
-use crate::exec::slurm::{JobResult, SlurmExecutor};
-use crate::exec::{interrupt, Executor};
-use crate::exec::{is_forced, run_dag, slots, torch_server, RunOptions};
-use crate::record::{self, RunRecord};
-use crate::report::progress::Reporter;
-use crate::report::table;
+use crate::error::Error;
+use crate::exec::plan::Freshness;
+use crate::record::{self, StageStatus};
+use crate::run::{self, ExecutorKind, PlannedRun};
 use crate::spec::load_pipeline;
+use crate::ui::table;
 
 #[derive(Parser)]
 #[command(
@@ -42,186 +37,153 @@ struct Cli {
     command: Command,
 }
 
-/// Default `--jobs` with Slurm: CPUs requested by jobs in flight at once.
-const SLURM_DEFAULT_JOBS: usize = 256;
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ExecutorKind {
-    /// Stages as processes/threads on this machine.
-    Local,
-    /// One `sbatch` job per stage; the cache must be shared with the compute nodes.
-    Slurm,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Run a pipeline: every stage whose key is not cached, independent branches at once.
-    Run {
-        pipeline: PathBuf,
-        /// Stages at once (default: the number of cores).
-        #[arg(short, long)]
-        jobs: Option<usize>,
-        /// Override a pipeline param: --set lr=0.001 (repeatable).
-        #[arg(long = "set", value_name = "K=V")]
-        set: Vec<String>,
-        /// Run this stage even when cached (repeatable; a matrix stage's base name forces every member; `*` forces all).
-        #[arg(long, value_name = "STAGE")]
-        force: Vec<String>,
-        /// Show what would run, and why, without running anything.
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long, value_enum, default_value = "local")]
-        executor: ExecutorKind,
-        /// With `--executor slurm`: an sbatch option added verbatim to every job (repeatable), e.g. --slurm-opt=--qos=short.
-        #[arg(long, value_name = "OPT", allow_hyphen_values = true)]
-        slurm_opt: Vec<String>,
-        /// One JSON object per finished stage on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(RunArgs),
     /// Per stage: fresh, stale (and why), or never run.
-    Status {
-        pipeline: PathBuf,
-        #[arg(long = "set", value_name = "K=V")]
-        set: Vec<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
     /// Print the stage graph.
-    Dag {
-        pipeline: PathBuf,
-        #[arg(long, value_enum, default_value = "text")]
-        format: DagFormat,
-    },
+    Dag(DagArgs),
     /// List runs; show one run; or a pipeline stage's newest result (key, path, metrics).
-    Show {
-        /// A run id (or prefix), or a pipeline file.
-        target: Option<String>,
-        /// With a pipeline: the stage to show.
-        stage: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Show(ShowArgs),
     /// Compare two runs (ids) or two git revisions of a pipeline: params, stage keys (and why), metrics.
-    Diff {
-        a: String,
-        b: String,
-        /// The pipeline file whose git revisions A and B are (needed when A or B is not a run id).
-        #[arg(long)]
-        pipeline: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
+    Diff(DiffArgs),
     /// Re-hash every cached object and report corruption, with the stages affected.
-    Verify {
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(VerifyArgs),
     /// Delete cache entries and objects no kept run references.
-    Gc {
-        /// Keep only the newest N run records (and what they reference).
-        #[arg(long)]
-        keep_last: Option<usize>,
-    },
+    Gc(GcArgs),
     /// List the built-in ops.
     Ops,
     /// Run one stage from a job file (used by the Slurm executor).
     #[command(hide = true)]
-    Exec {
-        #[arg(long)]
-        job: PathBuf,
-    },
+    Exec(ExecArgs),
 }
 
-pub fn main() -> i32 {
+#[derive(Args)]
+struct RunArgs {
+    pipeline: PathBuf,
+    /// Stages at once (default: the number of cores).
+    #[arg(short, long)]
+    jobs: Option<usize>,
+    /// Override a pipeline param: --set lr=0.001 (repeatable).
+    #[arg(long = "set", value_name = "K=V")]
+    set: Vec<String>,
+    /// Run this stage even when cached (repeatable; a matrix stage's base name forces every member; `*` forces all).
+    #[arg(long, value_name = "STAGE")]
+    force: Vec<String>,
+    /// Show what would run, and why, without running anything.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, value_enum, default_value = "local")]
+    executor: ExecutorKind,
+    /// With `--executor slurm`: an sbatch option added verbatim to every job (repeatable), e.g. --slurm-opt=--qos=short.
+    #[arg(long, value_name = "OPT", allow_hyphen_values = true)]
+    slurm_opt: Vec<String>,
+    /// One JSON object per finished stage on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    pipeline: PathBuf,
+    #[arg(long = "set", value_name = "K=V")]
+    set: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DagArgs {
+    pipeline: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    format: DagFormat,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// A run id (or prefix), or a pipeline file.
+    target: Option<String>,
+    /// With a pipeline: the stage to show.
+    stage: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    a: String,
+    b: String,
+    /// The pipeline file whose git revisions A and B are (needed when A or B is not a run id).
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GcArgs {
+    /// Keep only the newest N run records (and what they reference).
+    #[arg(long)]
+    keep_last: Option<usize>,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    #[arg(long)]
+    job: PathBuf,
+}
+
+/// Parse the command line and run the command. `--help` and `--version`
+/// print and succeed; a command line that does not parse is [`Error::Args`].
+pub fn main() -> Result<(), Error> {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return code;
+            return Ok(());
         }
+        Err(e) => return Err(Error::Args(e)),
     };
     init_logging(cli.verbose);
     // Commands that only print end quietly when their reader goes away
     // (`hcpipe show | head`), as `cat` does. `run` keeps ignoring SIGPIPE:
     // a closed pipe must not stop a run, so its output ignores write errors.
-    let runs_stages = matches!(
-        cli.command,
-        Command::Run { dry_run: false, .. } | Command::Exec { .. }
-    );
+    let runs_stages = match &cli.command {
+        Command::Run(args) => !args.dry_run,
+        Command::Exec(_) => true,
+        _ => false,
+    };
     if !runs_stages {
         // SAFETY: setting a signal's disposition to the default, before any thread starts.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    let result = match cli.command {
-        Command::Run {
-            pipeline,
-            jobs,
-            set,
-            force,
-            dry_run,
-            executor,
-            slurm_opt,
-            json,
-        } => cmd_run(
-            &cli.cache,
-            &pipeline,
-            RunArgs {
-                jobs,
-                set,
-                force,
-                dry_run,
-                executor,
-                slurm_opt,
-                json,
-            },
-        ),
-        Command::Status {
-            pipeline,
-            set,
-            json,
-        } => cmd_status(&cli.cache, &pipeline, &set, json),
-        Command::Dag { pipeline, format } => load_dag(&pipeline, &[]).map(|dag| {
-            print!("{}", render(&dag, format));
-            0
-        }),
-        Command::Show {
-            target,
-            stage,
-            json,
-        } => cmd_show(&cli.cache, target.as_deref(), stage.as_deref(), json),
-        Command::Diff {
-            a,
-            b,
-            pipeline,
-            json,
-        } => cmd_diff(&cli.cache, &a, &b, pipeline.as_deref(), json),
-        Command::Verify { json } => cmd_verify(&cli.cache, json),
-        Command::Gc { keep_last } => cmd_gc(&cli.cache, keep_last),
+    let cache = cli.cache.as_path();
+    match cli.command {
+        Command::Run(args) => cmd_run(cache, args),
+        Command::Status(args) => cmd_status(cache, args),
+        Command::Dag(args) => {
+            print!("{}", render(&load_dag(&args.pipeline, &[])?, args.format));
+            Ok(())
+        }
+        Command::Show(args) => cmd_show(cache, args),
+        Command::Diff(args) => cmd_diff(cache, args),
+        Command::Verify(args) => cmd_verify(cache, args),
+        Command::Gc(args) => cmd_gc(cache, args),
         Command::Ops => {
-            for def in crate::ops::registry() {
-                let kind = match def.kind {
-                    crate::ops::OpKind::Native(_) => "native",
-                    crate::ops::OpKind::Torch => "torch",
-                };
-                println!(
-                    "{:<14} v{}  {:<6}  {}",
-                    def.name, def.version, kind, def.summary
-                );
-            }
-            Ok(0)
+            cmd_ops();
+            Ok(())
         }
-        Command::Exec { job } => cmd_exec(&job),
-    };
-    match result {
-        Ok(code) => code,
-        Err(msg) => {
-            let _ = writeln!(std::io::stderr(), "error: {msg}");
-            2
-        }
+        Command::Exec(args) => cmd_exec(&args.job),
     }
 }
 
@@ -240,431 +202,229 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-fn parse_sets(set: &[String]) -> Result<Vec<(String, String)>, String> {
+/// `--set K=V` values as pairs.
+fn parse_sets(set: &[String]) -> Result<Vec<(String, String)>, Error> {
     set.iter()
         .map(|s| {
             s.split_once('=')
                 .map(|(k, v)| (k.trim().to_string(), v.to_string()))
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| format!("--set `{s}`: write it as KEY=VALUE, e.g. --set lr=0.001"))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--set `{s}`: write it as KEY=VALUE, e.g. --set lr=0.001"
+                    ))
+                })
         })
         .collect()
 }
 
-fn load_dag(pipeline: &Path, set: &[String]) -> Result<Dag, String> {
-    let overrides = parse_sets(set)?;
-    let spec = load_pipeline(pipeline, &overrides).map_err(|e| e.to_string())?;
-    Dag::build(spec).map_err(|e| e.to_string())
+fn load_dag(pipeline: &Path, set: &[String]) -> Result<Dag, Error> {
+    let spec = load_pipeline(pipeline, &parse_sets(set)?)?;
+    Ok(Dag::build(spec)?)
 }
 
-fn open_cache(dir: &Path) -> Result<Cache, String> {
-    Cache::open(dir).map_err(|e| e.to_string())
-}
-
-/// `hcpipe run`'s flags.
-struct RunArgs {
-    jobs: Option<usize>,
-    set: Vec<String>,
-    force: Vec<String>,
-    dry_run: bool,
-    executor: ExecutorKind,
-    slurm_opt: Vec<String>,
-    json: bool,
-}
-
-fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, String> {
-    let RunArgs {
-        jobs,
-        set,
-        force,
-        dry_run,
-        executor: executor_kind,
-        slurm_opt,
-        json,
-    } = args;
-    if !slurm_opt.is_empty() && executor_kind != ExecutorKind::Slurm {
-        return Err("--slurm-opt only applies with `--executor slurm`".into());
+fn cmd_run(cache_dir: &Path, args: RunArgs) -> Result<(), Error> {
+    if !args.slurm_opt.is_empty() && args.executor != ExecutorKind::Slurm {
+        return Err(Error::Usage(
+            "--slurm-opt only applies with `--executor slurm`".into(),
+        ));
     }
-    let dag = load_dag(pipeline, &set)?;
-    for f in &force {
-        if f != "*"
-            && !dag
-                .pipeline
-                .stages
-                .iter()
-                .any(|s| &s.name == f || &s.base == f)
-        {
-            let names: Vec<&str> = dag
-                .pipeline
-                .stages
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            return Err(format!(
-                "--force {f}: no stage `{f}` in {}; stages: {}",
-                pipeline.display(),
-                names.join(", ")
-            ));
-        }
+    let dag = load_dag(&args.pipeline, &args.set)?;
+    let planned = PlannedRun::new(dag, &args.pipeline, cache_dir, args.force, !args.dry_run)?;
+    if args.dry_run {
+        print_dry_run(&planned.dry_run(), args.json);
+        return Ok(());
     }
-    // git reads the pipeline's revision for the run record while we plan.
-    let git = if dry_run {
-        None
-    } else {
-        record::git::start(&dag.pipeline.path)
-    };
-    let cache = open_cache(cache_dir)?;
-    let _use = cache.use_lock().map_err(|e| e.to_string())?;
-    let forced: HashSet<String> = force.into_iter().collect();
-    let mut stat = StatCache::load(cache.stat_cache_path());
-    let plan = plan(&dag, &cache, &mut stat, &|id| {
-        is_forced(&forced, dag.stage(id))
-    })
-    .map_err(|e| e.to_string())?;
-    tracing::info!("hashed {} dep file(s)", stat.hashed);
-    let _ = stat.save();
-    if dry_run {
-        let fresh = freshness(&dag, &cache, &plan);
-        for &id in dag.topo_order() {
-            let s = dag.stage(id);
-            let is_forced = is_forced(&forced, s);
-            let line = match (&fresh[id.0], is_forced) {
-                (_, true) => format!("would run  {}  (forced)", s.name),
-                (Freshness::Fresh, _) => format!("cached     {}", s.name),
-                (Freshness::NeverRun, _) => format!("would run  {}  (never run)", s.name),
-                (Freshness::Stale(why), _) => {
-                    format!("would run  {}  ({})", s.name, why.join("; "))
-                }
-                (Freshness::AfterUpstream(up), _) => format!(
-                    "maybe      {}  (upstream `{up}` runs first; cached if its output is unchanged)",
-                    s.name
-                ),
+    planned.execute(run::Settings {
+        jobs: args.jobs,
+        executor: args.executor,
+        slurm_opt: args.slurm_opt,
+        json: args.json,
+    })?;
+    Ok(())
+}
+
+fn print_dry_run(stages: &[run::DryRun], json: bool) {
+    for s in stages {
+        let name = s.stage;
+        if json {
+            let status = match &s.freshness {
+                _ if s.forced => "would_run",
+                Freshness::Fresh => "cached",
+                Freshness::AfterUpstream(_) => "after_upstream",
+                _ => "would_run",
             };
-            if json {
-                let status = match &fresh[id.0] {
-                    _ if is_forced => "would_run",
-                    Freshness::Fresh => "cached",
-                    Freshness::AfterUpstream(_) => "after_upstream",
-                    _ => "would_run",
-                };
-                println!(
-                    "{}",
-                    serde_json::json!({"stage": s.name, "key": plan.key(id), "status": status})
-                );
-            } else {
-                println!("{line}");
+            println!(
+                "{}",
+                serde_json::json!({"stage": name, "key": s.key, "status": status})
+            );
+            continue;
+        }
+        match &s.freshness {
+            _ if s.forced => println!("would run  {name}  (forced)"),
+            Freshness::Fresh => println!("cached     {name}"),
+            Freshness::NeverRun => println!("would run  {name}  (never run)"),
+            Freshness::Stale(why) => {
+                println!("would run  {name}  ({})", crate::cache::stale::join(why))
             }
-        }
-        return Ok(0);
-    }
-    // With Slurm, --jobs caps the CPUs requested by jobs in flight, not this machine's cores.
-    let jobs = jobs.unwrap_or_else(|| match executor_kind {
-        ExecutorKind::Slurm => SLURM_DEFAULT_JOBS,
-        ExecutorKind::Local => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-    });
-    if jobs == 0 {
-        return Err("--jobs 0: give at least 1".into());
-    }
-    let mut record = RunRecord {
-        id: record::new_run_id(),
-        pipeline: dag.pipeline.name.clone(),
-        pipeline_path: dag.pipeline.path.display().to_string(),
-        pipeline_hash: dag.pipeline.file_hash.clone(),
-        git: git.and_then(record::git::Pending::finish),
-        params: dag.pipeline.params.clone(),
-        executor: match executor_kind {
-            ExecutorKind::Local => "local",
-            ExecutorKind::Slurm => "slurm",
-        }
-        .into(),
-        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        finished: None,
-        status: "running".into(),
-        hcpipe_version: env!("CARGO_PKG_VERSION").into(),
-        runner: record::Runner::this_process(),
-        stages: Vec::new(),
-    };
-    let opts = RunOptions {
-        jobs,
-        // Slurm places GPU jobs itself; this machine's GPUs are no limit then.
-        gpus: match executor_kind {
-            ExecutorKind::Local => slots::detect_gpus(),
-            ExecutorKind::Slurm => 0,
-        },
-        force: forced,
-    };
-    let stat = Arc::new(Mutex::new(stat));
-    let mut executor: Box<dyn Executor> = match executor_kind {
-        ExecutorKind::Local => Box::new(LocalExecutor {
-            cache: cache.clone(),
-            stat: Arc::clone(&stat),
-        }),
-        ExecutorKind::Slurm => {
-            let resources = (0..dag.len())
-                .map(|i| dag.stage(StageId(i)).resources.clone())
-                .collect();
-            Box::new(SlurmExecutor::new(cache.clone(), resources, slurm_opt)?)
-        }
-    };
-    // On a GPU machine, one torch worker serves every torch stage of the
-    // run (exec::torch_server), started now so that it loads libtorch and
-    // CUDA while the first stages run. Never for a run with no torch work.
-    let torch_work = (0..dag.len()).any(|i| {
-        let s = dag.stage(StageId(i));
-        let torch = s
-            .op_name()
-            .and_then(crate::ops::lookup)
-            .is_some_and(|d| matches!(d.kind, crate::ops::OpKind::Torch));
-        torch && (plan.cached(StageId(i)).is_none() || is_forced(&opts.force, s))
-    });
-    if matches!(executor_kind, ExecutorKind::Local) && torch_work && torch_server::wanted(opts.gpus)
-    {
-        let worker = crate::exec::job::torch_worker()?;
-        let log = cache
-            .root
-            .join("logs")
-            .join(format!("torch-worker-{}.log", record.id));
-        torch_server::start(&worker, &log)?;
-    }
-    interrupt::install();
-    let mut reporter = Reporter::new(json, dag.len());
-    let ok = run_dag(
-        &dag,
-        &cache,
-        &plan,
-        &stat,
-        &opts,
-        executor.as_mut(),
-        &mut record,
-        &mut reporter,
-    );
-    reporter.finish();
-    torch_server::stop();
-    if let Ok(mut stat) = stat.lock() {
-        let _ = stat.save();
-    }
-    let interrupted = interrupt::requested();
-    record.status = if interrupted {
-        "interrupted"
-    } else if ok {
-        "ok"
-    } else {
-        "failed"
-    }
-    .into();
-    record.finished =
-        Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
-    record.save(&cache).map_err(|e| e.to_string())?;
-    if interrupted {
-        let _ = writeln!(std::io::stderr(), "error: run {} interrupted", record.id);
-        return Ok(130);
-    }
-    if ok {
-        return Ok(0);
-    }
-    let mut msg = String::new();
-    for (stage, f) in &reporter.failures {
-        msg.push_str(&format!("stage `{stage}` failed: {}\n", f.message));
-        if !f.log_tail.is_empty() {
-            for l in f.log_tail.lines() {
-                msg.push_str(&format!("  | {l}\n"));
-            }
-        }
-        if let Some(log) = &f.log {
-            msg.push_str(&format!("  full log: {}\n", log.display()));
+            Freshness::AfterUpstream(up) => println!(
+                "maybe      {name}  (upstream `{up}` runs first; cached if its output is unchanged)"
+            ),
         }
     }
-    let _ = writeln!(
-        std::io::stderr(),
-        "error: run {} failed\n{}",
-        record.id,
-        msg.trim_end()
-    );
-    Ok(1)
 }
 
-fn cmd_status(
-    cache_dir: &Path,
-    pipeline: &Path,
-    set: &[String],
-    json: bool,
-) -> Result<i32, String> {
-    let dag = load_dag(pipeline, set)?;
-    let cache = open_cache(cache_dir)?;
-    let mut stat = StatCache::load(cache.stat_cache_path());
-    let plan = plan(&dag, &cache, &mut stat, &|_| false).map_err(|e| e.to_string())?;
-    let _ = stat.save();
-    let fresh = freshness(&dag, &cache, &plan);
+fn cmd_status(cache_dir: &Path, args: StatusArgs) -> Result<(), Error> {
+    let dag = load_dag(&args.pipeline, &args.set)?;
+    let cache = Cache::open(cache_dir)?;
+    let (plan, fresh) = crate::exec::plan::status(&dag, &cache)?;
     let mut rows = Vec::new();
     for &id in dag.topo_order() {
         let s = dag.stage(id);
-        let (status, why) = match &fresh[id.0] {
-            Freshness::Fresh => ("fresh", String::new()),
-            Freshness::NeverRun => ("never run", String::new()),
-            Freshness::Stale(why) => ("stale", why.join("; ")),
-            Freshness::AfterUpstream(up) => (
-                "stale",
-                format!("upstream `{up}` will run (cached again if its output is unchanged)"),
-            ),
+        let f = &fresh[id.0];
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"stage": s.name, "key": plan.key(id), "status": f.label(), "why": f.why()})
+            );
+        } else {
+            rows.push(vec![s.name.clone(), f.label().to_string(), f.why()]);
+        }
+    }
+    if !args.json {
+        print!("{}", table::render(&["stage", "status", "why"], &rows));
+    }
+    Ok(())
+}
+
+fn cmd_show(cache_dir: &Path, args: ShowArgs) -> Result<(), Error> {
+    let cache = Cache::open(cache_dir)?;
+    match args.target {
+        None => show_runs(&cache, args.json),
+        Some(target) if Path::new(&target).is_file() => {
+            show_pipeline(&cache, Path::new(&target), args.stage.as_deref(), args.json)
+        }
+        Some(target) => show_run(&cache, &target, args.json),
+    }
+}
+
+/// `show`: every run, oldest first, and where the newest report is.
+fn show_runs(cache: &Cache, json: bool) -> Result<(), Error> {
+    let runs = record::list_runs(cache);
+    if json {
+        for r in &runs {
+            println!(
+                "{}",
+                serde_json::json!({"id": r.id, "pipeline": r.pipeline, "status": r.status, "started": r.started})
+            );
+        }
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("no runs in {}", cache.root.display());
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.pipeline.clone(),
+                r.status.to_string(),
+                format!(
+                    "{} ran, {} cached, {} failed",
+                    r.count(StageStatus::Ran),
+                    r.count(StageStatus::Cached),
+                    r.count(StageStatus::Failed)
+                ),
+                r.started.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(&["run", "pipeline", "status", "stages", "started"], &rows)
+    );
+    if let Some(path) = record::newest_report(cache, &runs) {
+        println!("newest report: {}", path.display());
+    }
+    Ok(())
+}
+
+/// `show PIPELINE [STAGE]`: each stage's current result, else its newest one.
+fn show_pipeline(
+    cache: &Cache,
+    pipeline: &Path,
+    stage: Option<&str>,
+    json: bool,
+) -> Result<(), Error> {
+    let dag = load_dag(pipeline, &[])?;
+    let mut stat = StatCache::load(cache.stat_cache_path());
+    let plan = crate::exec::plan::plan(&dag, cache, &mut stat, &|_| false)?;
+    let ids: Vec<_> = match stage {
+        Some(name) => vec![dag.find(name).ok_or_else(|| {
+            Error::Usage(format!(
+                "no stage `{name}` in {}; stages: {}",
+                pipeline.display(),
+                run::stage_names(&dag)
+            ))
+        })?],
+        None => dag.topo_order().to_vec(),
+    };
+    for id in ids {
+        let s = dag.stage(id);
+        // The current key's result, else the newest run's result for this stage.
+        let entry = match plan.cached(id) {
+            Some(e) => Some(e.clone()),
+            None => record::newest_entry(cache, &dag.pipeline.path, &s.name),
         };
+        let Some(entry) = entry else {
+            if stage.is_some() {
+                return Err(Error::Usage(format!(
+                    "stage `{}` has no result in {} yet; run the pipeline first",
+                    s.name,
+                    cache.root.display()
+                )));
+            }
+            println!("{}  (no result yet)", s.name);
+            continue;
+        };
+        let path = cache.ensure_artifact(&entry, false)?;
+        let current = Some(&entry.key) == plan.key(id);
         if json {
             println!(
                 "{}",
-                serde_json::json!({"stage": s.name, "key": plan.key(id), "status": status, "why": why})
+                serde_json::json!({"stage": s.name, "key": entry.key, "path": path, "metrics": entry.metrics, "current": current})
             );
+            continue;
+        }
+        let stale = if current {
+            ""
         } else {
-            rows.push(vec![s.name.clone(), status.to_string(), why]);
-        }
-    }
-    if !json {
-        print!("{}", table::render(&["stage", "status", "why"], &rows));
-    }
-    Ok(0)
-}
-
-/// The `report.html` of the newest run with a `report` op stage whose
-/// artifact is still in the cache (stage records carry keys, not ops: the
-/// op is in the key's cache entry).
-fn newest_report(cache: &Cache, runs: &[RunRecord]) -> Option<PathBuf> {
-    runs.iter().rev().find_map(|run| {
-        run.stages.iter().find_map(|st| {
-            let entry = cache.entry(&st.key).ok().flatten()?;
-            let page = cache.artifact_dir(&st.key).join("report.html");
-            (entry.inputs.op.as_deref() == Some("report") && page.is_file()).then_some(page)
-        })
-    })
-}
-
-fn cmd_show(
-    cache_dir: &Path,
-    target: Option<&str>,
-    stage: Option<&str>,
-    json: bool,
-) -> Result<i32, String> {
-    let cache = open_cache(cache_dir)?;
-    let Some(target) = target else {
-        let runs = record::list_runs(&cache);
-        if json {
-            for r in &runs {
-                println!(
-                    "{}",
-                    serde_json::json!({"id": r.id, "pipeline": r.pipeline, "status": r.status, "started": r.started})
-                );
-            }
-            return Ok(0);
-        }
-        if runs.is_empty() {
-            println!("no runs in {}", cache.root.display());
-            return Ok(0);
-        }
-        let rows: Vec<Vec<String>> = runs
-            .iter()
-            .map(|r| {
-                let count =
-                    |st: record::StageStatus| r.stages.iter().filter(|s| s.status == st).count();
-                vec![
-                    r.id.clone(),
-                    r.pipeline.clone(),
-                    r.status.clone(),
-                    format!(
-                        "{} ran, {} cached, {} failed",
-                        count(record::StageStatus::Ran),
-                        count(record::StageStatus::Cached),
-                        count(record::StageStatus::Failed)
-                    ),
-                    r.started.clone(),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table::render(&["run", "pipeline", "status", "stages", "started"], &rows)
-        );
-        if let Some(path) = newest_report(&cache, &runs) {
-            println!("newest report: {}", path.display());
-        }
-        return Ok(0);
-    };
-    if Path::new(target).is_file() {
-        let dag = load_dag(Path::new(target), &[])?;
-        let mut stat = StatCache::load(cache.stat_cache_path());
-        let plan = plan(&dag, &cache, &mut stat, &|_| false).map_err(|e| e.to_string())?;
-        let ids: Vec<_> = match stage {
-            Some(name) => vec![dag.find(name).ok_or_else(|| {
-                let names: Vec<&str> = dag
-                    .pipeline
-                    .stages
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect();
-                format!(
-                    "no stage `{name}` in {target}; stages: {}",
-                    names.join(", ")
-                )
-            })?],
-            None => dag.topo_order().to_vec(),
+            "  (stale: an older result)"
         };
-        for id in ids {
-            let s = dag.stage(id);
-            // The current key's result, else the newest run's result for this stage.
-            let entry = match plan.cached(id) {
-                Some(e) => Some(e.clone()),
-                None => record::runs_of(&cache, &dag.pipeline.path)
-                    .iter()
-                    .rev()
-                    .filter_map(|r| r.stage(&s.name))
-                    .find_map(|st| cache.entry(&st.key).ok().flatten()),
-            };
-            let Some(entry) = entry else {
-                if stage.is_some() {
-                    return Err(format!(
-                        "stage `{}` has no result in {} yet; run the pipeline first",
-                        s.name,
-                        cache.root.display()
-                    ));
-                }
-                println!("{}  (no result yet)", s.name);
-                continue;
-            };
-            let path = cache
-                .ensure_artifact(&entry, false)
-                .map_err(|e| e.to_string())?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"stage": s.name, "key": entry.key, "path": path, "metrics": entry.metrics, "current": Some(&entry.key) == plan.key(id)})
-                );
-            } else {
-                let stale = if Some(&entry.key) == plan.key(id) {
-                    ""
-                } else {
-                    "  (stale: an older result)"
-                };
-                println!(
-                    "{}  {}{stale}\n  path: {}",
-                    s.name,
-                    entry.key.short(),
-                    path.display()
-                );
-                if !entry.metrics.is_empty() {
-                    println!(
-                        "  metrics: {}",
-                        serde_json::Value::Object(entry.metrics.clone())
-                    );
-                }
-            }
-        }
-        return Ok(0);
-    }
-    let run = record::find_run(&cache, target)?;
-    if json {
         println!(
-            "{}",
-            serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?
+            "{}  {}{stale}\n  path: {}",
+            s.name,
+            entry.key.short(),
+            path.display()
         );
-        return Ok(0);
+        if !entry.metrics.is_empty() {
+            println!(
+                "  metrics: {}",
+                serde_json::Value::Object(entry.metrics.clone())
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `show RUN`: one run's stages, keys, wall times and metrics.
+fn show_run(cache: &Cache, id: &str, json: bool) -> Result<(), Error> {
+    let run = record::find_run(cache, id).map_err(Error::Usage)?;
+    if json {
+        println!("{}", pretty(&run)?);
+        return Ok(());
     }
     println!(
         "run {}  pipeline {} ({})  {}",
@@ -690,47 +450,30 @@ fn cmd_show(
         "{}",
         table::render(&["stage", "status", "wall_s", "key", "metrics"], &rows)
     );
-    Ok(0)
+    Ok(())
 }
 
-fn cmd_diff(
-    cache_dir: &Path,
-    a: &str,
-    b: &str,
-    pipeline: Option<&Path>,
-    json: bool,
-) -> Result<i32, String> {
+fn cmd_diff(cache_dir: &Path, args: DiffArgs) -> Result<(), Error> {
     use crate::record::diff::{diff, render, Side};
-    let cache = open_cache(cache_dir)?;
-    let side = |which: &str| -> Result<Side, String> {
-        match (record::find_run(&cache, which), pipeline) {
-            (Ok(run), _) => Ok(Side::from_run(&cache, &run)),
-            (Err(_), Some(p)) => Side::from_revision(&cache, p, which),
-            (Err(e), None) => Err(format!(
-                "{e}\n  hint: to compare git revisions of a pipeline, add `--pipeline FILE`"
-            )),
-        }
-    };
-    let d = diff(&side(a)?, &side(b)?);
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&d).map_err(|e| e.to_string())?
-        );
+    let cache = Cache::open(cache_dir)?;
+    let pipeline = args.pipeline.as_deref();
+    let d = diff(
+        &Side::resolve(&cache, &args.a, pipeline)?,
+        &Side::resolve(&cache, &args.b, pipeline)?,
+    );
+    if args.json {
+        println!("{}", pretty(&d)?);
     } else {
         print!("{}", render(&d));
     }
-    Ok(0)
+    Ok(())
 }
 
-fn cmd_verify(cache_dir: &Path, json: bool) -> Result<i32, String> {
-    let cache = open_cache(cache_dir)?;
-    let report = crate::cache::verify::verify(&cache).map_err(|e| e.to_string())?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
+fn cmd_verify(cache_dir: &Path, args: VerifyArgs) -> Result<(), Error> {
+    let cache = Cache::open(cache_dir)?;
+    let report = crate::cache::verify::verify(&cache)?;
+    if args.json {
+        println!("{}", pretty(&report)?);
     } else {
         for p in &report.problems {
             println!(
@@ -751,12 +494,20 @@ fn cmd_verify(cache_dir: &Path, json: bool) -> Result<i32, String> {
             println!("fix: re-run the affected stages with `hcpipe run PIPELINE --force STAGE` (their corrupt objects are replaced)");
         }
     }
-    Ok(if report.problems.is_empty() { 0 } else { 1 })
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::CheckFailed(format!(
+            "verify: {} problem(s) in {}",
+            report.problems.len(),
+            cache.root.display()
+        )))
+    }
 }
 
-fn cmd_gc(cache_dir: &Path, keep_last: Option<usize>) -> Result<i32, String> {
-    let cache = open_cache(cache_dir)?;
-    let r = crate::cache::gc::gc(&cache, keep_last).map_err(|e| e.to_string())?;
+fn cmd_gc(cache_dir: &Path, args: GcArgs) -> Result<(), Error> {
+    let cache = Cache::open(cache_dir)?;
+    let r = crate::cache::gc::gc(&cache, args.keep_last)?;
     println!(
         "gc: dropped {} run record(s), {} entr{}, {} object(s); freed {} bytes",
         r.runs_dropped,
@@ -765,75 +516,33 @@ fn cmd_gc(cache_dir: &Path, keep_last: Option<usize>) -> Result<i32, String> {
         r.objects_dropped,
         r.bytes_freed
     );
-    Ok(0)
+    Ok(())
 }
 
-/// Run one stage from a job file, and leave its outcome in the result file
-/// beside it (see `exec::slurm::result_path_for`): the runner reads that,
-/// not the exit code, so it also learns why a job failed.
-fn cmd_exec(job_file: &Path) -> Result<i32, String> {
-    let stage = |job: Option<&crate::exec::job::ExecJob>| {
-        job.map(|j| j.job.stage.clone()).unwrap_or_default()
-    };
-    let failed = |job: Option<&crate::exec::job::ExecJob>, message: String| {
-        let result = JobResult {
-            stage: stage(job),
-            key: job.map(|j| j.job.key.clone()),
-            status: None,
-            failure: Some(crate::exec::job::Failure {
-                message: message.clone(),
-                log_tail: String::new(),
-                log: None,
-            }),
+fn cmd_ops() {
+    for def in crate::ops::registry() {
+        let kind = match def.kind {
+            crate::ops::OpKind::Native(_) => "native",
+            crate::ops::OpKind::Torch => "torch",
         };
-        if let Err(e) = crate::exec::slurm::write_result(job_file, &result) {
-            eprintln!("error: {e}");
-        }
-        message
-    };
-    let job: crate::exec::job::ExecJob = std::fs::read(job_file)
-        .map_err(|e| format!("cannot read job file {}: {e}", job_file.display()))
-        .and_then(|bytes| {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "job file {} is not a valid hcpipe job (written by another hcpipe version?): {e}",
-                    job_file.display()
-                )
-            })
-        })
-        .map_err(|m| failed(None, m))?;
-    let cache = open_cache(&job.cache).map_err(|m| failed(Some(&job), m))?;
-    let _use = cache
-        .use_lock()
-        .map_err(|e| failed(Some(&job), e.to_string()))?;
-    let stat = std::sync::Mutex::new(StatCache::load(cache.stat_cache_path()));
-    let outcome = crate::exec::job::run_job(&cache, &job.job, &stat);
-    let result = match &outcome {
-        Ok((status, entry)) => JobResult {
-            stage: job.job.stage.clone(),
-            key: Some(entry.key.clone()),
-            status: Some(*status),
-            failure: None,
-        },
-        Err(f) => JobResult {
-            stage: job.job.stage.clone(),
-            key: Some(job.job.key.clone()),
-            status: None,
-            failure: Some(f.clone()),
-        },
-    };
-    match &outcome {
-        Ok((status, entry)) => println!(
-            "{}",
-            serde_json::json!({"stage": job.job.stage, "key": entry.key, "status": status.as_str(), "wall_s": entry.wall_s})
-        ),
-        Err(f) => {
-            eprintln!("error: stage `{}` failed: {}", job.job.stage, f.message);
-            if !f.log_tail.is_empty() {
-                eprintln!("{}", f.log_tail);
-            }
-        }
+        println!(
+            "{:<14} v{}  {:<6}  {}",
+            def.name, def.version, kind, def.summary
+        );
     }
-    crate::exec::slurm::write_result(job_file, &result)?;
-    Ok(if outcome.is_ok() { 0 } else { 1 })
+}
+
+/// `exec --job FILE`: one JSON line for the stage that finished (the job's
+/// outcome itself is in its result file).
+fn cmd_exec(job_file: &Path) -> Result<(), Error> {
+    let done = crate::exec::job_file::run_job_file(job_file)?;
+    println!(
+        "{}",
+        serde_json::json!({"stage": done.stage, "key": done.entry.key, "status": done.status.as_str(), "wall_s": done.entry.wall_s})
+    );
+    Ok(())
+}
+
+fn pretty<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))
 }

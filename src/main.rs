@@ -1,3 +1,14 @@
+//! The `hcpipe` binary: run the command line, and turn its error (if any)
+//! into a message and an exit code — the one place exit codes are chosen
+//! (`hcpipe::Error::exit_code`).
+
 fn main() {
-    std::process::exit(hcpipe::cli::main());
+    let code = match hcpipe::cli::main() {
+        Ok(()) => 0,
+        Err(e) => {
+            e.print();
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
 }

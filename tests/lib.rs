@@ -12,6 +12,7 @@ mod diff;
 mod differential;
 mod disk_full;
 mod errors;
+mod exit_codes;
 mod failures;
 mod hostile;
 pub mod lab;

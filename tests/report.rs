@@ -602,7 +602,7 @@ fn commit_stage(
 }
 
 fn save_run(cache: &hcpipe::cache::Cache, id: &str, stages: &[(&str, &hcpipe::cache::StageKey)]) {
-    use hcpipe::record::{RunRecord, StageRecord, StageStatus};
+    use hcpipe::record::{RunRecord, RunStatus, StageRecord, StageStatus};
     RunRecord {
         id: id.into(),
         pipeline: "p".into(),
@@ -613,7 +613,7 @@ fn save_run(cache: &hcpipe::cache::Cache, id: &str, stages: &[(&str, &hcpipe::ca
         executor: "local".into(),
         started: "2026-01-01T00:00:00Z".into(),
         finished: None,
-        status: "ok".into(),
+        status: RunStatus::Ok,
         hcpipe_version: "0".into(),
         runner: None,
         stages: stages

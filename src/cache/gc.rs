@@ -21,12 +21,10 @@ pub struct GcReport {
 }
 
 pub fn gc(cache: &Cache, keep_last: Option<usize>) -> Result<GcReport, CacheError> {
-    let _lock = UseLock::try_exclusive(&cache.root.join("use.lock"))?.ok_or_else(|| {
-        CacheError::Msg(format!(
-            "another `hcpipe` is using the cache {}; gc runs only when no run is in progress: try again when it ends",
-            cache.root.display()
-        ))
-    })?;
+    let _lock =
+        UseLock::try_exclusive(&cache.root.join("use.lock"))?.ok_or_else(|| CacheError::Busy {
+            root: cache.root.clone(),
+        })?;
     let mut report = GcReport::default();
     let runs = list_runs(cache);
     let keep_from = keep_last.map(|n| runs.len().saturating_sub(n)).unwrap_or(0);

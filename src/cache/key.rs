@@ -26,6 +26,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::stale::StaleReason;
+
 /// Bump when the meaning or layout of [`KeyInputs`] changes.
 pub const CACHE_VERSION: u32 = 2;
 
@@ -100,30 +102,24 @@ impl KeyInputs {
     }
 
     /// Why `self` (new) differs from `old`, one reason per changed input.
-    pub fn why_differs(&self, old: &KeyInputs) -> Vec<String> {
+    pub fn why_differs(&self, old: &KeyInputs) -> Vec<StaleReason> {
         let mut why = Vec::new();
         if self.cache_version != old.cache_version {
-            why.push(format!(
-                "cache format changed ({} → {})",
-                old.cache_version, self.cache_version
-            ));
+            why.push(StaleReason::CacheVersion {
+                old: old.cache_version,
+                new: self.cache_version,
+            });
         }
         if self.op != old.op || self.op_version != old.op_version {
-            why.push(format!(
-                "op changed ({} → {})",
-                op_label(old),
-                op_label(self)
-            ));
+            why.push(StaleReason::OpChanged {
+                old: op_label(old),
+                new: op_label(self),
+            });
         }
         if self.cmd != old.cmd {
-            why.push("cmd changed".to_string());
+            why.push(StaleReason::CmdChanged);
         }
-        diff_maps(
-            "param",
-            &object(&old.params),
-            &object(&self.params),
-            &mut why,
-        );
+        diff_params(&object(&old.params), &object(&self.params), &mut why);
         let old_up: BTreeMap<&str, &str> = old
             .upstream
             .iter()
@@ -135,36 +131,43 @@ impl KeyInputs {
             .map(|u| (u.stage.as_str(), u.content.as_str()))
             .collect();
         for (name, content) in &new_up {
+            let stage = name.to_string();
             match old_up.get(name) {
-                None => why.push(format!("new upstream `{name}`")),
-                Some(c) if c != content => why.push(format!("upstream `{name}`'s output changed")),
+                None => why.push(StaleReason::NewUpstream { stage }),
+                Some(c) if c != content => why.push(StaleReason::UpstreamOutputChanged { stage }),
                 _ => {}
             }
         }
         for name in old_up.keys().filter(|n| !new_up.contains_key(*n)) {
-            why.push(format!("upstream `{name}` removed"));
+            why.push(StaleReason::UpstreamRemoved {
+                stage: name.to_string(),
+            });
         }
         let order =
             |k: &KeyInputs| -> Vec<String> { k.upstream.iter().map(|u| u.stage.clone()).collect() };
         if new_up.keys().eq(old_up.keys()) && order(self) != order(old) {
-            why.push("order of the upstream inputs changed".to_string());
+            why.push(StaleReason::UpstreamOrderChanged);
         }
         for (path, h) in &self.deps {
-            match old.deps.get(path) {
-                None => why.push(format!("new dep `{path}`")),
-                Some(o) if o != h => why.push(format!("dep `{path}` changed")),
+            let path = path.clone();
+            match old.deps.get(&path) {
+                None => why.push(StaleReason::NewDep { path }),
+                Some(o) if o != h => why.push(StaleReason::DepChanged { path }),
                 _ => {}
             }
         }
         for path in old.deps.keys().filter(|p| !self.deps.contains_key(*p)) {
-            why.push(format!("dep `{path}` removed"));
+            why.push(StaleReason::DepRemoved { path: path.clone() });
         }
         if self.outs != old.outs {
-            why.push("outs changed".to_string());
+            why.push(StaleReason::Outs);
         }
         for (var, v) in &self.env {
             if old.env.get(var) != Some(v) {
-                why.push(format!("${var} changed (now {v})"));
+                why.push(StaleReason::EnvChanged {
+                    var: var.clone(),
+                    value: v.clone(),
+                });
             }
         }
         why
@@ -185,22 +188,32 @@ fn object(v: &Value) -> BTreeMap<String, Value> {
         .unwrap_or_default()
 }
 
-fn diff_maps(
-    what: &str,
+fn diff_params(
     old: &BTreeMap<String, Value>,
     new: &BTreeMap<String, Value>,
-    why: &mut Vec<String>,
+    why: &mut Vec<StaleReason>,
 ) {
     for (k, v) in new {
+        let name = k.clone();
         match old.get(k) {
-            None => why.push(format!("{what} `{k}` added ({v})")),
-            Some(o) if o != v => why.push(format!("{what} `{k}` changed ({o} → {v})")),
+            None => why.push(StaleReason::ParamAdded {
+                name,
+                value: v.clone(),
+            }),
+            Some(o) if o != v => why.push(StaleReason::ParamChanged {
+                name,
+                old: o.clone(),
+                new: v.clone(),
+            }),
             _ => {}
         }
     }
     for (k, o) in old {
         if !new.contains_key(k) {
-            why.push(format!("{what} `{k}` removed (was {o})"));
+            why.push(StaleReason::ParamRemoved {
+                name: k.clone(),
+                old: o.clone(),
+            });
         }
     }
 }
@@ -301,9 +314,10 @@ mod tests {
         let mut b = base();
         b.upstream = vec![member("3"), member("1"), member("2")];
         assert_ne!(a.key(), b.key());
+        assert_eq!(b.why_differs(&a), vec![StaleReason::UpstreamOrderChanged]);
         assert_eq!(
-            b.why_differs(&a),
-            vec!["order of the upstream inputs changed"]
+            b.why_differs(&a)[0].to_string(),
+            "order of the upstream inputs changed"
         );
     }
 
@@ -311,9 +325,18 @@ mod tests {
     fn why_names_the_param() {
         let mut b = base();
         b.params = json!({"region": "right_hc", "shift": 2});
+        let why = b.why_differs(&base());
         assert_eq!(
-            b.why_differs(&base()),
-            vec!["param `region` changed (\"left_hc\" → \"right_hc\")"]
+            why,
+            vec![StaleReason::ParamChanged {
+                name: "region".into(),
+                old: json!("left_hc"),
+                new: json!("right_hc"),
+            }]
+        );
+        assert_eq!(
+            why[0].to_string(),
+            "param `region` changed (\"left_hc\" → \"right_hc\")"
         );
     }
 }

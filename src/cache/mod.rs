@@ -24,11 +24,13 @@ pub mod gc;
 pub mod hash;
 pub mod key;
 pub mod lock;
+pub mod stale;
 pub mod statcache;
 pub mod store;
 pub mod verify;
 
 pub use key::{content_hash, KeyInputs, StageKey, UpstreamInput};
+pub use stale::StaleReason;
 pub use store::{Cache, Entry};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,16 @@ pub enum CacheError {
         path: std::path::PathBuf,
         reason: String,
     },
+    /// A declared (or implied) dep is not there: the pipeline's mistake.
+    #[error("dep `{dep}` of stage `{stage}` does not exist ({})", .path.display())]
+    MissingDep {
+        dep: String,
+        stage: String,
+        path: std::path::PathBuf,
+    },
+    /// `gc` needs the cache to itself.
+    #[error("another `hcpipe` is using the cache {}; gc runs only when no run is in progress: try again when it ends", .root.display())]
+    Busy { root: std::path::PathBuf },
     #[error("{0}")]
     Msg(String),
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`plan`]: keys and freshness (nothing runs).
 //! - [`job`]: one stage's execution, shared by every executor.
+//! - [`job_file`]: `hcpipe exec --job FILE`, a Slurm job's side.
 //! - [`local`]: stages as threads on this machine, within CPU/GPU slots.
 //! - [`torch_server`]: on a GPU machine, one torch worker serving every
 //!   torch stage of the run (their CUDA kernels overlap in one process).
@@ -15,6 +16,7 @@
 pub mod cmd_text;
 pub mod interrupt;
 pub mod job;
+pub mod job_file;
 pub mod local;
 pub mod plan;
 pub mod slots;
@@ -31,7 +33,7 @@ use crate::cache::{Cache, Entry, KeyInputs, StageKey, UpstreamInput};
 use crate::dag::{Dag, StageId};
 use crate::ops::Input;
 use crate::record::{RunRecord, StageRecord, StageStatus};
-use crate::report::progress::Reporter;
+use crate::ui::progress::Reporter;
 
 use job::{Failure, Job, Outcome, Work};
 use plan::Plan;

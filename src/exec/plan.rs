@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::cache::statcache::StatCache;
-use crate::cache::{content_hash, Cache, CacheError, Entry, KeyInputs, StageKey, UpstreamInput};
+use crate::cache::{
+    content_hash, stale, Cache, CacheError, Entry, KeyInputs, StageKey, StaleReason, UpstreamInput,
+};
 use crate::dag::{Dag, StageId};
 use crate::record::runs_of;
 use crate::spec::{StageKind, StageSpec};
@@ -156,11 +158,11 @@ pub fn hash_deps(
         let path = dir.join(&dep);
         let hash = stat.hash_path(&path).map_err(|e| match e {
             CacheError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
-                CacheError::Msg(format!(
-                    "dep `{dep}` of stage `{}` does not exist ({})",
-                    stage.name,
-                    path.display()
-                ))
+                CacheError::MissingDep {
+                    dep: dep.clone(),
+                    stage: stage.name.clone(),
+                    path,
+                }
             }
             other => other,
         })?;
@@ -229,10 +231,43 @@ pub fn cmd_threads(stage: &StageSpec) -> u32 {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Freshness {
     Fresh,
-    Stale(Vec<String>),
+    /// Why, one reason per changed input (never empty).
+    Stale(Vec<StaleReason>),
     NeverRun,
     /// Its key depends on the output of this upstream, which will run first.
     AfterUpstream(String),
+}
+
+impl Freshness {
+    /// The word `status` prints for it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Freshness::Fresh => "fresh",
+            Freshness::NeverRun => "never run",
+            Freshness::Stale(_) | Freshness::AfterUpstream(_) => "stale",
+        }
+    }
+
+    /// Why it is stale, as `status` prints it (empty when it is not).
+    pub fn why(&self) -> String {
+        match self {
+            Freshness::Fresh | Freshness::NeverRun => String::new(),
+            Freshness::Stale(why) => stale::join(why),
+            Freshness::AfterUpstream(up) => {
+                StaleReason::UpstreamWillRun { stage: up.clone() }.to_string()
+            }
+        }
+    }
+}
+
+/// `hcpipe status`: plan every stage (nothing forced), remember the deps'
+/// hashes in the stat cache, and say how fresh each stage is.
+pub fn status(dag: &Dag, cache: &Cache) -> Result<(Plan, Vec<Freshness>), CacheError> {
+    let mut stat = StatCache::load(cache.stat_cache_path());
+    let plan = plan(dag, cache, &mut stat, &|_| false)?;
+    let _ = stat.save();
+    let fresh = freshness(dag, cache, &plan);
+    Ok((plan, fresh))
 }
 
 /// Compare each stage's current key with what the newest run of this pipeline used.
@@ -268,7 +303,7 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
                 .filter_map(|r| r.stage(name))
                 .any(|s| &s.key == key);
             if failed_before {
-                return Freshness::Stale(vec!["its last attempt did not finish".into()]);
+                return Freshness::Stale(vec![StaleReason::LastAttemptUnfinished]);
             }
             let previous = runs
                 .iter()
@@ -284,12 +319,12 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
                             .map(|i| i.why_differs(&old.inputs))
                             .unwrap_or_default();
                         Freshness::Stale(if why.is_empty() {
-                            vec!["inputs changed".into()]
+                            vec![StaleReason::InputsChanged]
                         } else {
                             why
                         })
                     }
-                    _ => Freshness::Stale(vec!["its last result is no longer in the cache".into()]),
+                    _ => Freshness::Stale(vec![StaleReason::PreviousResultGone]),
                 },
             }
         })

@@ -13,8 +13,9 @@ use serde_json::Value;
 
 use super::git;
 use crate::cache::statcache::StatCache;
-use crate::cache::{Cache, CacheError, KeyInputs, StageKey};
+use crate::cache::{stale, Cache, CacheError, KeyInputs, StageKey, StaleReason};
 use crate::dag::Dag;
+use crate::error::Error;
 use crate::exec::plan::{all_deps, plan_with, Planned};
 use crate::ops::{Metrics, Params};
 use crate::spec::load::load_pipeline_text;
@@ -68,12 +69,24 @@ impl Side {
         }
     }
 
+    /// `which` as `hcpipe diff` reads it: a run id (or a unique prefix), else,
+    /// with `--pipeline`, a git revision of that pipeline file.
+    pub fn resolve(cache: &Cache, which: &str, pipeline: Option<&Path>) -> Result<Side, Error> {
+        match (super::find_run(cache, which), pipeline) {
+            (Ok(run), _) => Ok(Side::from_run(cache, &run)),
+            (Err(_), Some(p)) => Side::from_revision(cache, p, which),
+            (Err(e), None) => Err(Error::Usage(format!(
+                "{e}\n  hint: to compare git revisions of a pipeline, add `--pipeline FILE`"
+            ))),
+        }
+    }
+
     /// A side from the pipeline file as it was at git revision `rev`.
-    pub fn from_revision(cache: &Cache, pipeline: &Path, rev: &str) -> Result<Side, String> {
+    pub fn from_revision(cache: &Cache, pipeline: &Path, rev: &str) -> Result<Side, Error> {
         let text = super::git::show_at(pipeline, rev)?;
         let shown = format!("{}@{rev}", pipeline.display());
-        let spec = load_pipeline_text(&text, pipeline, &shown, &[]).map_err(|e| e.to_string())?;
-        let dag = Dag::build(spec).map_err(|e| e.to_string())?;
+        let spec = load_pipeline_text(&text, pipeline, &shown, &[])?;
+        let dag = Dag::build(spec)?;
         // Deps as they were at `rev`: from git where it has them, else from
         // the working tree, said in a note.
         let mut stat = StatCache::load(cache.stat_cache_path());
@@ -83,7 +96,9 @@ impl Side {
             let mut deps = BTreeMap::new();
             for dep in all_deps(stage) {
                 let path = dir.join(&dep);
-                let hash = match git::dep_at(&path, rev).map_err(CacheError::Msg)? {
+                let hash = match git::dep_at(&path, rev)
+                    .map_err(|e| CacheError::Msg(e.to_string()))?
+                {
                     git::DepAtRevision::Hash(h) => h,
                     git::DepAtRevision::NotInGit(why) => {
                         notes.push(format!(
@@ -97,8 +112,7 @@ impl Side {
             }
             Ok(deps)
         };
-        let planned =
-            plan_with(&dag, cache, &|_| false, &mut deps_at).map_err(|e| e.to_string())?;
+        let planned = plan_with(&dag, cache, &|_| false, &mut deps_at)?;
         notes.dedup();
         let stages = dag
             .topo_order()
@@ -145,7 +159,7 @@ pub struct StageChange {
     pub stage: String,
     /// same | changed | only_a | only_b
     pub change: &'static str,
-    pub why: Vec<String>,
+    pub why: Vec<StaleReason>,
 }
 
 #[derive(Debug, Serialize)]
@@ -229,15 +243,12 @@ pub fn diff(a: &Side, b: &Side) -> Diff {
 }
 
 /// One stage's change between the sides, and why.
-fn compare(a: &SideStage, b: &SideStage) -> (&'static str, Vec<String>) {
+fn compare(a: &SideStage, b: &SideStage) -> (&'static str, Vec<StaleReason>) {
     match (&a.key, &b.key) {
         (Some(ka), Some(kb)) if ka == kb => ("same", vec![]),
         (Some(_), Some(_)) => match (&a.inputs, &b.inputs) {
             (Some(ia), Some(ib)) => ("changed", ib.why_differs(ia)),
-            _ => (
-                "changed",
-                vec!["key inputs of one side are no longer in the cache".into()],
-            ),
+            _ => ("changed", vec![StaleReason::KeyInputsGone]),
         },
         // A key waits on an upstream's output: compare what is known.
         _ => match (&a.inputs, &b.inputs) {
@@ -248,18 +259,12 @@ fn compare(a: &SideStage, b: &SideStage) -> (&'static str, Vec<String>) {
                 };
                 let why = strip(ib).why_differs(&strip(ia));
                 if why.is_empty() {
-                    (
-                        "unknown",
-                        vec!["same own inputs; an upstream's output is not cached on one side, run it to compare".into()],
-                    )
+                    ("unknown", vec![StaleReason::UpstreamNotCached])
                 } else {
                     ("changed", why)
                 }
             }
-            _ => (
-                "unknown",
-                vec!["key inputs of one side are no longer in the cache".into()],
-            ),
+            _ => ("unknown", vec![StaleReason::KeyInputsGone]),
         },
     }
 }
@@ -315,7 +320,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
 
 /// The diff as text tables.
 pub fn render(d: &Diff) -> String {
-    use crate::report::table::render as table;
+    use crate::ui::table::render as table;
     let show = |v: &Option<Value>| {
         v.as_ref()
             .map(|v| v.to_string())
@@ -342,7 +347,7 @@ pub fn render(d: &Diff) -> String {
     let rows: Vec<Vec<String>> = d
         .stages
         .iter()
-        .map(|s| vec![s.stage.clone(), s.change.to_string(), s.why.join("; ")])
+        .map(|s| vec![s.stage.clone(), s.change.to_string(), stale::join(&s.why)])
         .collect();
     out.push_str(&table(&["stage", "key", "why"], &rows));
     let changed: Vec<&MetricRow> = d.metrics.iter().filter(|m| m.a != m.b).collect();

@@ -5,6 +5,21 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+/// Why git could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// git is not installed (or cannot be started).
+    #[error("cannot run git: {0}")]
+    Spawn(std::io::Error),
+    #[error("{0}")]
+    NotInWorkTree(String),
+    /// git ran and refused, e.g. a revision that does not exist.
+    #[error("git {args}: {stderr}")]
+    Failed { args: String, stderr: String },
+    #[error("{0} is not UTF-8")]
+    NotUtf8(String),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GitState {
     pub commit: String,
@@ -75,7 +90,7 @@ fn parse_status(text: &str) -> Option<GitState> {
 }
 
 /// The pipeline file's text at a git revision (`git show REV:path`).
-pub fn show_at(file: &Path, rev: &str) -> Result<String, String> {
+pub fn show_at(file: &Path, rev: &str) -> Result<String, GitError> {
     let (top, rel) = repo_path(file)?;
     let spec = format!("{rev}:{}", rel.display());
     let out = Command::new("git")
@@ -83,14 +98,14 @@ pub fn show_at(file: &Path, rev: &str) -> Result<String, String> {
         .arg(&top)
         .args(["show", &spec])
         .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(GitError::Spawn)?;
     if !out.status.success() {
-        return Err(format!(
-            "git show {spec}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(GitError::Failed {
+            args: format!("show {spec}"),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
-    String::from_utf8(out.stdout).map_err(|_| format!("{spec} is not UTF-8"))
+    String::from_utf8(out.stdout).map_err(|_| GitError::NotUtf8(spec))
 }
 
 /// A dep's content hash as it was at a git revision, in the format the stat
@@ -105,7 +120,7 @@ pub enum DepAtRevision {
 }
 
 /// Hash `dep` (a file or folder) as of revision `rev`.
-pub fn dep_at(dep: &Path, rev: &str) -> Result<DepAtRevision, String> {
+pub fn dep_at(dep: &Path, rev: &str) -> Result<DepAtRevision, GitError> {
     let (top, rel) = match repo_path(dep) {
         Ok(x) => x,
         Err(_) => {
@@ -115,22 +130,21 @@ pub fn dep_at(dep: &Path, rev: &str) -> Result<DepAtRevision, String> {
         }
     };
     let rel = rel.to_string_lossy().into_owned();
-    let git = |args: &[&str]| -> Result<Vec<u8>, String> {
+    let git = |args: &[&str]| -> Result<Vec<u8>, GitError> {
         let out = Command::new("git")
             .arg("-C")
             .arg(&top)
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| format!("cannot run git: {e}"))?;
+            .map_err(GitError::Spawn)?;
         if out.status.success() {
             Ok(out.stdout)
         } else {
-            Err(format!(
-                "git {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            Err(GitError::Failed {
+                args: args.join(" "),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
         }
     };
     let spec = format!("{rev}^{{tree}}");
@@ -234,21 +248,25 @@ pub fn dep_at(dep: &Path, rev: &str) -> Result<DepAtRevision, String> {
 }
 
 /// The repository's top folder and `file`'s path inside it.
-fn repo_path(file: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
-    let abs = std::path::absolute(file).map_err(|e| e.to_string())?;
+fn repo_path(file: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), GitError> {
+    let not_in = |what: &str| GitError::NotInWorkTree(format!("{} {what}", file.display()));
+    let abs =
+        std::path::absolute(file).map_err(|e| not_in(&format!("has no absolute path ({e})")))?;
     let dir = if abs.is_dir() {
         abs.clone()
     } else {
-        abs.parent().ok_or("path has no folder")?.to_path_buf()
+        abs.parent()
+            .ok_or_else(|| not_in("has no folder"))?
+            .to_path_buf()
     };
     let top = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(["rev-parse", "--show-toplevel"])
         .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(GitError::Spawn)?;
     if !top.status.success() {
-        return Err(format!("{} is not inside a git work tree", file.display()));
+        return Err(not_in("is not inside a git work tree"));
     }
     let top = std::path::PathBuf::from(String::from_utf8_lossy(&top.stdout).trim());
     let canon_top = top.canonicalize().unwrap_or(top);
@@ -263,7 +281,7 @@ fn repo_path(file: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), St
     };
     let rel = canon
         .strip_prefix(&canon_top)
-        .map_err(|_| format!("{} is outside the git work tree", file.display()))?
+        .map_err(|_| not_in("is outside the git work tree"))?
         .to_path_buf();
     Ok((canon_top, rel))
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::fsutil::write_atomic;
-use crate::cache::{Cache, CacheError, StageKey};
+use crate::cache::{Cache, CacheError, Entry, StageKey};
 use crate::ops::{Metrics, Params};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,37 @@ impl StageStatus {
             StageStatus::Failed => "failed",
             StageStatus::Skipped => "skipped",
         }
+    }
+}
+
+/// How a run ended, or that it has not (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Its runner is still at work (or was killed: see [`list_runs`]).
+    Running,
+    /// Every stage ran or was cached.
+    Ok,
+    /// At least one stage failed.
+    Failed,
+    /// Stopped by Ctrl-C or SIGTERM, or its runner is gone.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Ok => "ok",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -65,8 +96,7 @@ pub struct RunRecord {
     pub started: String,
     #[serde(default)]
     pub finished: Option<String>,
-    /// running | ok | failed | interrupted
-    pub status: String,
+    pub status: RunStatus,
     pub hcpipe_version: String,
     /// The process writing the record while it runs: a `running` record
     /// whose runner is gone (killed, or a second Ctrl-C) reads `interrupted`.
@@ -117,6 +147,11 @@ impl RunRecord {
     pub fn stage(&self, name: &str) -> Option<&StageRecord> {
         self.stages.iter().find(|s| s.stage == name)
     }
+
+    /// How many of its stages ended with `status`.
+    pub fn count(&self, status: StageStatus) -> usize {
+        self.stages.iter().filter(|s| s.status == status).count()
+    }
 }
 
 /// A new run id: sortable by time, unique across concurrent runs.
@@ -148,8 +183,8 @@ pub fn list_runs(cache: &Cache) -> Vec<RunRecord> {
         .collect();
     for run in &mut runs {
         let gone = run.runner.as_ref().is_some_and(|r| !r.is_alive());
-        if run.status == "running" && gone {
-            run.status = "interrupted".into();
+        if run.status == RunStatus::Running && gone {
+            run.status = RunStatus::Interrupted;
         }
     }
     runs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -176,6 +211,30 @@ pub fn find_run(cache: &Cache, id: &str) -> Result<RunRecord, String> {
     }
 }
 
+/// The newest result a run of this pipeline recorded for `stage` whose
+/// entry the cache still holds (`show PIPELINE` when the current key is not
+/// cached).
+pub fn newest_entry(cache: &Cache, pipeline_path: &Path, stage: &str) -> Option<Entry> {
+    runs_of(cache, pipeline_path)
+        .iter()
+        .rev()
+        .filter_map(|r| r.stage(stage))
+        .find_map(|st| cache.entry(&st.key).ok().flatten())
+}
+
+/// The `report.html` of the newest run with a `report` op stage whose
+/// artifact is still in the cache (stage records carry keys, not ops: the
+/// op is in the key's cache entry).
+pub fn newest_report(cache: &Cache, runs: &[RunRecord]) -> Option<PathBuf> {
+    runs.iter().rev().find_map(|run| {
+        run.stages.iter().find_map(|st| {
+            let entry = cache.entry(&st.key).ok().flatten()?;
+            let page = cache.artifact_dir(&st.key).join("report.html");
+            (entry.inputs.op.as_deref() == Some("report") && page.is_file()).then_some(page)
+        })
+    })
+}
+
 /// The runs of one pipeline file, oldest first.
 pub fn runs_of(cache: &Cache, pipeline_path: &Path) -> Vec<RunRecord> {
     let p = pipeline_path.display().to_string();
@@ -198,5 +257,20 @@ mod tests {
             start: me.start + 1,
         };
         assert!(!reused.is_alive());
+    }
+
+    #[test]
+    fn run_status_reads_and_writes_the_words_records_hold() {
+        for (status, word) in [
+            (RunStatus::Running, "running"),
+            (RunStatus::Ok, "ok"),
+            (RunStatus::Failed, "failed"),
+            (RunStatus::Interrupted, "interrupted"),
+        ] {
+            let json = format!("\"{word}\"");
+            assert_eq!(serde_json::to_string(&status).unwrap(), json);
+            assert_eq!(serde_json::from_str::<RunStatus>(&json).unwrap(), status);
+            assert_eq!(status.to_string(), word);
+        }
     }
 }

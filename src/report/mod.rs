@@ -1,4 +1,0 @@
-//! Everything printed for people: run progress, tables, errors.
-
-pub mod progress;
-pub mod table;
