@@ -1,6 +1,7 @@
 //! hcpipe: declarative experiment pipelines.
 //!
 //! The runner's architecture, one folder per concern:
+//! - [`artifact`]: the files ops hand to each other, one typed format per file.
 //! - [`spec`]: what the user typed (YAML → typed, validated pipeline).
 //! - [`dag`]: stage order and stage ids.
 //! - [`cache`]: stage keys, the content-addressed store, locks, stat cache.
@@ -10,6 +11,7 @@
 //! - [`report`]: everything printed for people.
 //! - [`cli`]: the command line.
 
+pub mod artifact;
 pub mod cache;
 pub mod cli;
 pub mod dag;
