@@ -1,6 +1,7 @@
 //! hcpipe: declarative experiment pipelines.
 //!
 //! The runner's architecture, one folder per concern:
+//! - [`artifact`]: the files ops hand to each other, one typed format per file.
 //! - [`spec`]: what the user typed (YAML → typed, validated pipeline).
 //! - [`dag`]: stage order and stage ids.
 //! - [`cache`]: stage keys, the content-addressed store, locks, stat cache.
@@ -15,6 +16,7 @@
 //!   error (1 a stage or check failed, 2 the user's mistake, 3 the file
 //!   system, 4 a program hcpipe relies on, 130 interrupted).
 
+pub mod artifact;
 pub mod cache;
 pub mod cli;
 pub mod dag;

@@ -91,6 +91,7 @@ fn report_needs_something_to_show() {
             stage: "prep".into(),
             op: None,
             dir: dir.path().into(),
+            content: None,
         }],
         no_params(),
     );
@@ -175,7 +176,7 @@ fn report_images_section_on_the_real_shape() {
     )
     .err();
     assert!(
-        msg.contains("sub-X_ses-M00_T1w_segm-graymatter") && msg.contains("`subject`"),
+        msg.contains("OASIS_BIDS.tsv: no subject `sub-X`") && msg.contains("`subject`"),
         "{msg}"
     );
 }
@@ -229,8 +230,12 @@ fn report_training_curves_per_sweep_member() {
         html.contains("<td>train[lr=0.001]</td><td>20</td>"),
         "{html}"
     );
-    // The artifact folders' names stand for the keys.
-    assert!(html.contains("<td>a</td><td>cuda:0</td>"), "{html}");
+    // The artifact column is the input's content hash (the fixtures' is
+    // `STAGE-content`), never the folder's name.
+    assert!(
+        html.contains("<td>train[lr=0.0</td><td>cuda:0</td>"),
+        "{html}"
+    );
 
     std::fs::write(a.join("history.tsv"), "epoch\tloss\n0\t0.5\n").unwrap();
     let msg = run_report(dir.path(), &inputs, no_params()).err();

@@ -5,11 +5,11 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = hcpipe::ops::pt::parse_tensor_pickle(data);
+    let _ = hcpipe::artifact::pt::parse_tensor_pickle(data);
     let dir = std::env::temp_dir().join(format!("hcpipe-fuzz-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("x.pt");
     if std::fs::write(&path, data).is_ok() {
-        let _ = hcpipe::ops::pt::read_f32(&path, &[1, 2, 3, 2]);
+        let _ = hcpipe::artifact::pt::read_f32(&path, &[1, 2, 3, 2]);
     }
 });

@@ -309,6 +309,7 @@ mod tests {
             stage: stage.to_string(),
             op: None,
             dir: PathBuf::from(dir),
+            content: None,
         }
     }
 

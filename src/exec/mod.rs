@@ -378,6 +378,7 @@ fn build_job(
             stage: dag.stage(up).name.clone(),
             op: dag.stage(up).op_name().map(str::to_string),
             dir,
+            content: Some(plan::artifact_content(entry)),
         });
     }
     let mut params = stage.params.clone();

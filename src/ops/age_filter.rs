@@ -5,12 +5,11 @@
 //! Artifact: `subjects.tsv` with `participant_id session_id diagnosis age`,
 //! in the split table's order. `evaluate` reads it for its `old` metrics.
 
-use std::fmt::Write as _;
-
 use serde::Deserialize;
 
-use super::dataset::{tsv_number, Dataset, Diagnosis, Split};
 use super::{Metrics, OpCtx, OpError};
+use crate::artifact::dataset::{Dataset, Diagnosis, Split};
+use crate::artifact::subjects::{self, KeptSubject, Subjects};
 
 fn d_split() -> Split {
     Split::Validation
@@ -37,24 +36,21 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         )));
     }
     let ds = Dataset::open(&ctx.input_by_any_op(&["fetch", "synth"])?.dir)?;
-    let mut text = String::from("participant_id\tsession_id\tdiagnosis\tage\n");
+    let mut kept = Vec::new();
     let mut counts = [0usize; 2];
     for row in ds.split(p.split) {
         let s = ds.subject(row)?;
         if s.age >= p.min_age {
-            let _ = writeln!(
-                text,
-                "{}\t{}\t{}\t{}",
-                row.participant_id,
-                row.session_id,
-                row.diagnosis.as_str(),
-                tsv_number(s.age, false)
-            );
+            kept.push(KeptSubject {
+                participant_id: row.participant_id.clone(),
+                session_id: row.session_id.clone(),
+                diagnosis: row.diagnosis,
+                age: s.age,
+            });
             counts[usize::from(row.diagnosis == Diagnosis::CN)] += 1;
         }
     }
-    let path = ctx.out.join("subjects.tsv");
-    std::fs::write(&path, text).map_err(|e| OpError::io(&path, e))?;
+    Subjects(kept).write(&ctx.out.join(subjects::FILE))?;
     let mut m = Metrics::new();
     m.insert("split".into(), p.split.as_str().into());
     m.insert("n".into(), (counts[0] + counts[1]).into());
@@ -66,15 +62,16 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::dataset::real_tables_dataset;
     use super::super::{Input, Params};
     use super::*;
+    use crate::artifact::dataset::real_tables_dataset;
 
     fn run_split(dir: &std::path::Path, out: &std::path::Path, split: &str) -> Metrics {
         let inputs = [Input {
             stage: "dataset".into(),
             op: Some("synth".into()),
             dir: dir.to_path_buf(),
+            content: None,
         }];
         let params: Params = serde_json::from_str(&format!(r#"{{"split": "{split}"}}"#)).unwrap();
         run(&OpCtx {

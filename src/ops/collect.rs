@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Metrics, OpCtx, OpError};
+use crate::artifact::metrics;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,12 +60,8 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
                 matrix_keys.push(k);
             }
         }
-        let path = input.dir.join("metrics.json");
-        let metrics: Value = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| OpError::Msg(format!("{}: {e}", path.display())))?,
-            Err(_) => Value::Object(Default::default()),
-        };
+        // A member without metrics (a cmd stage that wrote none) gives empty cells.
+        let metrics = Value::Object(metrics::read_in(&input.dir)?.unwrap_or_default());
         rows.entry(values).or_default().insert(base, metrics);
     }
     if rows.is_empty() {

@@ -15,40 +15,17 @@
 //! splits are cropped in parallel (rayon, `resources.cpu` threads).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Deserialize;
 
-use super::dataset::{thread_pool, tsv_number, Dataset, Diagnosis, Split, SplitRow, IMAGE_SHAPE};
+use super::pool::thread_pool;
 use super::{Metrics, OpCtx, OpError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Region {
-    LeftHc,
-    RightHc,
-}
-
-impl Region {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Region::LeftHc => "left_hc",
-            Region::RightHc => "right_hc",
-        }
-    }
-
-    /// The lab's box, half-open `[start, end)` per axis x, y, z.
-    pub fn lab_box(self) -> [[usize; 2]; 3] {
-        let x = match self {
-            Region::LeftHc => [25, 55],
-            Region::RightHc => [65, 95],
-        };
-        [x, [50, 90], [27, 57]]
-    }
-}
+pub use crate::artifact::crop::Region;
+use crate::artifact::crop::{CropMeta, CropSubject, CropSubjects};
+use crate::artifact::dataset::{Dataset, Diagnosis, Split, SplitRow, IMAGE_SHAPE};
 
 fn d_shift() -> usize {
     2
@@ -65,11 +42,6 @@ pub struct CropParams {
 
 /// Largest margin that keeps both boxes inside the 121×145×121 volume.
 pub const MAX_SHIFT: usize = 20;
-
-/// The stored (grown) box: `[start, end)` per axis.
-pub fn stored_box(region: Region, shift: usize) -> [[usize; 2]; 3] {
-    region.lab_box().map(|[a, b]| [a - shift, b + shift])
-}
 
 /// Cut the stored box out of one x-major volume.
 pub fn crop_volume(vol: &[f32], bx: [[usize; 2]; 3]) -> Vec<f32> {
@@ -94,8 +66,9 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         )));
     }
     let ds = Dataset::open(&ctx.input_by_any_op(&["fetch", "synth"])?.dir)?;
-    let bx = stored_box(p.region, p.shift);
-    let stored = bx.map(|[a, b]| b - a);
+    let meta = CropMeta::new(p.region, p.shift);
+    let bx = meta.stored_box();
+    let stored = meta.stored_shape;
     let jobs: Vec<(Split, &SplitRow)> = Split::ALL
         .iter()
         .flat_map(|&s| ds.split(s).iter().map(move |r| (s, r)))
@@ -124,16 +97,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             m.insert(format!("{}_{}", split.as_str(), d.as_str()), n.into());
         }
     }
-    let meta = serde_json::json!({
-        "region": p.region.as_str(),
-        "box": {"x": p.region.lab_box()[0], "y": p.region.lab_box()[1], "z": p.region.lab_box()[2]},
-        "shift": p.shift,
-        "patch_shape": [30, 40, 30],
-        "stored_shape": stored,
-    });
-    let path = ctx.out.join("meta.json");
-    let text = serde_json::to_string_pretty(&meta).map_err(|e| OpError::Msg(e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|e| OpError::io(&path, e))?;
+    meta.write(ctx.out)?;
     m.insert("region".into(), p.region.as_str().into());
     Ok(m)
 }
@@ -148,22 +112,20 @@ fn write_split(
     let n = items.len();
     let mut bytes = Vec::with_capacity(n * stored.iter().product::<usize>() * 4);
     let mut labels = Vec::with_capacity(n * 8);
-    let mut tsv = String::from("participant_id\tsession_id\tdiagnosis\tlabel\tage\tsex\tMMS\n");
+    let mut subjects = Vec::with_capacity(n);
     for (row, patch) in items {
         bytes.extend(patch.iter().flat_map(|v| v.to_le_bytes()));
         labels.extend(row.diagnosis.label().to_le_bytes());
         let s = ds.subject(row)?;
-        let _ = writeln!(
-            tsv,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            row.participant_id,
-            row.session_id,
-            row.diagnosis.as_str(),
-            row.diagnosis.label(),
-            tsv_number(s.age, false),
-            s.sex,
-            tsv_number(s.mms, true)
-        );
+        subjects.push(CropSubject {
+            participant_id: row.participant_id.clone(),
+            session_id: row.session_id.clone(),
+            diagnosis: row.diagnosis,
+            label: row.diagnosis.label(),
+            age: s.age,
+            sex: s.sex.clone(),
+            mms: s.mms,
+        });
     }
     let name = split.as_str();
     let st = out.join(format!("{name}.safetensors"));
@@ -179,8 +141,8 @@ fn write_split(
     let labels = TensorView::new(Dtype::I64, vec![n], &labels).map_err(fail)?;
     safetensors::serialize_to_file([("patches", patches), ("labels", labels)], None, &st)
         .map_err(fail)?;
-    let path = out.join(format!("{name}.tsv"));
-    std::fs::write(&path, tsv).map_err(|e| OpError::io(&path, e))
+    CropSubjects(subjects).write(&out.join(format!("{name}.tsv")))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -203,6 +165,7 @@ mod tests {
             stage: "dataset".into(),
             op: Some("synth".into()),
             dir: data,
+            content: None,
         }];
         let params: Params = serde_json::from_str(r#"{"region": "right_hc", "shift": 2}"#).unwrap();
         let m = run(&OpCtx {

@@ -20,8 +20,8 @@ use std::path::Path;
 use serde::Deserialize;
 use statrs::distribution::{ContinuousCDF, Discrete, Hypergeometric, StudentsT};
 
-use super::dataset::{Dataset, Diagnosis, Subject};
 use super::{Metrics, OpCtx, OpError};
+use crate::artifact::dataset::{Dataset, Diagnosis, Subject};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,13 +225,14 @@ pub fn checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
             verdict(p, alpha, "the classes differ in age, a classifier may learn age instead of disease; check the >= 62 subgroup", "no age difference detected")
         ),
     });
-    let members =
-        |rows: &[super::dataset::SplitRow], d: Diagnosis| -> Result<Vec<&Subject>, OpError> {
-            rows.iter()
-                .filter(|r| r.diagnosis == d)
-                .map(|r| ds.subject(r))
-                .collect()
-        };
+    let members = |rows: &[crate::artifact::dataset::SplitRow],
+                   d: Diagnosis|
+     -> Result<Vec<&Subject>, OpError> {
+        rows.iter()
+            .filter(|r| r.diagnosis == d)
+            .map(|r| ds.subject(r).map_err(OpError::from))
+            .collect()
+    };
     for d in Diagnosis::ALL {
         let (tr, va) = (members(&ds.train, d)?, members(&ds.validation, d)?);
         for (name, f) in [
@@ -274,7 +275,7 @@ pub fn checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
             ),
         });
     }
-    let count = |rows: &[super::dataset::SplitRow], d: Diagnosis| {
+    let count = |rows: &[crate::artifact::dataset::SplitRow], d: Diagnosis| {
         rows.iter().filter(|r| r.diagnosis == d).count() as u64
     };
     let (tad, tcn, vad, vcn) = (
@@ -365,9 +366,9 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::dataset::real_tables_dataset;
     use super::super::Input;
     use super::*;
+    use crate::artifact::dataset::real_tables_dataset;
 
     /// The seed's three printed tables, copied verbatim (lab section 0 and 1).
     const SEED_TABLES: &str = "\
@@ -384,6 +385,7 @@ validation CN 62 46.3 ± 22.6 62.9 3.4 ± 1.3 29.6 ± 0.7 27 0 0 0
             stage: "dataset".into(),
             op: Some("fetch".into()),
             dir: dir.to_path_buf(),
+            content: None,
         }];
         let params = Metrics::new();
         let ctx = OpCtx {

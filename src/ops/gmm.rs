@@ -23,7 +23,6 @@
 //! parameters, and the log-likelihood, probabilities and assignments are
 //! computed here with a shifted log-sum-exp from the fitted parameters.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use linfa::prelude::*;
@@ -39,6 +38,9 @@ use serde_json::json;
 use super::cluster_metrics::{adjusted_rand_index, best_cluster_to_label};
 use super::metrics::compute_metrics;
 use super::{Metrics, OpCtx, OpError};
+use crate::artifact::assignments::{self, Assignment, Assignments};
+use crate::artifact::codes::{self, Codes as CodesFile};
+use crate::artifact::dataset::Dataset;
 
 /// Params, defaulting to scikit-learn's `GaussianMixture` as the lab uses it.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,9 +95,8 @@ impl GmmParams {
 
 /// The cluster → label search tries 2^n mappings (see `cluster_metrics`).
 const MAX_COMPONENTS: usize = 16;
-const CODES: &str = "codes.tsv";
-const ASSIGNMENTS: &str = "assignments.tsv";
-const DEMOGRAPHICS: &str = "OASIS-1_dataset/tsv_files/lab_1/OASIS_BIDS.tsv";
+const CODES: &str = codes::FILE;
+const ASSIGNMENTS: &str = assignments::FILE;
 
 /// Parses and range-checks params (the registry's `check_params`).
 pub fn check_params(params: &super::Params) -> Result<(), String> {
@@ -131,10 +132,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     let codes_path = codes_input.dir.join(CODES);
     let codes = read_codes(&codes_path)?;
     let demographics = match ctx.input_by_any_op(&["fetch", "synth"]) {
-        Ok(dataset) => Some(read_demographics(
-            &dataset.dir.join(DEMOGRAPHICS),
-            &codes.ids,
-        )?),
+        Ok(dataset) => Some(demographics_of(&Dataset::open(&dataset.dir)?, &codes.ids)?),
         Err(_) => None,
     };
 
@@ -384,63 +382,14 @@ fn explain(error: &GmmError, params: &GmmParams) -> String {
     }
 }
 
-/// Reads `codes.tsv`: header `participant_id label f0 … f(d-1)`, labels 0/1,
-/// finite features.
+/// Reads `codes.tsv` ([`crate::artifact::codes`]) as an f64 matrix.
 pub fn read_codes(path: &Path) -> Result<Codes, OpError> {
-    let bad = |what: String| OpError::Msg(format!("{}: {what}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| OpError::io(path, e))?;
-    let mut reader = csv::ReaderBuilder::new().delimiter(b'\t').from_reader(file);
-    let header = reader
-        .headers()
-        .map_err(|e| bad(format!("cannot read the header: {e}")))?
-        .clone();
-    let mut columns = header.iter();
-    if columns.next() != Some("participant_id") || columns.next() != Some("label") {
-        return Err(bad(format!(
-            "header starts with {:?}, expected `participant_id`, `label`, then f0, f1, … (as `extract_codes` writes it)",
-            header.iter().take(2).collect::<Vec<_>>()
-        )));
-    }
-    for (i, name) in columns.enumerate() {
-        if name != format!("f{i}") {
-            return Err(bad(format!(
-                "feature column {} is named `{name}`, expected `f{i}`",
-                i + 1
-            )));
-        }
-    }
-    let d = header.len() - 2;
-    let (mut ids, mut labels, mut values) = (Vec::new(), Vec::new(), Vec::new());
-    let mut seen = HashSet::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| bad(e.to_string()))?;
-        let line = record.position().map_or(0, |p| p.line());
-        let id = record.get(0).unwrap_or_default().to_string();
-        let at = |what: String| bad(format!("line {line}, subject `{id}`: {what}"));
-        let label = record.get(1).unwrap_or_default();
-        match label.trim().parse::<i64>() {
-            Ok(l @ (0 | 1)) => labels.push(l),
-            _ => return Err(at(format!("label is `{label}`, expected 0 (CN) or 1 (AD)"))),
-        }
-        for (j, cell) in record.iter().skip(2).enumerate() {
-            match cell.trim().parse::<f64>() {
-                Ok(v) if v.is_finite() => values.push(v),
-                _ => return Err(at(format!("f{j} is `{cell}`, expected a finite number"))),
-            }
-        }
-        if !seen.insert(id.clone()) {
-            return Err(at("listed twice; each subject must appear once".into()));
-        }
-        ids.push(id);
-    }
-    if ids.is_empty() {
-        return Err(bad("no subjects (the table has only a header)".into()));
-    }
-    let features = Array2::from_shape_vec((ids.len(), d), values)
-        .map_err(|e| bad(format!("rows of unequal length: {e}")))?;
+    let file = CodesFile::read(path)?;
+    let features = Array2::from_shape_vec((file.ids.len(), file.width), file.features_f64())
+        .map_err(|e| OpError::Msg(format!("{}: rows of unequal length: {e}", path.display())))?;
     Ok(Codes {
-        ids,
-        labels,
+        ids: file.ids,
+        labels: file.labels,
         features,
     })
 }
@@ -452,43 +401,19 @@ pub struct Demographics {
     pub mms: f64,
 }
 
-/// Age (`age_bl`) and `MMS` of each of `ids`, from the dataset's `OASIS_BIDS.tsv`.
-fn read_demographics(path: &Path, ids: &[String]) -> Result<Vec<Demographics>, OpError> {
-    #[derive(Deserialize)]
-    struct Row {
-        participant_id: String,
-        // Empty or `n/a` cells are missing values, not errors.
-        #[serde(deserialize_with = "csv::invalid_option")]
-        age_bl: Option<f64>,
-        #[serde(rename = "MMS", deserialize_with = "csv::invalid_option")]
-        mms: Option<f64>,
-    }
-    let file = std::fs::File::open(path).map_err(|e| OpError::io(path, e))?;
-    let mut reader = csv::ReaderBuilder::new().delimiter(b'\t').from_reader(file);
-    let mut table = HashMap::new();
-    for record in reader.deserialize::<Row>() {
-        let row = record.map_err(|e| {
-            OpError::Msg(format!(
-                "{}: {e}; expected columns participant_id, age_bl, MMS",
-                path.display()
-            ))
-        })?;
-        let nan = f64::NAN;
-        table.insert(
-            row.participant_id,
-            Demographics {
-                age: row.age_bl.unwrap_or(nan),
-                mms: row.mms.unwrap_or(nan),
-            },
-        );
-    }
+/// Age and MMS of each of `ids`, from the dataset's `OASIS_BIDS.tsv`.
+fn demographics_of(ds: &Dataset, ids: &[String]) -> Result<Vec<Demographics>, OpError> {
     ids.iter()
         .map(|id| {
-            table.get(id).copied().ok_or_else(|| {
+            let s = ds.find_subject(id).ok_or_else(|| {
                 OpError::Msg(format!(
                     "{}: subject `{id}` of the codes is missing; the codes must come from this dataset",
-                    path.display()
+                    ds.layout.bids_tsv().display()
                 ))
+            })?;
+            Ok(Demographics {
+                age: s.age,
+                mms: s.mms,
             })
         })
         .collect()
@@ -500,44 +425,31 @@ fn write_assignments(
     fitted: &Clustering,
     demographics: Option<&[Demographics]>,
 ) -> Result<(), OpError> {
-    let to_err = |e: csv::Error| OpError::Msg(format!("{}: cannot write: {e}", path.display()));
-    let mut writer = csv::WriterBuilder::new()
-        .delimiter(b'\t')
-        .from_path(path)
-        .map_err(to_err)?;
-    let mut header = vec![
-        "participant_id".to_string(),
-        "label".into(),
-        "cluster".into(),
-    ];
-    header.extend((0..fitted.proba.ncols()).map(|c| format!("proba_{c}")));
-    if demographics.is_some() {
-        header.extend(["age".to_string(), "MMS".into()]);
+    let rows = codes
+        .ids
+        .iter()
+        .zip(&codes.labels)
+        .zip(&fitted.clusters)
+        .enumerate()
+        .map(|(i, ((id, label), cluster))| {
+            let d = demographics.and_then(|t| t.get(i));
+            Assignment {
+                participant_id: id.clone(),
+                label: *label,
+                cluster: *cluster,
+                proba: fitted.proba.row(i).to_vec(),
+                age: d.map_or(f64::NAN, |d| d.age),
+                mms: d.map_or(f64::NAN, |d| d.mms),
+            }
+        })
+        .collect();
+    Assignments {
+        components: fitted.proba.ncols(),
+        demographics: demographics.is_some(),
+        rows,
     }
-    writer.write_record(&header).map_err(to_err)?;
-    let cell = |v: f64| {
-        if v.is_finite() {
-            v.to_string()
-        } else {
-            String::new()
-        }
-    };
-    for (i, (id, label)) in codes.ids.iter().zip(&codes.labels).enumerate() {
-        let mut row = vec![
-            id.clone(),
-            label.to_string(),
-            fitted
-                .clusters
-                .get(i)
-                .map_or(String::new(), |c| c.to_string()),
-        ];
-        row.extend(fitted.proba.row(i).iter().map(|p| p.to_string()));
-        if let Some(d) = demographics.and_then(|t| t.get(i)) {
-            row.extend([cell(d.age), cell(d.mms)]);
-        }
-        writer.write_record(&row).map_err(to_err)?;
-    }
-    writer.flush().map_err(|e| OpError::io(path, e))
+    .write(path)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -724,75 +636,55 @@ mod tests {
     }
 
     #[test]
-    fn bad_codes_tables_name_the_file_and_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CODES);
-        let cases = [
-            (
-                "participant_id\tlabel\tf0\ns1\t0\tnan\n",
-                "line 2, subject `s1`: f0 is `nan`",
-            ),
-            (
-                "participant_id\tlabel\tf0\ns1\t0\tinf\n",
-                "f0 is `inf`, expected a finite number",
-            ),
-            ("participant_id\tlabel\tf0\ns1\t2\t0.5\n", "label is `2`"),
-            (
-                "participant_id\tlabel\tf1\ns1\t0\t0.5\n",
-                "named `f1`, expected `f0`",
-            ),
-            (
-                "id\tlabel\tf0\ns1\t0\t0.5\n",
-                "expected `participant_id`, `label`",
-            ),
-            (
-                "participant_id\tlabel\tf0\ns1\t0\t0.5\ns2\t1\n",
-                "codes.tsv",
-            ),
-            ("participant_id\tlabel\tf0\n", "no subjects"),
-            (
-                "participant_id\tlabel\tf0\ns1\t0\t1\ns1\t0\t1\n",
-                "listed twice",
-            ),
-        ];
-        for (text, expected) in cases {
-            std::fs::write(&path, text).unwrap();
-            let msg = read_codes(&path).unwrap_err().to_string();
-            assert!(
-                msg.contains("codes.tsv") && msg.contains(expected),
-                "{text:?} → {msg}"
-            );
-        }
-    }
-
-    #[test]
     fn op_writes_assignments_and_metrics() {
         let dir = tempfile::tempdir().unwrap();
         let (x, labels) = blobs(12, 5, 6.0, 6);
         let codes_dir = dir.path().join("codes");
         std::fs::create_dir_all(&codes_dir).unwrap();
         std::fs::write(codes_dir.join(CODES), codes_tsv(&x, &labels)).unwrap();
-        let bids = dir.path().join("data").join(DEMOGRAPHICS);
-        std::fs::create_dir_all(bids.parent().unwrap()).unwrap();
-        let mut table = "participant_id\tsex\tage_bl\tMMS\n".to_string();
+        let layout = crate::artifact::dataset::Layout::create(&dir.path().join("data")).unwrap();
+        let mut bids = Vec::new();
         for i in 0..24 {
             // AD (odd rows) are 80 with MMS 20, CN 60 with 30; one MMS missing.
-            let (age, mms) = if i % 2 == 1 { (80, "20") } else { (60, "30") };
+            let (age, mms, d) = if i % 2 == 1 {
+                ("80", "20", "AD")
+            } else {
+                ("60", "30", "CN")
+            };
             let mms = if i == 0 { "" } else { mms };
-            table += &format!("sub-{i:03}\tF\t{age}\t{mms}\n");
+            let cells = [
+                &format!("sub-{i:03}"),
+                "ses-M00",
+                "x",
+                "F",
+                "",
+                age,
+                "",
+                d,
+                "R",
+                mms,
+                "0",
+                d,
+            ];
+            bids.push(cells.map(str::to_string).to_vec());
         }
-        std::fs::write(&bids, table).unwrap();
+        layout.write_bids(&bids).unwrap();
+        for split in crate::artifact::dataset::Split::ALL {
+            layout.write_split(split, &[]).unwrap();
+        }
 
         let inputs = [
             Input {
                 stage: "codes".into(),
                 op: Some("extract_codes".into()),
                 dir: codes_dir,
+                content: None,
             },
             Input {
                 stage: "data".into(),
                 op: Some("synth".into()),
                 dir: dir.path().join("data"),
+                content: None,
             },
         ];
         let out = dir.path().join("out");
@@ -847,9 +739,18 @@ mod tests {
     #[test]
     fn codes_missing_from_the_dataset_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let bids = dir.path().join("OASIS_BIDS.tsv");
-        std::fs::write(&bids, "participant_id\tage_bl\tMMS\nsub-1\t70\t29\n").unwrap();
-        let msg = read_demographics(&bids, &["sub-1".into(), "sub-2".into()])
+        let layout = crate::artifact::dataset::Layout::create(dir.path()).unwrap();
+        let cells = [
+            "sub-1", "ses-M00", "x", "F", "", "70", "", "CN", "R", "29", "0", "CN",
+        ];
+        layout
+            .write_bids(&[cells.map(str::to_string).to_vec()])
+            .unwrap();
+        for split in crate::artifact::dataset::Split::ALL {
+            layout.write_split(split, &[]).unwrap();
+        }
+        let ds = Dataset::open(dir.path()).unwrap();
+        let msg = demographics_of(&ds, &["sub-1".into(), "sub-2".into()])
             .unwrap_err()
             .to_string();
         assert!(

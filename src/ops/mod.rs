@@ -26,13 +26,12 @@ pub mod age_filter;
 pub mod cluster_metrics;
 pub mod collect;
 pub mod crop;
-pub mod dataset;
 pub mod demographics;
 pub mod fetch;
 pub mod gmm;
 pub mod metrics;
 pub mod nifti;
-pub mod pt;
+pub mod pool;
 pub mod report;
 pub mod soft_vote;
 pub mod synth;
@@ -66,6 +65,10 @@ pub struct Input {
     pub op: Option<String>,
     /// The folder holding the artifact's files (read-only).
     pub dir: PathBuf,
+    /// The artifact's content hash (blake3 over its manifest), which this
+    /// stage's key chains; `None` where no cache made the folder (tests).
+    #[serde(default)]
+    pub content: Option<String>,
 }
 
 /// Everything an op may look at. Ops must not read the environment, the
@@ -160,6 +163,15 @@ pub enum OpError {
     },
     #[error("{0}")]
     Msg(String),
+}
+
+impl From<crate::artifact::Error> for OpError {
+    fn from(e: crate::artifact::Error) -> Self {
+        match e {
+            crate::artifact::Error::Io { path, source } => OpError::Io { path, source },
+            other => OpError::Msg(other.to_string()),
+        }
+    }
 }
 
 impl OpError {
@@ -287,7 +299,8 @@ static REGISTRY: &[OpDef] = &[
     },
     OpDef {
         name: "soft_vote",
-        version: 1,
+        // 2: predictions.tsv through artifact::predictions (numbers in Display form, as evaluate's).
+        version: 2,
         kind: OpKind::Native(soft_vote::run),
         check_params: |p| parse_params::<soft_vote::SoftVoteParams>(p).map(|_| ()),
         summary: "averages the probabilities of several `evaluate` stages (the lab's soft voting)",
@@ -308,7 +321,8 @@ static REGISTRY: &[OpDef] = &[
     },
     OpDef {
         name: "report",
-        version: 1,
+        // 2: provenance shows each input's content hash, not its folder's name.
+        version: 2,
         kind: OpKind::Native(report::run),
         check_params: report::check_params,
         summary: "report.html with figures (slices, curves, clusters) and tables of the stages it needs",

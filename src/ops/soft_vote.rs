@@ -13,29 +13,19 @@
 //! needed) and `members` (the evaluate stages' names, in `needs` order).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::metrics::compute_metrics;
 use super::{Input, Metrics, OpCtx, OpError};
+use crate::artifact::predictions::FILE as PREDICTIONS;
+pub use crate::artifact::predictions::{Prediction, Predictions};
+use crate::artifact::subjects::{self, Subjects};
 
 /// `soft_vote` takes no params; an empty struct still rejects typos.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SoftVoteParams {}
-
-/// One row of an `evaluate` (or `soft_vote`) `predictions.tsv`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Prediction {
-    pub participant_id: String,
-    pub true_label: i64,
-    pub predicted_label: i64,
-    pub proba0: f64,
-    pub proba1: f64,
-}
-
-const PREDICTIONS: &str = "predictions.tsv";
 
 /// The op's entry point (see the module docs).
 pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
@@ -53,16 +43,16 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     for member in &members {
         tables.push((
             member.stage.clone(),
-            read_predictions(&member.dir.join(PREDICTIONS))?,
+            Predictions::read(&member.dir.join(PREDICTIONS))?.0,
         ));
     }
     let voted = soft_vote(&tables)?;
-    write_predictions(&ctx.out.join(PREDICTIONS), &voted)?;
+    Predictions(voted.clone()).write(&ctx.out.join(PREDICTIONS))?;
 
     let mut metrics = Metrics::new();
     metrics.insert("validation".into(), metrics_json(&voted));
     if let Some(filter) = optional_input(ctx, "age_filter")? {
-        let old = subset(&voted, &filter.dir.join("subjects.tsv"))?;
+        let old = subset(&voted, &filter.dir.join(subjects::FILE))?;
         metrics.insert("old".into(), metrics_json(&old));
     }
     metrics.insert(
@@ -154,96 +144,26 @@ pub fn soft_vote(members: &[(String, Vec<Prediction>)]) -> Result<Vec<Prediction
     Ok(voted)
 }
 
-/// Reads and checks a `predictions.tsv`: unique subjects, 0/1 labels,
-/// probabilities in [0, 1].
-pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, OpError> {
-    let file = std::fs::File::open(path).map_err(|e| OpError::io(path, e))?;
-    let mut reader = csv::ReaderBuilder::new().delimiter(b'\t').from_reader(file);
-    let mut rows: Vec<Prediction> = Vec::new();
-    let mut seen = HashSet::new();
-    for record in reader.deserialize::<Prediction>() {
-        let row = record.map_err(|e| {
-            OpError::Msg(format!(
-                "{}: {e}; expected tab-separated columns participant_id, true_label, \
-                 predicted_label, proba0, proba1 (as `evaluate` writes them)",
-                path.display()
-            ))
-        })?;
-        let line = rows.len() + 2;
-        let bad = |what: String| {
-            OpError::Msg(format!(
-                "{}:{line}: subject `{}`: {what}",
-                path.display(),
-                row.participant_id
-            ))
-        };
-        if !seen.insert(row.participant_id.clone()) {
-            return Err(bad("listed twice; each subject must appear once".into()));
-        }
-        for (name, label) in [
-            ("true_label", row.true_label),
-            ("predicted_label", row.predicted_label),
-        ] {
-            if label != 0 && label != 1 {
-                return Err(bad(format!("{name} is {label}, expected 0 (CN) or 1 (AD)")));
-            }
-        }
-        for (name, p) in [("proba0", row.proba0), ("proba1", row.proba1)] {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(bad(format!(
-                    "{name} is {p}, expected a probability in [0, 1]"
-                )));
-            }
-        }
-        rows.push(row);
-    }
-    Ok(rows)
-}
-
-/// Writes `rows` as a tab-separated `predictions.tsv`.
-pub fn write_predictions(path: &Path, rows: &[Prediction]) -> Result<(), OpError> {
-    let to_err = |e: csv::Error| OpError::Msg(format!("{}: cannot write: {e}", path.display()));
-    let mut writer = csv::WriterBuilder::new()
-        .delimiter(b'\t')
-        .from_path(path)
-        .map_err(to_err)?;
-    for row in rows {
-        writer.serialize(row).map_err(to_err)?;
-    }
-    writer.flush().map_err(|e| OpError::io(path, e))
-}
-
 /// The rows of the subjects listed in an `age_filter` `subjects.tsv`.
-fn subset(rows: &[Prediction], subjects_tsv: &Path) -> Result<Vec<Prediction>, OpError> {
-    #[derive(Deserialize)]
-    struct Subject {
-        participant_id: String,
-    }
-    let file = std::fs::File::open(subjects_tsv).map_err(|e| OpError::io(subjects_tsv, e))?;
-    let mut reader = csv::ReaderBuilder::new().delimiter(b'\t').from_reader(file);
-    let mut wanted = Vec::new();
-    for record in reader.deserialize::<Subject>() {
-        let subject = record.map_err(|e| {
-            OpError::Msg(format!(
-                "{}: {e}; expected a tab-separated table with a participant_id column (as \
-                 `age_filter` writes it)",
-                subjects_tsv.display()
-            ))
-        })?;
-        wanted.push(subject.participant_id);
-    }
+fn subset(rows: &[Prediction], subjects_tsv: &std::path::Path) -> Result<Vec<Prediction>, OpError> {
+    let wanted = Subjects::read(subjects_tsv)?;
     let have: HashSet<&str> = rows.iter().map(|r| r.participant_id.as_str()).collect();
-    if let Some(missing) = wanted.iter().find(|id| !have.contains(id.as_str())) {
+    if let Some(missing) = wanted
+        .0
+        .iter()
+        .find(|s| !have.contains(s.participant_id.as_str()))
+    {
         return Err(OpError::Msg(format!(
-            "{}: subject `{missing}` has no soft-vote prediction; the age_filter stage must use \
+            "{}: subject `{}` has no soft-vote prediction; the age_filter stage must use \
              the split the evaluate stages predicted (split: validation)",
-            subjects_tsv.display()
+            subjects_tsv.display(),
+            missing.participant_id
         )));
     }
-    let wanted: HashSet<String> = wanted.into_iter().collect();
+    let wanted = wanted.ids();
     Ok(rows
         .iter()
-        .filter(|r| wanted.contains(&r.participant_id))
+        .filter(|r| wanted.contains(r.participant_id.as_str()))
         .cloned()
         .collect())
 }
@@ -251,7 +171,7 @@ fn subset(rows: &[Prediction], subjects_tsv: &Path) -> Result<Vec<Prediction>, O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::create_dir_all(dir).unwrap();
@@ -293,6 +213,7 @@ mod tests {
             stage: stage.into(),
             op: Some(op.into()),
             dir: root.join(stage),
+            content: None,
         };
         let mut inputs = vec![input("left", "evaluate"), input("right", "evaluate")];
         if let Some(subjects) = age_filter {
@@ -324,7 +245,9 @@ mod tests {
         )
         .unwrap();
 
-        let voted = read_predictions(&dir.path().join("out").join(PREDICTIONS)).unwrap();
+        let voted = Predictions::read(&dir.path().join("out").join(PREDICTIONS))
+            .unwrap()
+            .0;
         let ids: Vec<&str> = voted.iter().map(|r| r.participant_id.as_str()).collect();
         assert_eq!(ids, ["s1", "s2", "s3", "s4"]);
         // means: s1 0.7, s2 exactly 0.5 (not > 0.5, so CN as in the lab), s3 0.55, s4 0.15
@@ -405,6 +328,7 @@ mod tests {
             stage: "left".into(),
             op: Some("evaluate".into()),
             dir: dir.path().join("left"),
+            content: None,
         }];
         let params = crate::ops::Params::new();
         let ctx = OpCtx {
@@ -440,7 +364,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains("predictions.tsv:4: subject `s3`: proba1 is 1.4"),
+            msg.contains("predictions.tsv: line 4: subject `s3`: proba1 is 1.4"),
             "{msg}"
         );
 

@@ -1,5 +1,5 @@
 //! `synth`: a synthetic OASIS-1-like dataset in exactly the lab tarball's
-//! layout (see [`super::dataset`]), so every later stage runs without the
+//! layout (see [`crate::artifact::dataset`]), so every later stage runs without the
 //! 1.4 GB download — the embedded default of the demo pipeline.
 //!
 //! What makes it a fair stand-in:
@@ -25,10 +25,13 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::dataset::{
-    image_path, tsv_number, Diagnosis, BIDS_COLUMNS, DATASET_DIR, IMAGE_SHAPE, TSV_DIR,
-};
-use super::{pt, Metrics, OpCtx, OpError};
+use super::pool::thread_pool;
+use super::{Metrics, OpCtx, OpError};
+use crate::artifact::dataset::{tsv_number, Diagnosis, Layout, Split, IMAGE_SHAPE};
+use crate::artifact::pt;
+
+/// Every synthetic subject has one session, the baseline visit.
+const SESSION: &str = "ses-M00";
 
 fn d_train_ad() -> usize {
     24
@@ -353,28 +356,24 @@ pub fn write_dataset(
     subjects: &[SynthSubject],
     threads: usize,
 ) -> Result<(), OpError> {
-    let root = out.join(DATASET_DIR);
-    let tsv = root.join(TSV_DIR);
-    std::fs::create_dir_all(&tsv).map_err(|e| OpError::io(&tsv, e))?;
+    let layout = Layout::create(out)?;
     let mut sorted: Vec<&SynthSubject> = subjects.iter().collect();
     sorted.sort_by_key(|s| s.number);
-    let bids = tsv.join("OASIS_BIDS.tsv");
-    write_tsv(&bids, &BIDS_COLUMNS, sorted.iter().map(|s| bids_row(s)))?;
-    for (train, name) in [(true, "train.tsv"), (false, "validation.tsv")] {
-        let rows = subjects.iter().filter(|s| s.train == train).map(|s| {
-            vec![
-                s.participant_id(),
-                "ses-M00".to_string(),
-                s.diagnosis.as_str().to_string(),
-            ]
-        });
-        write_tsv(&tsv.join(name), &super::dataset::SPLIT_COLUMNS, rows)?;
+    let bids: Vec<Vec<String>> = sorted.iter().map(|s| bids_row(s)).collect();
+    layout.write_bids(&bids)?;
+    for (train, split) in [(true, Split::Train), (false, Split::Validation)] {
+        let rows: Vec<(String, String, Diagnosis)> = subjects
+            .iter()
+            .filter(|s| s.train == train)
+            .map(|s| (s.participant_id(), SESSION.to_string(), s.diagnosis))
+            .collect();
+        layout.write_split(split, &rows)?;
     }
-    let pool = super::dataset::thread_pool(threads)?;
+    let pool = thread_pool(threads)?;
     pool.install(|| {
         subjects.par_iter().try_for_each(|s| {
             let pid = s.participant_id();
-            let path = image_path(&root, &pid, "ses-M00");
+            let path = layout.image(&pid, SESSION);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| OpError::io(dir, e))?;
             }
@@ -388,7 +387,7 @@ fn bids_row(s: &SynthSubject) -> Vec<String> {
     let d = s.diagnosis.as_str().to_string();
     vec![
         s.participant_id(),
-        "ses-M00".into(),
+        SESSION.into(),
         format!("OAS1_{:04}_MR1", s.number),
         s.sex.into(),
         tsv_number(s.education, true),
@@ -402,27 +401,10 @@ fn bids_row(s: &SynthSubject) -> Vec<String> {
     ]
 }
 
-fn write_tsv(
-    path: &Path,
-    header: &[&str],
-    rows: impl Iterator<Item = Vec<String>>,
-) -> Result<(), OpError> {
-    let fail = |e: csv::Error| OpError::Msg(format!("{}: cannot write: {e}", path.display()));
-    let mut w = csv::WriterBuilder::new()
-        .delimiter(b'\t')
-        .from_path(path)
-        .map_err(fail)?;
-    w.write_record(header).map_err(fail)?;
-    for r in rows {
-        w.write_record(&r).map_err(fail)?;
-    }
-    w.flush().map_err(|e| OpError::io(path, e))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::dataset::Dataset;
     use super::*;
+    use crate::artifact::dataset::{Dataset, BIDS_COLUMNS};
 
     pub(crate) fn small(seed: u64) -> SynthParams {
         let mut p: SynthParams = serde_json::from_str("{}").unwrap();
@@ -525,13 +507,7 @@ mod tests {
             .find(|s| s.participant_id() == row.participant_id)
             .unwrap();
         assert_eq!(img, volume(&p, s));
-        let bids = std::fs::read_to_string(
-            tmp.path()
-                .join(DATASET_DIR)
-                .join(TSV_DIR)
-                .join("OASIS_BIDS.tsv"),
-        )
-        .unwrap();
+        let bids = std::fs::read_to_string(ds.layout.bids_tsv()).unwrap();
         assert!(bids.starts_with(&BIDS_COLUMNS.join("\t")));
     }
 

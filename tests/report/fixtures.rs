@@ -17,6 +17,7 @@ pub fn input(stage: &str, op: &str, dir: &Path) -> Input {
         stage: stage.into(),
         op: Some(op.into()),
         dir: dir.to_path_buf(),
+        content: Some(format!("{stage}-content")),
     }
 }
 
@@ -81,10 +82,15 @@ pub fn phantom() -> Vec<f32> {
 pub fn dataset(dir: &Path, pids: &[&str], raw: Option<&Path>) -> PathBuf {
     let root = dir.join("dataset");
     let lab = root.join("OASIS-1_dataset/tsv_files/lab_1");
-    let mut table = String::from("participant_id\tsession_id\tdiagnosis\tage\tsex\tMMS\n");
+    let mut bids = hcpipe::artifact::dataset::BIDS_COLUMNS.join("\t") + "\n";
+    let mut table = String::from("participant_id\tsession_id\tdiagnosis\n");
     for p in pids {
-        table.push_str(&format!("{p}\tses-M00\tCN\t70\tF\t29\n"));
+        bids.push_str(&format!(
+            "{p}\tses-M00\tOAS1\tF\t\t70\t0.0\tCN\tR\t29.0\t0.0\tCN\n"
+        ));
+        table.push_str(&format!("{p}\tses-M00\tCN\n"));
     }
+    write(&lab.join("OASIS_BIDS.tsv"), &bids);
     write(&lab.join("validation.tsv"), &table);
     write(&lab.join("train.tsv"), &table);
     let volume = phantom();
@@ -94,7 +100,7 @@ pub fn dataset(dir: &Path, pids: &[&str], raw: Option<&Path>) -> PathBuf {
              {p}_ses-M00_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.pt"
         ));
         std::fs::create_dir_all(pt.parent().unwrap()).unwrap();
-        hcpipe::ops::pt::write_f32(&pt, &[1, 121, 145, 121], &volume).unwrap();
+        hcpipe::artifact::pt::write_f32(&pt, &[1, 121, 145, 121], &volume).unwrap();
     }
     if let Some(raw) = raw {
         let to = root.join(format!(

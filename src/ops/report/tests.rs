@@ -1,9 +1,11 @@
 //! Unit tests of the report's private parts: box outlines and the figures'
 //! pixels. The sections are tested end to end in `tests/report.rs`.
 
+use std::path::Path;
+
 use super::figures::{self, CurvePanel, Series, SlicePanel};
+use super::images::outlines;
 use super::slices::Slice;
-use super::*;
 
 fn rgb(path: &Path) -> image::RgbImage {
     image::open(path).unwrap().to_rgb8()

@@ -12,31 +12,15 @@
 
 use std::path::{Path, PathBuf};
 
+pub use hcpipe::artifact::crop::CropMeta;
+use hcpipe::artifact::crop::{CropSubject, CropSubjects};
 use hcpipe::ops::torch_params::Split;
-use hcpipe::ops::OpError;
-use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{msg, Result, TchContext};
-use crate::tsv::Table;
 
-/// `meta.json` of a `crop` artifact (fields the worker uses).
-#[derive(Debug, Clone, Deserialize)]
-pub struct CropMeta {
-    pub region: String,
-    /// Margin, in voxels, stored around the lab's box on every side.
-    pub shift: usize,
-    pub patch_shape: [i64; 3],
-    pub stored_shape: [i64; 3],
-}
-
-/// One patch's subject.
-#[derive(Debug, Clone)]
-pub struct Subject {
-    pub participant_id: String,
-    pub session_id: String,
-    pub label: i64,
-}
+/// One patch's subject (row i of the crop's `<split>.tsv`).
+pub type Subject = CropSubject;
 
 /// One split of a `crop` artifact, resident on the job's device.
 pub struct CropSplit {
@@ -47,39 +31,6 @@ pub struct CropSplit {
     pub labels: Tensor,
     pub subjects: Vec<Subject>,
     pub device: Device,
-}
-
-impl CropMeta {
-    pub fn read(dir: &Path) -> Result<CropMeta> {
-        let path = dir.join("meta.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| OpError::io(&path, e))?;
-        let meta: CropMeta = serde_json::from_str(&text).map_err(|e| {
-            msg(format!(
-                "{}: not a `crop` meta.json ({e}); rebuild the crop stage",
-                path.display()
-            ))
-        })?;
-        let s = i64::try_from(meta.shift).unwrap_or(i64::MAX);
-        let expected = meta
-            .patch_shape
-            .map(|d| d.saturating_add(s.saturating_mul(2)));
-        if meta.patch_shape.iter().any(|&d| d < 1) || expected != meta.stored_shape {
-            return Err(msg(format!(
-                "{}: stored_shape {:?} is not patch_shape {:?} grown by shift {} on every side; \
-                 rebuild the crop stage",
-                path.display(),
-                meta.stored_shape,
-                meta.patch_shape,
-                meta.shift
-            )));
-        }
-        Ok(meta)
-    }
-
-    /// The margin as a tensor offset.
-    pub fn margin(&self) -> i64 {
-        self.shift as i64
-    }
 }
 
 fn tensor_named(file: &Path, tensors: &mut Vec<(String, Tensor)>, name: &str) -> Result<Tensor> {
@@ -110,7 +61,7 @@ impl CropSplit {
         let patches = tensor_named(&file, &mut tensors, "patches")?;
         let labels = tensor_named(&file, &mut tensors, "labels")?;
         let n = patches.size().first().copied().unwrap_or(0);
-        let [d, h, w] = meta.stored_shape;
+        let [d, h, w] = meta.stored_dims();
         if patches.kind() != Kind::Float || patches.size() != [n, 1, d, h, w] {
             return Err(msg(format!(
                 "{}: `patches` is {:?} {:?}, expected F32 [N, 1, {d}, {h}, {w}] (meta.json's \
@@ -162,7 +113,7 @@ impl CropSplit {
     /// Patches `idx`, each cut at `offsets[k]` (per axis, 0..=2·margin) or
     /// at the centre when `offsets` is `None`. Result: [k, 1, D, H, W].
     pub fn batch(&self, idx: &[usize], offsets: Option<&[[i64; 3]]>) -> Tensor {
-        let [pd, ph, pw] = self.meta.patch_shape;
+        let [pd, ph, pw] = self.meta.patch_dims();
         let m = self.meta.margin();
         let parts: Vec<Tensor> = idx
             .iter()
@@ -181,7 +132,7 @@ impl CropSplit {
 
     /// Centre patches `start..start+len` as one view-based slice (no per-patch stack).
     pub fn centre_range(&self, start: usize, len: usize) -> Tensor {
-        let [pd, ph, pw] = self.meta.patch_shape;
+        let [pd, ph, pw] = self.meta.patch_dims();
         let m = self.meta.margin();
         self.patches
             .narrow(0, start as i64, len as i64)
@@ -200,37 +151,26 @@ impl CropSplit {
 
 /// `<split>.tsv`: one row per patch, its label agreeing with the tensor's.
 fn read_subjects(path: &Path, labels: &[i64]) -> Result<Vec<Subject>> {
-    let table = Table::read(path)?;
-    let (pid, sid, lab) = (
-        table.column("participant_id")?,
-        table.column("session_id")?,
-        table.column("label")?,
-    );
-    if table.rows.len() != labels.len() {
+    let table = CropSubjects::read(path)?;
+    if table.0.len() != labels.len() {
         return Err(msg(format!(
             "{}: {} rows but the patches file holds {} patches; rebuild the crop stage",
             path.display(),
-            table.rows.len(),
+            table.0.len(),
             labels.len()
         )));
     }
-    let mut subjects = Vec::with_capacity(labels.len());
-    for (i, (row, &label)) in table.rows.iter().zip(labels).enumerate() {
-        let participant_id = table.field(row, pid, i)?.to_string();
-        let text = table.field(row, lab, i)?;
-        if text.parse::<i64>().ok() != Some(label) || !(label == 0 || label == 1) {
+    for (i, (s, &label)) in table.0.iter().zip(labels).enumerate() {
+        if s.label != label {
             return Err(msg(format!(
-                "{}: line {} (`{participant_id}`): label `{text}` but the patches file says \
-                 {label} (labels are 0 = CN, 1 = AD); rebuild the crop stage",
+                "{}: line {} (`{}`): label `{}` but the patches file says {label} (labels are \
+                 0 = CN, 1 = AD); rebuild the crop stage",
                 path.display(),
-                i + 2
+                i + 2,
+                s.participant_id,
+                s.label
             )));
         }
-        subjects.push(Subject {
-            participant_id,
-            session_id: table.field(row, sid, i)?.to_string(),
-            label,
-        });
     }
-    Ok(subjects)
+    Ok(table.0)
 }

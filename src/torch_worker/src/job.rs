@@ -115,10 +115,8 @@ pub fn execute(job: &JobSpec) -> Result<Metrics> {
             timings.insert(name.to_string(), v);
         }
     }
-    let path = job.out.join("metrics.json");
-    let text = serde_json::to_string_pretty(&metrics)
-        .map_err(|e| msg(format!("encoding metrics: {e}")))?;
-    crate::tsv::write(&path, &(text + "\n"))?;
+    let path = job.out.join(hcpipe::artifact::metrics::FILE);
+    hcpipe::artifact::metrics::write(&path, &metrics)?;
     if let Some(beside) = job.out.parent() {
         let text = serde_json::to_string(&timings).unwrap_or_default();
         let _ = std::fs::write(beside.join(hcpipe::ops::TIMINGS_FILE), text);

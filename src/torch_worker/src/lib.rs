@@ -25,7 +25,6 @@ pub mod models;
 pub mod ops;
 pub mod server;
 pub mod train;
-pub mod tsv;
 pub mod weights;
 
 /// The libtorch this worker was built against (from the wheel's `version.py`).

@@ -13,11 +13,11 @@
 //! crate's spec, so they do not change with crate upgrades). Same seed, same
 //! thread count, same device ⇒ same CPU result, bit for bit.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::PoisonError;
 use std::time::Instant;
 
+use hcpipe::artifact::history::{Epoch, History};
 use hcpipe::ops::metrics::compute_metrics;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -314,18 +314,10 @@ pub fn classifier_stats(
 
 /// `history.tsv`: epoch, loss and (classifiers) balanced accuracy.
 pub fn write_history(path: &Path, history: &[EpochStats]) -> Result<()> {
-    let classifier = history.iter().any(|h| h.balanced_accuracy.is_some());
-    let mut text = String::from(if classifier {
-        "epoch\tloss\tbalanced_accuracy\n"
-    } else {
-        "epoch\tloss\n"
+    let epochs = history.iter().enumerate().map(|(epoch, h)| Epoch {
+        epoch,
+        loss: h.loss,
+        balanced_accuracy: h.balanced_accuracy,
     });
-    for (epoch, h) in history.iter().enumerate() {
-        match h.balanced_accuracy {
-            Some(b) => writeln!(text, "{epoch}\t{}\t{b}", h.loss),
-            None => writeln!(text, "{epoch}\t{}", h.loss),
-        }
-        .ok();
-    }
-    crate::tsv::write(path, &text)
+    Ok(History(epochs.collect()).write(path)?)
 }

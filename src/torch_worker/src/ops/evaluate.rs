@@ -7,14 +7,15 @@
 //! restricts to the subjects an upstream `age_filter` stage lists (the lab's
 //! check on participants aged 62 and over).
 
-use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
+use hcpipe::artifact::metrics;
+use hcpipe::artifact::predictions::{self, Prediction, Predictions};
+use hcpipe::artifact::subjects::{self, Subjects};
 use hcpipe::ops::metrics::compute_metrics;
 use hcpipe::ops::torch_params::{EvaluateParams, Split};
-use hcpipe::ops::{Metrics, OpCtx, OpError};
+use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::{json, Value};
 use tch::nn::VarStore;
 
@@ -23,7 +24,6 @@ use crate::data::CropSplit;
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
 use crate::train::{classify, Classified};
-use crate::tsv::Table;
 
 pub fn run(ctx: &OpCtx) -> Result<Metrics> {
     let started = Instant::now();
@@ -49,28 +49,32 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
     crate::weights::load(&vs, &model.dir.join("weights.safetensors"), "train_cnn")?;
     let c = classify(&net, &data, p.batch_size)?;
 
-    let mut tsv = String::from("participant_id\ttrue_label\tpredicted_label\tproba0\tproba1\n");
-    for ((s, pred), pr) in data.subjects.iter().zip(&c.predicted).zip(&c.proba) {
-        writeln!(
-            tsv,
-            "{}\t{}\t{pred}\t{}\t{}",
-            s.participant_id, s.label, pr[0], pr[1]
-        )
-        .ok();
-    }
-    crate::tsv::write(&ctx.out.join("predictions.tsv"), &tsv)?;
+    let rows =
+        data.subjects
+            .iter()
+            .zip(&c.predicted)
+            .zip(&c.proba)
+            .map(|((s, &predicted_label), pr)| Prediction {
+                participant_id: s.participant_id.clone(),
+                true_label: s.label,
+                predicted_label,
+                proba0: pr[0],
+                proba1: pr[1],
+            });
+    Predictions(rows.collect()).write(&ctx.out.join(predictions::FILE))?;
 
     let truth = data.labels_host();
     let all: Vec<usize> = (0..data.len()).collect();
     let mut m = Metrics::new();
     m.insert("validation".into(), subset_metrics(&truth, &c, &all));
     if let Some(filter) = old_filter {
-        let keep = read_subject_ids(&filter.dir.join("subjects.tsv"))?;
+        let kept = Subjects::read(&filter.dir.join(subjects::FILE))?;
+        let keep = kept.ids();
         let old: Vec<usize> = (0..data.len())
             .filter(|&i| {
                 data.subjects
                     .get(i)
-                    .is_some_and(|s| keep.contains(&s.participant_id))
+                    .is_some_and(|s| keep.contains(s.participant_id.as_str()))
             })
             .collect();
         if old.is_empty() {
@@ -105,18 +109,6 @@ fn subset_metrics(truth: &[i64], c: &Classified, idx: &[usize]) -> Value {
     })
 }
 
-/// `subjects.tsv` of an `age_filter` stage: its participant ids.
-fn read_subject_ids(path: &Path) -> Result<HashSet<String>> {
-    let table = Table::read(path)?;
-    let col = table.column("participant_id")?;
-    table
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| table.field(r, col, i).map(str::to_string))
-        .collect()
-}
-
 /// Refuses a model trained on another region or patch size than the crop it is evaluated on.
 fn check_same_crop(
     stage: &str,
@@ -125,15 +117,12 @@ fn check_same_crop(
     data: &CropSplit,
     crop_stage: &str,
 ) -> Result<()> {
-    let path = model_dir.join("metrics.json");
     // Older or hand-made model folders may lack metrics; the weight shapes are still checked.
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Some(trained) = metrics::read_in(model_dir)? else {
         return Ok(());
     };
-    let trained: Value = serde_json::from_str(&text)
-        .map_err(|e| OpError::Msg(format!("{}: {e}", path.display())))?;
     if let Some(region) = trained.get("region").and_then(Value::as_str) {
-        if region != data.meta.region {
+        if region != data.meta.region.as_str() {
             return Err(msg(format!(
                 "stage `{stage}`: model `{model_stage}` was trained on region `{region}` but `{crop_stage}` \
                  crops `{}`; put the crop the model was trained on in `needs`",

@@ -3,9 +3,9 @@
 //! Artifact: `codes.tsv` (`participant_id label f0 … f79`), the lab's
 //! `compute_dataset_features` in eval mode on unshifted patches.
 
-use std::fmt::Write as _;
 use std::time::Instant;
 
+use hcpipe::artifact::codes::{self, Codes};
 use hcpipe::ops::torch_params::ExtractCodesParams;
 use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::json;
@@ -48,19 +48,17 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
     })?;
 
     let width = codes.first().map_or(0, Vec::len);
-    let mut tsv = String::from("participant_id\tlabel");
-    for f in 0..width {
-        write!(tsv, "\tf{f}").ok();
+    Codes {
+        ids: data
+            .subjects
+            .iter()
+            .map(|s| s.participant_id.clone())
+            .collect(),
+        labels: data.labels_host(),
+        width,
+        features: codes.into_iter().flatten().collect(),
     }
-    tsv.push('\n');
-    for (s, code) in data.subjects.iter().zip(&codes) {
-        write!(tsv, "{}\t{}", s.participant_id, s.label).ok();
-        for v in code {
-            write!(tsv, "\t{v}").ok();
-        }
-        tsv.push('\n');
-    }
-    crate::tsv::write(&ctx.out.join("codes.tsv"), &tsv)?;
+    .write(&ctx.out.join(codes::FILE))?;
 
     let mut m = common_metrics(device, started);
     m.insert("split".into(), json!(p.split.stem()));

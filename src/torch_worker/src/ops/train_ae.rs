@@ -20,7 +20,7 @@ use crate::train::{eval_batch, fit, seeded_store, write_history, EpochStats, Sch
 /// The lab's `testAE`: Σ squared error / N / prod(patch shape), eval mode, no shift.
 pub fn reconstruction_loss(ae: &AutoEncoder, data: &CropSplit, batch_size: usize) -> f64 {
     let n = data.len();
-    let voxels: i64 = data.meta.patch_shape.iter().product();
+    let voxels: i64 = data.meta.patch_dims().iter().product();
     let mut total = 0.0;
     tch::no_grad(|| {
         let mut start = 0;
@@ -72,7 +72,10 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
         outcome.best_steps,
         &ctx.out.join("weights.safetensors"),
     )?;
-    write_history(&ctx.out.join("history.tsv"), &outcome.history)?;
+    write_history(
+        &ctx.out.join(hcpipe::artifact::history::FILE),
+        &outcome.history,
+    )?;
     // The best epoch's reconstruction of one subject, for the report's
     // "input vs reconstruction" slices (the lab's visual check).
     outcome.best.restore(&vs)?;
@@ -107,7 +110,7 @@ fn write_sample(ae: &AutoEncoder, data: &CropSplit, out: &std::path::Path) -> Re
     };
     let input = data.centre_range(0, 1);
     let (_, output) = tch::no_grad(|| ae.forward_t(&input, false));
-    let shape: Vec<i64> = data.meta.patch_shape.to_vec();
+    let shape: Vec<i64> = data.meta.patch_dims().to_vec();
     let cpu = |t: &tch::Tensor| {
         t.reshape(shape.as_slice())
             .to_kind(tch::Kind::Float)

@@ -23,7 +23,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
     let crop = ctx.input_by_op("crop")?;
     let device = crate::device::pick(p.device, ctx.threads)?;
     let data = CropSplit::load(&crop.dir, Split::Train, device)?;
-    if !CustomNetwork::accepts(data.meta.patch_shape) {
+    if !CustomNetwork::accepts(data.meta.patch_dims()) {
         return Err(msg(format!(
             "stage `{}`: the lab's CNN needs patches that pool to 4×5×4 (e.g. 30×40×30); \
              `{}` made {:?} patches. Use the lab's crop boxes",
@@ -60,7 +60,10 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics> {
         outcome.best_steps,
         &ctx.out.join("weights.safetensors"),
     )?;
-    write_history(&ctx.out.join("history.tsv"), &outcome.history)?;
+    write_history(
+        &ctx.out.join(hcpipe::artifact::history::FILE),
+        &outcome.history,
+    )?;
 
     let best = outcome.best_epoch.and_then(|e| outcome.history.get(e));
     let last = outcome.history.last();

@@ -101,7 +101,7 @@ fn damaged_crop_artifacts_are_reported_with_their_file() {
     Crop::lab(4, 2).write(&crop);
     std::fs::write(
         crop.join("train.tsv"),
-        "participant_id\tsession_id\tlabel\nsub-1\tses-M00\t1\n",
+        "participant_id\tsession_id\tdiagnosis\tlabel\tage\tsex\tMMS\nsub-1\tses-M00\tAD\t1\t70\tF\t29\n",
     )
     .unwrap();
     let err = run_err(&j);

@@ -99,6 +99,7 @@ pub fn input(stage: &str, op: &str, dir: &Path) -> Input {
         stage: stage.to_string(),
         op: Some(op.to_string()),
         dir: dir.to_path_buf(),
+        content: None,
     }
 }
 

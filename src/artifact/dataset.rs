@@ -1,26 +1,31 @@
-//! The OASIS-1 dataset artifact as `fetch` or `synth` leaves it: its subject
-//! tables and where each subject's grey-matter volume lives.
+//! The OASIS-1 dataset artifact as `fetch` or `synth` leaves it: its
+//! [`Layout`] (where each table and volume lives) and its subject tables.
 //!
 //! Layout (the lab's tarball, kept as is):
 //! ```text
 //! OASIS-1_dataset/tsv_files/lab_1/{OASIS_BIDS,train,validation}.tsv
 //! OASIS-1_dataset/CAPS/subjects/<pid>/<sid>/deeplearning_prepare_data/image_based/custom/
 //!     <pid>_<sid>_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.pt
+//! OASIS-1_dataset/raw/<pid>_<sid>_T1w.nii.gz          (optional: the raw T1s)
 //! ```
-//! [`Dataset::open`] reads and cross-checks the three tables (columns present,
-//! diagnoses known, no duplicate subject, every split subject in
-//! `OASIS_BIDS.tsv`) so that the ops after it can index without checks; volumes
-//! are read on demand with [`Dataset::read_image`]. Every error names the file
-//! and, where there is one, the line and the subject.
+//! Paths are always built from a subject's own `session_id` as the tables
+//! give it. [`Dataset::open`] reads and cross-checks the three tables
+//! (columns present, diagnoses known, no duplicate subject, every split
+//! subject in `OASIS_BIDS.tsv`) so that the ops after it can index without
+//! checks; volumes ([`IMAGE_SHAPE`]) are read on demand with
+//! [`Dataset::read_image`]. Every error names the file and, where there is
+//! one, the line and the subject.
 //!
-//! Numbers follow pandas' reading of the TSVs: an empty cell (or `nan`) is NaN.
+//! Numbers follow pandas' reading of the TSVs: an empty cell (or `nan`) is
+//! NaN; [`tsv_number`] writes them back as pandas' `to_csv` does.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{pt, OpError};
+use super::tsv::{self, Row, Table};
+use super::{pt, Error, Result};
 
 /// The top folder of the dataset inside its artifact.
 pub const DATASET_DIR: &str = "OASIS-1_dataset";
@@ -71,7 +76,7 @@ impl Diagnosis {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "AD" => Some(Diagnosis::AD),
             "CN" => Some(Diagnosis::CN),
@@ -122,41 +127,112 @@ pub struct SplitRow {
     pub subject: usize,
 }
 
+/// Where everything of a dataset artifact lives, under its `OASIS-1_dataset` folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The `OASIS-1_dataset` folder.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout a dataset op writes into its (empty) artifact folder `out`.
+    pub fn create(out: &Path) -> Result<Layout> {
+        let layout = Layout {
+            root: out.join(DATASET_DIR),
+        };
+        let tables = layout.tables();
+        std::fs::create_dir_all(&tables).map_err(|e| Error::io(&tables, e))?;
+        Ok(layout)
+    }
+
+    /// Finds the dataset under an artifact folder: `DIR/OASIS-1_dataset`, or
+    /// `DIR` itself when it holds `tsv_files/`.
+    pub fn find(dir: &Path) -> Result<Layout> {
+        let root = if dir.join(DATASET_DIR).is_dir() {
+            dir.join(DATASET_DIR)
+        } else if dir.join(TSV_DIR).is_dir() {
+            dir.to_path_buf()
+        } else {
+            return Err(Error::Msg(format!(
+                "{}: no `{DATASET_DIR}/{TSV_DIR}` folder; the dataset stage (fetch or synth) must produce the \
+                 lab's tarball layout",
+                dir.display()
+            )));
+        };
+        Ok(Layout { root })
+    }
+
+    /// `tsv_files/lab_1`.
+    pub fn tables(&self) -> PathBuf {
+        self.root.join(TSV_DIR)
+    }
+
+    /// `OASIS_BIDS.tsv`: every subject's demographics.
+    pub fn bids_tsv(&self) -> PathBuf {
+        self.tables().join("OASIS_BIDS.tsv")
+    }
+
+    /// `train.tsv` or `validation.tsv`.
+    pub fn split_tsv(&self, split: Split) -> PathBuf {
+        self.tables().join(format!("{}.tsv", split.as_str()))
+    }
+
+    /// `CAPS/subjects/<pid>/<sid>/deeplearning_prepare_data/image_based/custom/<pid>_<sid>_T1w_...pt`:
+    /// the preprocessed grey-matter map ([`IMAGE_SHAPE`]).
+    pub fn image(&self, participant_id: &str, session_id: &str) -> PathBuf {
+        self.root
+            .join("CAPS/subjects")
+            .join(participant_id)
+            .join(session_id)
+            .join("deeplearning_prepare_data/image_based/custom")
+            .join(format!(
+                "{participant_id}_{session_id}_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.pt"
+            ))
+    }
+
+    /// `raw/<pid>_<sid>_T1w.nii.gz`: the raw T1, when the dataset ships it.
+    pub fn raw_t1(&self, participant_id: &str, session_id: &str) -> PathBuf {
+        self.root
+            .join("raw")
+            .join(format!("{participant_id}_{session_id}_T1w.nii.gz"))
+    }
+
+    /// Writes `OASIS_BIDS.tsv`: one row of cells per subject, in [`BIDS_COLUMNS`] order.
+    pub fn write_bids(&self, rows: &[Vec<String>]) -> Result<()> {
+        tsv::write(&self.bids_tsv(), &BIDS_COLUMNS, rows)
+    }
+
+    /// Writes a split table: (participant_id, session_id, diagnosis) per subject.
+    pub fn write_split(&self, split: Split, rows: &[(String, String, Diagnosis)]) -> Result<()> {
+        let cells = rows
+            .iter()
+            .map(|(p, s, d)| vec![p.clone(), s.clone(), d.as_str().to_string()]);
+        tsv::write(&self.split_tsv(split), &SPLIT_COLUMNS, cells)
+    }
+}
+
 /// The tables of a dataset artifact, cross-checked.
 #[derive(Debug)]
 pub struct Dataset {
-    /// The `OASIS-1_dataset` folder.
-    pub root: PathBuf,
+    pub layout: Layout,
     pub subjects: Vec<Subject>,
     pub train: Vec<SplitRow>,
     pub validation: Vec<SplitRow>,
 }
 
 impl Dataset {
-    /// Find the dataset under an artifact folder (`DIR/OASIS-1_dataset`, or
-    /// `DIR` itself when it holds `tsv_files/`) and read its tables.
-    pub fn open(dir: &Path) -> Result<Self, OpError> {
-        let root = if dir.join(DATASET_DIR).is_dir() {
-            dir.join(DATASET_DIR)
-        } else if dir.join(TSV_DIR).is_dir() {
-            dir.to_path_buf()
-        } else {
-            return Err(OpError::Msg(format!(
-                "{}: no `{DATASET_DIR}/{TSV_DIR}` folder; the dataset stage (fetch or synth) must produce the \
-                 lab's tarball layout",
-                dir.display()
-            )));
-        };
-        let tsv = root.join(TSV_DIR);
-        let subjects = read_bids(&tsv.join("OASIS_BIDS.tsv"))?;
+    /// Finds the dataset under an artifact folder ([`Layout::find`]) and reads its tables.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let layout = Layout::find(dir)?;
+        let subjects = read_bids(&layout.bids_tsv())?;
         let mut index = HashMap::new();
         for (i, s) in subjects.iter().enumerate() {
             index.insert((s.participant_id.clone(), s.session_id.clone()), i);
         }
-        let train = read_split(&tsv.join("train.tsv"), &index)?;
-        let validation = read_split(&tsv.join("validation.tsv"), &index)?;
+        let train = read_split(&layout.split_tsv(Split::Train), &index)?;
+        let validation = read_split(&layout.split_tsv(Split::Validation), &index)?;
         Ok(Dataset {
-            root,
+            layout,
             subjects,
             train,
             validation,
@@ -171,172 +247,87 @@ impl Dataset {
     }
 
     /// The `OASIS_BIDS.tsv` row of a split row.
-    pub fn subject(&self, row: &SplitRow) -> Result<&Subject, OpError> {
+    pub fn subject(&self, row: &SplitRow) -> Result<&Subject> {
         self.subjects.get(row.subject).ok_or_else(|| {
-            OpError::Msg(format!(
+            Error::Msg(format!(
                 "internal error: subject index {} out of range (bug, please report)",
                 row.subject
             ))
         })
     }
 
+    /// The first `OASIS_BIDS.tsv` row of `participant_id`.
+    pub fn find_subject(&self, participant_id: &str) -> Option<&Subject> {
+        self.subjects
+            .iter()
+            .find(|s| s.participant_id == participant_id)
+    }
+
     /// The grey-matter volume's path for a subject.
     pub fn image_path(&self, participant_id: &str, session_id: &str) -> PathBuf {
-        image_path(&self.root, participant_id, session_id)
+        self.layout.image(participant_id, session_id)
     }
 
     /// Read a subject's volume ([`IMAGE_SHAPE`], float32); errors name the subject.
-    pub fn read_image(&self, participant_id: &str, session_id: &str) -> Result<Vec<f32>, OpError> {
+    pub fn read_image(&self, participant_id: &str, session_id: &str) -> Result<Vec<f32>> {
         let path = self.image_path(participant_id, session_id);
         if !path.is_file() {
-            return Err(OpError::Msg(format!(
+            return Err(Error::Msg(format!(
                 "subject {participant_id} {session_id}: image {} is missing; the dataset is incomplete \
                  (re-run the fetch/synth stage with --force)",
                 path.display()
             )));
         }
         pt::read_f32(&path, &IMAGE_SHAPE)
-            .map_err(|e| OpError::Msg(format!("subject {participant_id} {session_id}: {e}")))
+            .map_err(|e| Error::Msg(format!("subject {participant_id} {session_id}: {e}")))
     }
 }
 
-/// `ROOT/CAPS/subjects/<pid>/<sid>/deeplearning_prepare_data/image_based/custom/<pid>_<sid>_T1w_...pt`.
-pub fn image_path(root: &Path, participant_id: &str, session_id: &str) -> PathBuf {
-    root.join("CAPS/subjects")
-        .join(participant_id)
-        .join(session_id)
-        .join("deeplearning_prepare_data/image_based/custom")
-        .join(format!(
-            "{participant_id}_{session_id}_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.pt"
+/// `(subject pid)` for error messages.
+fn where_(row: &Row) -> String {
+    format!("(subject {})", row.get("participant_id"))
+}
+
+fn diagnosis(row: &Row) -> Result<Diagnosis> {
+    let s = row.get("diagnosis");
+    Diagnosis::parse(s).ok_or_else(|| {
+        row.error(format!(
+            "{}: unknown diagnosis `{s}`; the lab knows AD and CN only",
+            where_(row)
         ))
+    })
 }
 
-/// A TSV with its header mapped to column positions.
-struct Table {
-    path: PathBuf,
-    cols: HashMap<String, usize>,
-    rows: Vec<(u64, csv::StringRecord)>,
+/// The row's (participant_id, session_id), refused when unsafe as path
+/// components or when `seen` (id pair → line) already holds them.
+fn unique_ids(
+    table: &Table,
+    row: &Row,
+    seen: &mut HashMap<(String, String), u64>,
+) -> Result<(String, String)> {
+    let pid = row.get("participant_id").trim();
+    let sid = row.get("session_id").trim();
+    // Ids become path components: refuse anything that could leave the CAPS folder.
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if !ok(pid) || !ok(sid) {
+        return Err(row.error(format!(
+            "participant_id `{pid}` / session_id `{sid}` must be non-empty letters, digits, `-` or `_`"
+        )));
+    }
+    if let Some(first) = seen.insert((pid.to_string(), sid.to_string()), row.line) {
+        return Err(table.error(format!(
+            "subject {pid} {sid} appears twice (lines {first} and {}); keep one row per subject",
+            row.line
+        )));
+    }
+    Ok((pid.to_string(), sid.to_string()))
 }
 
-impl Table {
-    fn read(path: &Path, required: &[&str]) -> Result<Self, OpError> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .delimiter(b'\t')
-            .flexible(false)
-            .from_path(path)
-            .map_err(|e| {
-                OpError::Msg(format!(
-                    "{}: cannot open the subject table: {e}",
-                    path.display()
-                ))
-            })?;
-        let header = rdr
-            .headers()
-            .map_err(|e| OpError::Msg(format!("{}: cannot read the header: {e}", path.display())))?
-            .clone();
-        let cols: HashMap<String, usize> = header
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.to_string(), i))
-            .collect();
-        let missing: Vec<&str> = required
-            .iter()
-            .copied()
-            .filter(|c| !cols.contains_key(*c))
-            .collect();
-        if !missing.is_empty() {
-            return Err(OpError::Msg(format!(
-                "{}: missing column(s) {}; the header has {}",
-                path.display(),
-                missing
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                header.iter().collect::<Vec<_>>().join(" ")
-            )));
-        }
-        let mut rows = Vec::new();
-        for rec in rdr.records() {
-            let rec = rec.map_err(|e| OpError::Msg(format!("{}: {e}", path.display())))?;
-            let line = rec.position().map_or(0, |p| p.line());
-            rows.push((line, rec));
-        }
-        Ok(Table {
-            path: path.to_path_buf(),
-            cols,
-            rows,
-        })
-    }
-
-    fn get<'r>(&self, rec: &'r csv::StringRecord, col: &str) -> &'r str {
-        self.cols.get(col).and_then(|&i| rec.get(i)).unwrap_or("")
-    }
-
-    fn where_(&self, line: u64, rec: &csv::StringRecord) -> String {
-        format!(
-            "{}:{line} (subject {})",
-            self.path.display(),
-            self.get(rec, "participant_id")
-        )
-    }
-
-    fn number(&self, line: u64, rec: &csv::StringRecord, col: &str) -> Result<f64, OpError> {
-        let s = self.get(rec, col).trim();
-        if s.is_empty() || s.eq_ignore_ascii_case("nan") || s.eq_ignore_ascii_case("n/a") {
-            return Ok(f64::NAN);
-        }
-        s.parse::<f64>().map_err(|_| {
-            OpError::Msg(format!(
-                "{}: column `{col}` holds `{s}`, not a number",
-                self.where_(line, rec)
-            ))
-        })
-    }
-
-    fn diagnosis(&self, line: u64, rec: &csv::StringRecord) -> Result<Diagnosis, OpError> {
-        let s = self.get(rec, "diagnosis");
-        Diagnosis::parse(s).ok_or_else(|| {
-            OpError::Msg(format!(
-                "{}: unknown diagnosis `{s}`; the lab knows AD and CN only",
-                self.where_(line, rec)
-            ))
-        })
-    }
-
-    /// The row's (participant_id, session_id), refused when unsafe as path
-    /// components or when `seen` (id pair → line) already holds them.
-    fn unique_ids(
-        &self,
-        line: u64,
-        rec: &csv::StringRecord,
-        seen: &mut HashMap<(String, String), u64>,
-    ) -> Result<(String, String), OpError> {
-        let pid = self.get(rec, "participant_id").trim();
-        let sid = self.get(rec, "session_id").trim();
-        // Ids become path components: refuse anything that could leave the CAPS folder.
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        };
-        if !ok(pid) || !ok(sid) {
-            return Err(OpError::Msg(format!(
-                "{}: participant_id `{pid}` / session_id `{sid}` must be non-empty letters, digits, `-` or `_`",
-                self.where_(line, rec)
-            )));
-        }
-        if let Some(first) = seen.insert((pid.to_string(), sid.to_string()), line) {
-            return Err(OpError::Msg(format!(
-                "{}: subject {pid} {sid} appears twice (lines {first} and {line}); keep one row per subject",
-                self.path.display()
-            )));
-        }
-        Ok((pid.to_string(), sid.to_string()))
-    }
-}
-
-fn read_bids(path: &Path) -> Result<Vec<Subject>, OpError> {
+fn read_bids(path: &Path) -> Result<Vec<Subject>> {
     let required = [
         "participant_id",
         "session_id",
@@ -347,25 +338,26 @@ fn read_bids(path: &Path) -> Result<Vec<Subject>, OpError> {
         "cdr_global",
         "diagnosis",
     ];
-    let t = Table::read(path, &required)?;
+    let t = Table::read_with(path, &required)?;
     let mut seen: HashMap<(String, String), u64> = HashMap::new();
-    let mut out = Vec::with_capacity(t.rows.len());
-    for (line, rec) in &t.rows {
-        let (pid, sid) = t.unique_ids(*line, rec, &mut seen)?;
-        let age = t.number(*line, rec, "age_bl")?;
+    let mut out = Vec::with_capacity(t.len());
+    for row in t.rows() {
+        let (pid, sid) = unique_ids(&t, &row, &mut seen)?;
+        let number = |col: &str| {
+            row.number_or_nan(col)
+                .map_err(|e| Error::Msg(format!("{e} {}", where_(&row))))
+        };
+        let age = number("age_bl")?;
         if !age.is_finite() {
-            return Err(OpError::Msg(format!(
-                "{}: `age_bl` is empty",
-                t.where_(*line, rec)
-            )));
+            return Err(row.error(format!("`age_bl` is empty {}", where_(&row))));
         }
         out.push(Subject {
-            sex: t.get(rec, "sex").trim().to_string(),
-            education_level: t.number(*line, rec, "education_level")?,
+            sex: row.get("sex").trim().to_string(),
+            education_level: number("education_level")?,
             age,
-            mms: t.number(*line, rec, "MMS")?,
-            cdr_global: t.number(*line, rec, "cdr_global")?,
-            diagnosis: t.diagnosis(*line, rec)?,
+            mms: number("MMS")?,
+            cdr_global: number("cdr_global")?,
+            diagnosis: diagnosis(&row)?,
             participant_id: pid,
             session_id: sid,
         });
@@ -373,38 +365,23 @@ fn read_bids(path: &Path) -> Result<Vec<Subject>, OpError> {
     Ok(out)
 }
 
-fn read_split(
-    path: &Path,
-    index: &HashMap<(String, String), usize>,
-) -> Result<Vec<SplitRow>, OpError> {
-    let t = Table::read(path, &SPLIT_COLUMNS)?;
+fn read_split(path: &Path, index: &HashMap<(String, String), usize>) -> Result<Vec<SplitRow>> {
+    let t = Table::read_with(path, &SPLIT_COLUMNS)?;
     let mut seen: HashMap<(String, String), u64> = HashMap::new();
-    let mut out = Vec::with_capacity(t.rows.len());
-    for (line, rec) in &t.rows {
-        let (pid, sid) = t.unique_ids(*line, rec, &mut seen)?;
-        let subject = *index.get(&(pid.clone(), sid.clone())).ok_or_else(|| {
-            OpError::Msg(format!(
-                "{}: subject {pid} {sid} is not in OASIS_BIDS.tsv",
-                t.where_(*line, rec)
-            ))
-        })?;
+    let mut out = Vec::with_capacity(t.len());
+    for row in t.rows() {
+        let (pid, sid) = unique_ids(&t, &row, &mut seen)?;
+        let subject = *index
+            .get(&(pid.clone(), sid.clone()))
+            .ok_or_else(|| row.error(format!("subject {pid} {sid} is not in OASIS_BIDS.tsv")))?;
         out.push(SplitRow {
-            diagnosis: t.diagnosis(*line, rec)?,
+            diagnosis: diagnosis(&row)?,
             participant_id: pid,
             session_id: sid,
             subject,
         });
     }
     Ok(out)
-}
-
-/// A rayon pool of `threads` workers (the stage's `resources.cpu`), so an op
-/// never takes more cores than the scheduler granted it.
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, OpError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| OpError::Msg(format!("cannot start {threads} worker threads: {e}")))
 }
 
 /// A number as pandas' `to_csv` writes it in these tables: NaN empty, a whole
@@ -445,6 +422,73 @@ pub(crate) fn real_tables_dataset(tmp: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn golden_tables_and_layout() {
+        let ds = Dataset::open(&super::super::testdata("dataset")).unwrap();
+        assert_eq!(
+            (ds.subjects.len(), ds.train.len(), ds.validation.len()),
+            (3, 2, 1)
+        );
+        let s = ds.subject(&ds.validation[0]).unwrap();
+        assert_eq!(
+            (s.session_id.as_str(), s.age, s.mms),
+            ("ses-M01", 81.5, 22.0)
+        );
+        assert!(s.education_level.is_nan());
+        // Paths follow each subject's own session.
+        let image = ds.image_path(&s.participant_id, &s.session_id);
+        assert!(image.ends_with(
+            "CAPS/subjects/sub-OASIS10002/ses-M01/deeplearning_prepare_data/image_based/custom/\
+             sub-OASIS10002_ses-M01_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.pt"
+        ));
+        assert!(ds
+            .layout
+            .raw_t1("sub-OASIS10002", "ses-M01")
+            .ends_with("OASIS-1_dataset/raw/sub-OASIS10002_ses-M01_T1w.nii.gz"));
+        // Written back, the tables are the same bytes.
+        let out = tempfile::tempdir().unwrap();
+        let layout = Layout::create(out.path()).unwrap();
+        let bids = Table::read(&ds.layout.bids_tsv()).unwrap();
+        let cells: Vec<Vec<String>> = bids
+            .rows()
+            .map(|r| r.cells().map(str::to_string).collect())
+            .collect();
+        layout.write_bids(&cells).unwrap();
+        for split in Split::ALL {
+            let rows: Vec<(String, String, Diagnosis)> = ds
+                .split(split)
+                .iter()
+                .map(|r| (r.participant_id.clone(), r.session_id.clone(), r.diagnosis))
+                .collect();
+            layout.write_split(split, &rows).unwrap();
+        }
+        for (a, b) in [
+            (layout.bids_tsv(), ds.layout.bids_tsv()),
+            (
+                layout.split_tsv(Split::Train),
+                ds.layout.split_tsv(Split::Train),
+            ),
+            (
+                layout.split_tsv(Split::Validation),
+                ds.layout.split_tsv(Split::Validation),
+            ),
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(a).unwrap(),
+                std::fs::read_to_string(b).unwrap()
+            );
+        }
+        // pandas' number forms.
+        assert_eq!(
+            (
+                tsv_number(2.0, true),
+                tsv_number(74.0, false),
+                tsv_number(f64::NAN, true)
+            ),
+            ("2.0".into(), "74".into(), String::new())
+        );
+    }
 
     #[test]
     fn reads_the_real_tables() {

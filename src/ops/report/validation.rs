@@ -1,0 +1,84 @@
+//! The validation section: the lab's metrics of every `evaluate` and
+//! `soft_vote` stage, on all validation subjects and the age-filtered ones.
+
+use serde_json::Value;
+
+use super::html::{num, Page};
+use crate::artifact::metrics;
+use crate::ops::{Input, OpCtx, OpError};
+
+const METRIC_COLUMNS: [(&str, &str); 6] = [
+    ("n", "n"),
+    ("balanced_accuracy", "balanced acc."),
+    ("accuracy", "accuracy"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("mean_loss", "mean loss"),
+];
+
+fn metric_cells(group: Option<&Value>) -> Vec<String> {
+    METRIC_COLUMNS
+        .iter()
+        .map(|(key, _)| {
+            let v = group.and_then(|g| g.get(*key));
+            match (key, v) {
+                (&"n", Some(n)) => n
+                    .as_u64()
+                    .map_or_else(|| num(n.as_f64()), |n| n.to_string()),
+                (_, v) => num(v.and_then(Value::as_f64)),
+            }
+        })
+        .collect()
+}
+
+pub(super) fn validation(ctx: &OpCtx, page: &mut Page) -> Result<(), OpError> {
+    let members: Vec<&Input> = ctx
+        .inputs_by_op("evaluate")
+        .into_iter()
+        .chain(ctx.inputs_by_op("soft_vote"))
+        .collect();
+    if members.is_empty() {
+        return Ok(());
+    }
+    page.section("validation", "Validation metrics");
+    let mut rows = Vec::new();
+    let mut any_old = false;
+    let mut tables = Vec::new();
+    for m in &members {
+        let path = m.dir.join(metrics::FILE);
+        let metrics = metrics::read(&path)?;
+        let all = metrics.get("validation").ok_or_else(|| {
+            OpError::Msg(format!(
+                "{}: no `validation` metrics; expected what `evaluate`/`soft_vote` write",
+                path.display()
+            ))
+        })?;
+        any_old |= metrics.contains_key("old");
+        tables.push((m, metrics.clone(), all.clone()));
+    }
+    for (m, metrics, all) in &tables {
+        let mut row = vec![format!(
+            "{}{}",
+            m.stage,
+            if m.op.as_deref() == Some("soft_vote") {
+                " (soft vote)"
+            } else {
+                ""
+            }
+        )];
+        row.extend(metric_cells(Some(all)));
+        if any_old {
+            row.extend(metric_cells(metrics.get("old")));
+        }
+        rows.push(row);
+    }
+    let cols: Vec<String> = METRIC_COLUMNS.iter().map(|(_, h)| h.to_string()).collect();
+    let mut groups = vec![("all validation subjects".to_string(), cols.clone())];
+    if any_old {
+        groups.push(("age ≥ 62 (age_filter)".to_string(), cols));
+    }
+    page.grouped_table("stage", &groups, &rows);
+    page.para("The soft vote averages its members' probabilities; it has no loss. – marks a value a stage does not report.");
+    page.end_section();
+    Ok(())
+}
