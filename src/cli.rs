@@ -18,8 +18,9 @@ use crate::dag::StageId;
 use crate::exec::local::LocalExecutor;
 use crate::exec::plan::{freshness, plan, Freshness};
 use crate::exec::slurm::{JobResult, SlurmExecutor};
+use crate::exec::torch_server::{self, TorchServer};
 use crate::exec::{interrupt, Executor};
-use crate::exec::{is_forced, run_dag, slots, torch_server, RunOptions};
+use crate::exec::{is_forced, run_dag, slots, RunOptions};
 use crate::record::{self, RunRecord};
 use crate::report::progress::Reporter;
 use crate::report::table;
@@ -396,18 +397,6 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         force: forced,
     };
     let stat = Arc::new(Mutex::new(stat));
-    let mut executor: Box<dyn Executor> = match executor_kind {
-        ExecutorKind::Local => Box::new(LocalExecutor {
-            cache: cache.clone(),
-            stat: Arc::clone(&stat),
-        }),
-        ExecutorKind::Slurm => {
-            let resources = (0..dag.len())
-                .map(|i| dag.stage(StageId(i)).resources.clone())
-                .collect();
-            Box::new(SlurmExecutor::new(cache.clone(), resources, slurm_opt)?)
-        }
-    };
     // On a GPU machine, one torch worker serves every torch stage of the
     // run (exec::torch_server), started now so that it loads libtorch and
     // CUDA while the first stages run. Never for a run with no torch work.
@@ -419,6 +408,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
             .is_some_and(|d| matches!(d.kind, crate::ops::OpKind::Torch));
         torch && (plan.cached(StageId(i)).is_none() || is_forced(&opts.force, s))
     });
+    let mut torch = None;
     if matches!(executor_kind, ExecutorKind::Local) && torch_work && torch_server::wanted(opts.gpus)
     {
         let worker = crate::exec::job::torch_worker()?;
@@ -426,8 +416,21 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
             .root
             .join("logs")
             .join(format!("torch-worker-{}.log", record.id));
-        torch_server::start(&worker, &log)?;
+        torch = Some(Arc::new(TorchServer::start(&worker, &log)?));
     }
+    let mut executor: Box<dyn Executor> = match executor_kind {
+        ExecutorKind::Local => Box::new(LocalExecutor {
+            cache: cache.clone(),
+            stat: Arc::clone(&stat),
+            torch,
+        }),
+        ExecutorKind::Slurm => {
+            let resources = (0..dag.len())
+                .map(|i| dag.stage(StageId(i)).resources.clone())
+                .collect();
+            Box::new(SlurmExecutor::new(cache.clone(), resources, slurm_opt)?)
+        }
+    };
     interrupt::install();
     let mut reporter = Reporter::new(json, dag.len());
     let ok = run_dag(
@@ -441,7 +444,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         &mut reporter,
     );
     reporter.finish();
-    torch_server::stop();
+    drop(executor); // stops the run's torch worker
     if let Ok(mut stat) = stat.lock() {
         let _ = stat.save();
     }
@@ -780,7 +783,7 @@ fn cmd_exec(job_file: &Path) -> Result<i32, String> {
             stage: stage(job),
             key: job.map(|j| j.job.key.clone()),
             status: None,
-            failure: Some(crate::exec::job::Failure {
+            failure: Some(crate::outcome::Failure {
                 message: message.clone(),
                 log_tail: String::new(),
                 log: None,
@@ -807,7 +810,7 @@ fn cmd_exec(job_file: &Path) -> Result<i32, String> {
         .use_lock()
         .map_err(|e| failed(Some(&job), e.to_string()))?;
     let stat = std::sync::Mutex::new(StatCache::load(cache.stat_cache_path()));
-    let outcome = crate::exec::job::run_job(&cache, &job.job, &stat);
+    let outcome = crate::exec::job::run_job(&cache, &job.job, &stat, None);
     let result = match &outcome {
         Ok((status, entry)) => JobResult {
             stage: job.job.stage.clone(),

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod dag;
 pub mod exec;
 pub mod ops;
+pub mod outcome;
 pub mod record;
 pub mod report;
 pub mod spec;

@@ -33,7 +33,8 @@ use crate::ops::Input;
 use crate::record::{RunRecord, StageRecord, StageStatus};
 use crate::report::progress::Reporter;
 
-use job::{Failure, Job, Outcome, Work};
+use crate::outcome::{Failure, Outcome};
+use job::{Job, Work};
 use plan::Plan;
 use slots::Slots;
 

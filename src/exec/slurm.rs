@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::job::{tail, ExecJob, Failure, Job, Outcome};
+use super::job::{ExecJob, Job};
 use super::Executor;
 use crate::cache::fsutil::write_atomic;
 use crate::cache::{Cache, StageKey};
 use crate::dag::StageId;
+use crate::outcome::{tail, Failure, Outcome};
 use crate::record::StageStatus;
 use crate::spec::Resources;
 
