@@ -16,11 +16,12 @@ use crate::dag::render::{render, DagFormat};
 use crate::dag::Dag;
 use crate::dag::StageId;
 use crate::exec::local::LocalExecutor;
-use crate::exec::plan::{freshness, plan, Freshness};
 use crate::exec::slurm::{JobResult, SlurmExecutor};
 use crate::exec::torch_server::{self, TorchServer};
 use crate::exec::{interrupt, Executor};
 use crate::exec::{is_forced, run_dag, slots, RunOptions};
+use crate::plan::plan;
+use crate::record::fresh::{freshness, Freshness};
 use crate::record::{self, RunRecord};
 use crate::report::progress::Reporter;
 use crate::report::table;
@@ -312,7 +313,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
     let git = if dry_run {
         None
     } else {
-        record::git::start(&dag.pipeline.path)
+        crate::git::start(&dag.pipeline.path)
     };
     let cache = open_cache(cache_dir)?;
     let _use = cache.use_lock().map_err(|e| e.to_string())?;
@@ -373,7 +374,7 @@ fn cmd_run(cache_dir: &Path, pipeline: &Path, args: RunArgs) -> Result<i32, Stri
         pipeline: dag.pipeline.name.clone(),
         pipeline_path: dag.pipeline.path.display().to_string(),
         pipeline_hash: dag.pipeline.file_hash.clone(),
-        git: git.and_then(record::git::Pending::finish),
+        git: git.and_then(crate::git::Pending::finish),
         params: dag.pipeline.params.clone(),
         executor: match executor_kind {
             ExecutorKind::Local => "local",
@@ -703,7 +704,7 @@ fn cmd_diff(
     pipeline: Option<&Path>,
     json: bool,
 ) -> Result<i32, String> {
-    use crate::record::diff::{diff, render, Side};
+    use crate::diff::{diff, render, Side};
     let cache = open_cache(cache_dir)?;
     let side = |which: &str| -> Result<Side, String> {
         match (record::find_run(&cache, which), pipeline) {
@@ -759,7 +760,7 @@ fn cmd_verify(cache_dir: &Path, json: bool) -> Result<i32, String> {
 
 fn cmd_gc(cache_dir: &Path, keep_last: Option<usize>) -> Result<i32, String> {
     let cache = open_cache(cache_dir)?;
-    let r = crate::cache::gc::gc(&cache, keep_last).map_err(|e| e.to_string())?;
+    let r = crate::record::gc::gc(&cache, keep_last).map_err(|e| e.to_string())?;
     println!(
         "gc: dropped {} run record(s), {} entr{}, {} object(s); freed {} bytes",
         r.runs_dropped,

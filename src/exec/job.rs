@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Mutex;
 
-use super::cmd_text::expand_cmd;
 use super::torch_server::{JobError, TorchServer};
 use crate::cache::statcache::StatCache;
 use crate::cache::store::{EntryMeta, Staging};
@@ -24,6 +23,7 @@ use crate::cache::{Cache, KeyInputs, StageKey};
 use crate::ops::{self, Input, JobSpec, Metrics, OpCtx, OpKind, Params};
 use crate::outcome::{last_lines, Failure, Outcome};
 use crate::record::StageStatus;
+use crate::spec::cmd_text::expand_cmd;
 
 /// Everything needed to run one stage, resolved and serialisable.
 #[derive(Debug, Clone, Serialize, Deserialize)]

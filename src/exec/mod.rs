@@ -1,6 +1,5 @@
 //! Execution: the scheduler loop over the DAG and the executors it drives.
 //!
-//! - [`plan`]: keys and freshness (nothing runs).
 //! - [`job`]: one stage's execution, shared by every executor.
 //! - [`local`]: stages as threads on this machine, within CPU/GPU slots.
 //! - [`torch_server`]: on a GPU machine, one torch worker serving every
@@ -12,11 +11,9 @@
 //! The loop never uses `?`: after a failure it stops launching that branch,
 //! drains what is running, and reports everything at the end.
 
-pub mod cmd_text;
 pub mod interrupt;
 pub mod job;
 pub mod local;
-pub mod plan;
 pub mod slots;
 pub mod slurm;
 pub mod torch_server;
@@ -34,8 +31,8 @@ use crate::record::{RunRecord, StageRecord, StageStatus};
 use crate::report::progress::Reporter;
 
 use crate::outcome::{Failure, Outcome};
+use crate::plan::{self, Plan};
 use job::{Job, Work};
-use plan::Plan;
 use slots::Slots;
 
 /// A job's outcome, as sent back by an executor.

@@ -11,12 +11,13 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::git;
 use crate::cache::statcache::StatCache;
 use crate::cache::{Cache, CacheError, KeyInputs, StageKey};
 use crate::dag::Dag;
-use crate::exec::plan::{all_deps, plan_with, Planned};
+use crate::git;
 use crate::ops::{Metrics, Params};
+use crate::plan::{all_deps, plan_with, Planned};
+use crate::record::RunRecord;
 use crate::spec::load::load_pipeline_text;
 
 /// One stage as one side of a diff sees it.
@@ -41,7 +42,7 @@ pub struct Side {
 
 impl Side {
     /// A side from a run record.
-    pub fn from_run(cache: &Cache, run: &super::RunRecord) -> Side {
+    pub fn from_run(cache: &Cache, run: &RunRecord) -> Side {
         let stages = run
             .stages
             .iter()
@@ -70,7 +71,7 @@ impl Side {
 
     /// A side from the pipeline file as it was at git revision `rev`.
     pub fn from_revision(cache: &Cache, pipeline: &Path, rev: &str) -> Result<Side, String> {
-        let text = super::git::show_at(pipeline, rev)?;
+        let text = git::show_at(pipeline, rev)?;
         let shown = format!("{}@{rev}", pipeline.display());
         let spec = load_pipeline_text(&text, pipeline, &shown, &[]).map_err(|e| e.to_string())?;
         let dag = Dag::build(spec).map_err(|e| e.to_string())?;
