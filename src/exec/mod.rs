@@ -147,14 +147,8 @@ pub fn run_dag(
                     Err(message) => {
                         state[id.0] = State::Failed;
                         let key = plan.key(id).cloned().unwrap_or_else(StageKey::unknown);
-                        settle(
-                            dag,
-                            id,
-                            &key,
-                            End::Failed(&Failure::msg(message)),
-                            record,
-                            reporter,
-                        );
+                        let failure = Failure::msg(message);
+                        settle(dag, id, &key, End::Failed(&failure), record, reporter);
                         continue;
                     }
                 }
@@ -194,14 +188,8 @@ pub fn run_dag(
                 Err(message) => {
                     slots.give_back(res);
                     state[id.0] = State::Failed;
-                    settle(
-                        dag,
-                        id,
-                        &key,
-                        End::Failed(&Failure::msg(message)),
-                        record,
-                        reporter,
-                    );
+                    let failure = Failure::msg(message);
+                    settle(dag, id, &key, End::Failed(&failure), record, reporter);
                 }
             }
         }
