@@ -76,9 +76,14 @@ gpu-bundle: build
 	strip -o .devrun/hcpipe-torch target/release/hcpipe-torch
 	strip -o .devrun/worker-tests $$(ls -t target/release/deps/worker-* | grep -v '\.d$$' | head -1)
 
+# The module-cycle check (tests/module_graph.rs) needs only std: rustc builds
+# it in a second or two, without the crates `cargo test` would build first.
 lint:
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
+	@mkdir -p target
+	CARGO_MANIFEST_DIR=$(CURDIR) rustc --edition 2021 --test tests/module_graph.rs -o target/module-graph
+	target/module-graph -q
 
 # Benchmarks (BENCHMARKS.md): runner overhead vs DVC and Snakemake, hashing
 # throughput, and the demo pipeline's time and memory high-water mark.

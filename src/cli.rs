@@ -1,7 +1,7 @@
 //! The command line: parsing (clap, one `Args` struct per subcommand) and
 //! printing. What a command does lives next to what it is about: `run` in
-//! [`crate::run`], `status` in `exec::plan`, `show`'s lookups in `record`,
-//! `diff` in `record::diff`, `verify` and `gc` in `cache`, `exec` in
+//! [`crate::run`], `status` in `record::fresh`, `show`'s lookups in `record`,
+//! `diff` in `diff`, `verify` in `cache`, `gc` in `record`, `exec` in
 //! `exec::job_file`. Each command returns `Result<(), Error>`; `main` prints
 //! the error and exits with its [`Error::exit_code`].
 
@@ -14,7 +14,7 @@ use crate::cache::Cache;
 use crate::dag::render::{render, DagFormat};
 use crate::dag::Dag;
 use crate::error::Error;
-use crate::exec::plan::Freshness;
+use crate::record::fresh::Freshness;
 use crate::record::{self, StageStatus};
 use crate::run::{self, ExecutorKind, PlannedRun};
 use crate::spec::load_pipeline;
@@ -277,7 +277,7 @@ fn print_dry_run(stages: &[run::DryRun], json: bool) {
 fn cmd_status(cache_dir: &Path, args: StatusArgs) -> Result<(), Error> {
     let dag = load_dag(&args.pipeline, &args.set)?;
     let cache = Cache::open(cache_dir)?;
-    let (plan, fresh) = crate::exec::plan::status(&dag, &cache)?;
+    let (plan, fresh) = crate::record::fresh::status(&dag, &cache)?;
     let mut rows = Vec::new();
     for &id in dag.topo_order() {
         let s = dag.stage(id);
@@ -360,7 +360,7 @@ fn show_pipeline(
 ) -> Result<(), Error> {
     let dag = load_dag(pipeline, &[])?;
     let mut stat = StatCache::load(cache.stat_cache_path());
-    let plan = crate::exec::plan::plan(&dag, cache, &mut stat, &|_| false)?;
+    let plan = crate::plan::plan(&dag, cache, &mut stat, &|_| false)?;
     let ids: Vec<_> = match stage {
         Some(name) => vec![dag.find(name).ok_or_else(|| {
             Error::Usage(format!(
@@ -454,7 +454,7 @@ fn show_run(cache: &Cache, id: &str, json: bool) -> Result<(), Error> {
 }
 
 fn cmd_diff(cache_dir: &Path, args: DiffArgs) -> Result<(), Error> {
-    use crate::record::diff::{diff, render, Side};
+    use crate::diff::{diff, render, Side};
     let cache = Cache::open(cache_dir)?;
     let pipeline = args.pipeline.as_deref();
     let d = diff(
@@ -507,7 +507,7 @@ fn cmd_verify(cache_dir: &Path, args: VerifyArgs) -> Result<(), Error> {
 
 fn cmd_gc(cache_dir: &Path, args: GcArgs) -> Result<(), Error> {
     let cache = Cache::open(cache_dir)?;
-    let r = crate::cache::gc::gc(&cache, args.keep_last)?;
+    let r = crate::record::gc::gc(&cache, args.keep_last)?;
     println!(
         "gc: dropped {} run record(s), {} entr{}, {} object(s); freed {} bytes",
         r.runs_dropped,

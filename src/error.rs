@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use crate::cache::CacheError;
-use crate::exec::job::Failure;
-use crate::record::git::GitError;
+use crate::git::GitError;
+use crate::outcome::Failure;
 use crate::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]

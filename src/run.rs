@@ -21,9 +21,11 @@ use crate::cache::{Cache, StageKey};
 use crate::dag::Dag;
 use crate::error::Error;
 use crate::exec::local::LocalExecutor;
-use crate::exec::plan::{freshness, plan, Freshness, Plan};
 use crate::exec::slurm::SlurmExecutor;
-use crate::exec::{interrupt, is_forced, run_dag, slots, torch_server, Executor, RunOptions};
+use crate::exec::torch_server::{self, TorchServer};
+use crate::exec::{interrupt, is_forced, run_dag, slots, Executor, RunOptions};
+use crate::plan::{plan, Plan};
+use crate::record::fresh::{freshness, Freshness};
 use crate::record::{self, RunRecord, RunStatus};
 use crate::ui::progress::Reporter;
 
@@ -80,7 +82,7 @@ pub struct PlannedRun {
     plan: Plan,
     stat: StatCache,
     forced: HashSet<String>,
-    git: Option<record::git::Pending>,
+    git: Option<crate::git::Pending>,
 }
 
 impl PlannedRun {
@@ -98,7 +100,7 @@ impl PlannedRun {
         check_force(&dag, pipeline, &force)?;
         // git reads the pipeline's revision for the run record while we plan.
         let git = if read_git {
-            record::git::start(&dag.pipeline.path)
+            crate::git::start(&dag.pipeline.path)
         } else {
             None
         };
@@ -173,7 +175,7 @@ impl PlannedRun {
             pipeline: dag.pipeline.name.clone(),
             pipeline_path: dag.pipeline.path.display().to_string(),
             pipeline_hash: dag.pipeline.file_hash.clone(),
-            git: git.and_then(record::git::Pending::finish),
+            git: git.and_then(crate::git::Pending::finish),
             params: dag.pipeline.params.clone(),
             executor: executor_kind.as_str().into(),
             started: now(),
@@ -193,10 +195,33 @@ impl PlannedRun {
             force: forced,
         };
         let stat = Arc::new(Mutex::new(stat));
+        // On a GPU machine, one torch worker serves every torch stage of the
+        // run (exec::torch_server), started now so that it loads libtorch and
+        // CUDA while the first stages run. Never for a run with no torch work.
+        let torch_work = dag.ids().any(|id| {
+            let s = dag.stage(id);
+            let torch = s
+                .op_name()
+                .and_then(crate::ops::lookup)
+                .is_some_and(|d| matches!(d.kind, crate::ops::OpKind::Torch));
+            torch && (plan.cached(id).is_none() || is_forced(&opts.force, s))
+        });
+        let mut torch = None;
+        if executor_kind == ExecutorKind::Local && torch_work && torch_server::wanted(opts.gpus) {
+            let worker = crate::exec::job::torch_worker().map_err(Error::TorchWorker)?;
+            let log = cache
+                .root
+                .join("logs")
+                .join(format!("torch-worker-{}.log", record.id));
+            torch = Some(Arc::new(
+                TorchServer::start(&worker, &log).map_err(Error::TorchWorker)?,
+            ));
+        }
         let mut executor: Box<dyn Executor> = match executor_kind {
             ExecutorKind::Local => Box::new(LocalExecutor {
                 cache: cache.clone(),
                 stat: Arc::clone(&stat),
+                torch,
             }),
             ExecutorKind::Slurm => {
                 let resources = dag
@@ -209,25 +234,6 @@ impl PlannedRun {
                 )
             }
         };
-        // On a GPU machine, one torch worker serves every torch stage of the
-        // run (exec::torch_server), started now so that it loads libtorch and
-        // CUDA while the first stages run. Never for a run with no torch work.
-        let torch_work = dag.ids().any(|id| {
-            let s = dag.stage(id);
-            let torch = s
-                .op_name()
-                .and_then(crate::ops::lookup)
-                .is_some_and(|d| matches!(d.kind, crate::ops::OpKind::Torch));
-            torch && (plan.cached(id).is_none() || is_forced(&opts.force, s))
-        });
-        if executor_kind == ExecutorKind::Local && torch_work && torch_server::wanted(opts.gpus) {
-            let worker = crate::exec::job::torch_worker().map_err(Error::TorchWorker)?;
-            let log = cache
-                .root
-                .join("logs")
-                .join(format!("torch-worker-{}.log", record.id));
-            torch_server::start(&worker, &log).map_err(Error::TorchWorker)?;
-        }
         interrupt::install();
         let mut reporter = Reporter::new(json, dag.len());
         let ok = run_dag(
@@ -241,7 +247,7 @@ impl PlannedRun {
             &mut reporter,
         );
         reporter.finish();
-        torch_server::stop();
+        drop(executor); // stops the run's torch worker
         if let Ok(mut stat) = stat.lock() {
             let _ = stat.save();
         }

@@ -18,7 +18,7 @@
 //! user's environment and mtimes (a touched, unchanged dep re-runs nothing).
 //!
 //! Since an upstream's content is only known once it has finished, a
-//! stage's key is computed when it is about to run (see `exec::plan`).
+//! stage's key is computed when it is about to run (see `plan`).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -20,7 +20,6 @@
 //! finished stages.
 
 pub mod fsutil;
-pub mod gc;
 pub mod hash;
 pub mod key;
 pub mod lock;

@@ -208,7 +208,7 @@ fn relative(path: &Path, root: &Path) -> Vec<u8> {
 /// content) where kind is `F` file (content: its hash), `D` folder, `L` a
 /// symlink (content: its target text; what it points at follows as its own
 /// entries) or `O` a link that loops. Each part is length-prefixed so no two
-/// different trees feed the same bytes. Shared with `record::git`, which
+/// different trees feed the same bytes. Shared with `git`, which
 /// hashes a revision's folder the same way.
 pub fn tree_hash_of<'a>(records: impl Iterator<Item = (char, &'a [u8], &'a str)>) -> String {
     let mut hasher = blake3::Hasher::new();

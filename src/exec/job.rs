@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Mutex;
 
-use super::cmd_text::expand_cmd;
-use super::torch_server::JobError;
+use super::torch_server::{JobError, TorchServer};
 use crate::cache::statcache::StatCache;
 use crate::cache::store::{EntryMeta, Staging};
-use crate::cache::{Cache, Entry, KeyInputs, StageKey};
+use crate::cache::{Cache, KeyInputs, StageKey};
 use crate::ops::{self, Input, JobSpec, Metrics, OpCtx, OpKind, Params};
+use crate::outcome::{last_lines, Failure, Outcome};
 use crate::record::StageStatus;
+use crate::spec::cmd_text::expand_cmd;
 
 /// Everything needed to run one stage, resolved and serialisable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,33 +51,18 @@ pub enum Work {
     Op(String),
 }
 
-/// Why a stage did not finish.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Failure {
-    pub message: String,
-    /// The last lines of its output, when it had any.
-    pub log_tail: String,
-    pub log: Option<PathBuf>,
-}
-
-impl Failure {
-    pub(crate) fn msg(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            log_tail: String::new(),
-            log: None,
-        }
-    }
-}
-
-pub type Outcome = Result<(StageStatus, Entry), Failure>;
-
-/// Run `job` against `cache`, or reuse what another run finished.
+/// Run `job` against `cache`, or reuse what another run finished. A torch
+/// stage runs in `torch`, the run's shared torch worker, when there is one.
 ///
 /// The stage's deps are hashed again (through `stat`) after it ran: one
 /// edited meanwhile would file a result made from the new bytes under the
 /// old bytes' key, so such a result is refused, never committed.
-pub fn run_job(cache: &Cache, job: &Job, stat: &Mutex<StatCache>) -> Outcome {
+pub fn run_job(
+    cache: &Cache,
+    job: &Job,
+    stat: &Mutex<StatCache>,
+    torch: Option<&TorchServer>,
+) -> Outcome {
     let _lock = cache
         .lock_stage(&job.key)
         .map_err(|e| Failure::msg(e.to_string()))?;
@@ -94,7 +80,7 @@ pub fn run_job(cache: &Cache, job: &Job, stat: &Mutex<StatCache>) -> Outcome {
     // The log lives outside the staging folder so it outlasts a failed attempt.
     let log_path = cache.log_path(&job.key);
     let started = Instant::now();
-    let result = execute(job, &staging, &log_path);
+    let result = execute(job, &staging, &log_path, torch);
     let wall_s = started.elapsed().as_secs_f64();
     let metrics = result.map_err(|mut f| {
         if log_path.exists() {
@@ -144,7 +130,12 @@ fn deps_unchanged(job: &Job, stat: &Mutex<StatCache>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure> {
+fn execute(
+    job: &Job,
+    staging: &Staging,
+    log: &Path,
+    torch: Option<&TorchServer>,
+) -> Result<Metrics, Failure> {
     let out = staging.out();
     match &job.work {
         Work::Cmd(text) => {
@@ -207,7 +198,7 @@ fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure>
                     std::fs::write(&job_file, bytes).map_err(|e| {
                         Failure::msg(format!("writing {}: {e}", job_file.display()))
                     })?;
-                    run_torch_job(&worker, &job_file, staging, log, &job.stage)?;
+                    run_torch_job(&worker, torch, &job_file, staging, log, &job.stage)?;
                     let mut metrics = read_metrics(&out, &job.stage)?;
                     add_timings(&staging.root, &mut metrics);
                     Ok(metrics)
@@ -217,13 +208,14 @@ fn execute(job: &Job, staging: &Staging, log: &Path) -> Result<Metrics, Failure>
     }
 }
 
-/// Runs a torch stage's job file: in the run's shared torch worker when there
-/// is one (a GPU machine, see torch_server), else in a worker process of its
+/// Runs a torch stage's job file: in the run's shared torch worker `server`
+/// when there is one (a GPU machine, see torch_server), else in a worker process of its
 /// own. After an internal error in the shared worker (concurrent jobs in one
 /// process are the newer, less-trodden path) the stage is retried once in a
 /// process of its own, with a warning and a note in the stage log.
 fn run_torch_job(
     worker: &Path,
+    server: Option<&TorchServer>,
     job_file: &Path,
     staging: &Staging,
     log: &Path,
@@ -231,7 +223,7 @@ fn run_torch_job(
 ) -> Result<(), Failure> {
     let what = format!("torch worker for stage `{stage}`");
     let mut note = String::new();
-    if let Some(server) = super::torch_server::current() {
+    if let Some(server) = server {
         match server.run_job(job_file, &what) {
             Ok(()) => {
                 let _ = std::fs::write(log, "");
@@ -492,18 +484,6 @@ pub struct ExecJob {
     pub job: Job,
 }
 
-/// The last `n` lines of a file (for logs written elsewhere, e.g. by Slurm).
-pub fn tail(path: &Path, n: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    last_lines(&String::from_utf8_lossy(&bytes), n)
-}
-
-/// The last `n` lines of `text`, joined by newlines.
-pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// Process groups of the stages this process is running, for [`kill_running`].
 static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
@@ -526,10 +506,10 @@ impl Drop for RunningGuard {
     }
 }
 
-/// Kill every stage process group this process started (Ctrl-C, SIGTERM),
-/// and hang up on the jobs given to a torch server (which cancels them).
+/// Kill every stage process group this process started (Ctrl-C, SIGTERM).
+/// Jobs given to a torch server are its owner's to cancel
+/// ([`super::local::LocalExecutor`]).
 pub fn kill_running() {
-    super::torch_server::cancel_all();
     let groups = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
     for pgid in groups {
         // SAFETY: kill(2) with a negative pid signals that process group only.

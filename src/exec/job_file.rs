@@ -8,11 +8,12 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::job::{run_job, ExecJob, Failure};
+use super::job::{run_job, ExecJob};
 use super::slurm::{self, JobResult};
 use crate::cache::statcache::StatCache;
 use crate::cache::{Cache, Entry};
 use crate::error::Error;
+use crate::outcome::Failure;
 use crate::record::StageStatus;
 
 /// A job whose stage finished (ran, or was found cached).
@@ -55,7 +56,7 @@ pub fn run_job_file(job_file: &Path) -> Result<Done, Error> {
     let cache = Cache::open(&job.cache).map_err(|e| failed(Some(&job), e.into()))?;
     let _use = cache.use_lock().map_err(|e| failed(Some(&job), e.into()))?;
     let stat = Mutex::new(StatCache::load(cache.stat_cache_path()));
-    let outcome = run_job(&cache, &job.job, &stat);
+    let outcome = run_job(&cache, &job.job, &stat, None);
     let stage = job.job.stage.clone();
     let result = match &outcome {
         Ok((status, entry)) => JobResult {

@@ -1,6 +1,5 @@
 //! Execution: the scheduler loop over the DAG and the executors it drives.
 //!
-//! - [`plan`]: keys and freshness (nothing runs).
 //! - [`job`]: one stage's execution, shared by every executor.
 //! - [`job_file`]: `hcpipe exec --job FILE`, a Slurm job's side.
 //! - [`local`]: stages as threads on this machine, within CPU/GPU slots.
@@ -13,12 +12,10 @@
 //! The loop never uses `?`: after a failure it stops launching that branch,
 //! drains what is running, and reports everything at the end.
 
-pub mod cmd_text;
 pub mod interrupt;
 pub mod job;
 pub mod job_file;
 pub mod local;
-pub mod plan;
 pub mod slots;
 pub mod slurm;
 pub mod torch_server;
@@ -35,8 +32,9 @@ use crate::ops::Input;
 use crate::record::{RunRecord, StageRecord, StageStatus};
 use crate::ui::progress::Reporter;
 
-use job::{Failure, Job, Outcome, Work};
-use plan::Plan;
+use crate::outcome::{Failure, Outcome};
+use crate::plan::{self, Plan};
+use job::{Job, Work};
 use slots::Slots;
 
 /// A job's outcome, as sent back by an executor.
@@ -108,17 +106,7 @@ pub fn run_dag(
         if let Some(entry) = plan.cached(id) {
             if !forced(id) {
                 state[id.0] = State::Done;
-                let rec = stage_record(
-                    dag,
-                    id,
-                    &entry.key,
-                    StageStatus::Cached,
-                    0.0,
-                    entry.metrics.clone(),
-                    None,
-                );
-                reporter.finished(&rec, None);
-                record.stages.push(rec);
+                settle(dag, id, &entry.key, End::Cached(entry), record, reporter);
                 done[id.0] = Some(entry.clone());
             }
         }
@@ -149,17 +137,7 @@ pub fn run_dag(
                     .map(|r| r.1.clone())
                     .or_else(|| plan.key(id).cloned())
                     .unwrap_or_else(StageKey::unknown);
-                let rec = stage_record(
-                    dag,
-                    id,
-                    &key,
-                    StageStatus::Skipped,
-                    0.0,
-                    Default::default(),
-                    Some("an upstream stage failed".into()),
-                );
-                reporter.finished(&rec, None);
-                record.stages.push(rec);
+                settle(dag, id, &key, End::Skipped, record, reporter);
                 continue;
             }
             if !needs.iter().all(|u| state[u.0] == State::Done) {
@@ -171,7 +149,8 @@ pub fn run_dag(
                     Err(message) => {
                         state[id.0] = State::Failed;
                         let key = plan.key(id).cloned().unwrap_or_else(StageKey::unknown);
-                        fail(dag, id, &key, &Failure::msg(message), record, reporter);
+                        let failure = Failure::msg(message);
+                        settle(dag, id, &key, End::Failed(&failure), record, reporter);
                         continue;
                     }
                 }
@@ -183,17 +162,7 @@ pub fn run_dag(
                 // Known only now (an upstream ran): the cache may hold it already.
                 if let Ok(Some(entry)) = cache.entry(&key) {
                     state[id.0] = State::Done;
-                    let rec = stage_record(
-                        dag,
-                        id,
-                        &key,
-                        StageStatus::Cached,
-                        0.0,
-                        entry.metrics.clone(),
-                        None,
-                    );
-                    reporter.finished(&rec, None);
-                    record.stages.push(rec);
+                    settle(dag, id, &key, End::Cached(&entry), record, reporter);
                     done[id.0] = Some(entry);
                     continue;
                 }
@@ -221,7 +190,8 @@ pub fn run_dag(
                 Err(message) => {
                     slots.give_back(res);
                     state[id.0] = State::Failed;
-                    fail(dag, id, &key, &Failure::msg(message), record, reporter);
+                    let failure = Failure::msg(message);
+                    settle(dag, id, &key, End::Failed(&failure), record, reporter);
                 }
             }
         }
@@ -250,26 +220,43 @@ pub fn run_dag(
                 if status == StageStatus::Ran {
                     verified.insert(entry.key.clone());
                 }
-                let rec = stage_record(
+                settle(
                     dag,
                     id,
                     &key,
-                    status,
-                    entry.wall_s,
-                    entry.metrics.clone(),
-                    None,
+                    End::Finished(status, &entry),
+                    record,
+                    reporter,
                 );
-                reporter.finished(&rec, None);
-                record.stages.push(rec);
                 done[id.0] = Some(entry);
             }
             Err(failure) => {
                 state[id.0] = State::Failed;
-                fail(dag, id, &key, &failure, record, reporter);
+                settle(dag, id, &key, End::Failed(&failure), record, reporter);
             }
         }
     }
     state.iter().all(|s| *s == State::Done)
+}
+
+/// A ready stage's needs, each with its finished artifact.
+fn done_needs<'a>(
+    dag: &Dag,
+    id: StageId,
+    done: &'a [Option<Entry>],
+) -> Result<Vec<(StageId, &'a Entry)>, String> {
+    dag.needs(id)
+        .into_iter()
+        .map(|up| {
+            let entry = done[up.0].as_ref().ok_or_else(|| {
+                format!(
+                    "internal: upstream `{}` is done but has no result (bug, please report)",
+                    dag.stage(up).name
+                )
+            })?;
+            Ok((up, entry))
+        })
+        .collect()
 }
 
 /// A ready stage's key: its needs' artifact contents and its deps as they are now.
@@ -281,13 +268,7 @@ fn resolve_key(
 ) -> Result<(KeyInputs, StageKey), String> {
     let stage = dag.stage(id);
     let mut upstream = Vec::new();
-    for up in dag.needs(id) {
-        let entry = done[up.0].as_ref().ok_or_else(|| {
-            format!(
-                "internal: upstream `{}` is done but has no result (bug, please report)",
-                dag.stage(up).name
-            )
-        })?;
+    for (up, entry) in done_needs(dag, id, done)? {
         upstream.push(UpstreamInput {
             stage: dag.stage(up).name.clone(),
             content: plan::artifact_content(entry),
@@ -302,40 +283,47 @@ fn resolve_key(
     Ok((inputs, key))
 }
 
-/// Record and report a stage that failed (or could not start).
-fn fail(
+/// How a stage ended, for its line in the run record and in the progress report.
+enum End<'a> {
+    /// The cache held its key before it was launched.
+    Cached(&'a Entry),
+    /// Its job's outcome: `Ran`, or `Cached` when another run made it meanwhile.
+    Finished(StageStatus, &'a Entry),
+    /// It failed, or could not start.
+    Failed(&'a Failure),
+    /// An upstream stage failed.
+    Skipped,
+}
+
+/// Records and reports how a stage ended.
+fn settle(
     dag: &Dag,
     id: StageId,
     key: &StageKey,
-    failure: &Failure,
+    end: End,
     record: &mut RunRecord,
     reporter: &mut Reporter,
 ) {
-    let rec = stage_record(
-        dag,
-        id,
-        key,
-        StageStatus::Failed,
-        0.0,
-        Default::default(),
-        Some(failure.message.clone()),
-    );
-    reporter.finished(&rec, Some(failure));
-    record.stages.push(rec);
-}
-
-/// The run record's line for one stage.
-fn stage_record(
-    dag: &Dag,
-    id: StageId,
-    key: &StageKey,
-    status: StageStatus,
-    wall_s: f64,
-    metrics: crate::ops::Metrics,
-    error: Option<String>,
-) -> StageRecord {
+    let (status, wall_s, metrics, error, failure) = match end {
+        End::Cached(entry) => (StageStatus::Cached, 0.0, entry.metrics.clone(), None, None),
+        End::Finished(status, entry) => (status, entry.wall_s, entry.metrics.clone(), None, None),
+        End::Failed(f) => (
+            StageStatus::Failed,
+            0.0,
+            Default::default(),
+            Some(f.message.clone()),
+            Some(f),
+        ),
+        End::Skipped => (
+            StageStatus::Skipped,
+            0.0,
+            Default::default(),
+            Some("an upstream stage failed".to_string()),
+            None,
+        ),
+    };
     let stage = dag.stage(id);
-    StageRecord {
+    let rec = StageRecord {
         stage: stage.name.clone(),
         op: stage.op_name().map(str::to_string),
         params: stage.params.clone(),
@@ -344,7 +332,9 @@ fn stage_record(
         wall_s,
         metrics,
         error,
-    }
+    };
+    reporter.finished(&rec, failure);
+    record.stages.push(rec);
 }
 
 /// Resolve a stage's inputs to artifact folders and package it as a [`Job`].
@@ -361,13 +351,7 @@ fn build_job(
 ) -> Result<Job, String> {
     let stage = dag.stage(id);
     let mut inputs = Vec::new();
-    for up in dag.needs(id) {
-        let entry = done[up.0].as_ref().ok_or_else(|| {
-            format!(
-                "upstream `{}` finished but its cache entry is missing",
-                dag.stage(up).name
-            )
-        })?;
+    for (up, entry) in done_needs(dag, id, done)? {
         // Re-hash a cached input once per run, not once per consumer.
         let rehash = !verified.contains(&entry.key);
         let dir = cache

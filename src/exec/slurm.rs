@@ -25,12 +25,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::job::{tail, ExecJob, Failure, Job, Outcome};
+use super::job::{ExecJob, Job};
 use super::Executor;
 use crate::cache::fsutil::write_atomic;
 use crate::cache::{Cache, StageKey};
 use crate::dag::StageId;
+use crate::outcome::{tail, Failure, Outcome};
 use crate::record::StageStatus;
+use crate::spec::cmd_text::shell_quote;
 use crate::spec::Resources;
 
 /// How often `squeue` is asked by default; `HCPIPE_SLURM_POLL` (seconds) overrides it.
@@ -223,8 +225,8 @@ impl SlurmExecutor {
         let text = format!(
             "#!/bin/sh\n# hcpipe stage `{stage}`; submitted as: sbatch {}\nexec {} exec --job {}\n",
             args.join(" "),
-            sh_quote(&self.exe.to_string_lossy()),
-            sh_quote(&job_file.to_string_lossy()),
+            shell_quote(&self.exe.to_string_lossy()),
+            shell_quote(&job_file.to_string_lossy()),
         );
         write_atomic(&script, text.as_bytes())
             .map_err(|e| fail(format!("writing the Slurm batch script: {e}")))?;
@@ -522,10 +524,6 @@ fn file_safe(name: &str) -> String {
             }
         })
         .collect()
-}
-
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 #[cfg(test)]

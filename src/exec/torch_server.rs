@@ -13,9 +13,12 @@
 //! to run) and hands it each torch stage's job file over a Unix socket; the
 //! worker runs each job on its own thread. One job per connection: the runner
 //! sends one JSON [`Request`] line, the worker answers one JSON [`Response`]
-//! line. The runner hanging up (Ctrl-C, `kill_running`) cancels the job. A
+//! line. The runner hanging up (Ctrl-C: [`TorchServer::cancel_all`]) cancels the job. A
 //! job answered with an internal error (a libtorch panic) is retried in a
 //! worker process of its own (`job::execute`).
+//!
+//! The local executor owns the server ([`super::local::LocalExecutor`]) and hands it to each
+//! job; dropping it stops the worker.
 //!
 //! `HCPIPE_TORCH_SERVER=0` turns this off (a worker process per stage, as on
 //! CPU machines and under Slurm); `=1` turns it on without a GPU (tests).
@@ -30,12 +33,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::job::Failure;
+use crate::outcome::{tail, Failure};
 
 /// What the runner asks: run this job file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -80,66 +83,94 @@ pub fn wanted(gpus: usize) -> bool {
     }
 }
 
-/// A running `hcpipe-torch --serve`.
+/// A running `hcpipe-torch --serve`; dropping it stops the worker.
 pub struct TorchServer {
     child: Mutex<Child>,
     dir: PathBuf,
     socket: PathBuf,
     log: PathBuf,
+    /// Connections of jobs in flight, shut down by [`TorchServer::cancel_all`].
+    connections: Mutex<Vec<(u64, UnixStream)>>,
+    next_connection: AtomicU64,
 }
 
-static SERVER: Mutex<Option<Arc<TorchServer>>> = Mutex::new(None);
-/// Connections of jobs in flight, shut down by [`cancel_all`].
-static CONNECTIONS: Mutex<Vec<(u64, UnixStream)>> = Mutex::new(Vec::new());
-static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(0);
+impl TorchServer {
+    /// Starts the server (without waiting for it to listen), its output going
+    /// to `log`. Must be called from the thread that lives for the whole run:
+    /// the worker dies with the thread that started it (PDEATHSIG).
+    pub fn start(worker: &Path, log: &Path) -> Result<TorchServer, String> {
+        remove_stale_socket_folders();
+        let dir = std::env::temp_dir().join(format!(
+            "{SOCKET_FOLDER_PREFIX}{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let socket = dir.join("socket");
+        let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let mut command = Command::new(worker);
+        command
+            .arg("--serve")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: prctl and setpgid are async-signal-safe; they only set flags.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::setpgid(0, 0);
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start the torch worker {}: {e}", worker.display()))?;
+        Ok(TorchServer {
+            child: Mutex::new(child),
+            dir,
+            socket,
+            log: log.to_path_buf(),
+            connections: Mutex::new(Vec::new()),
+            next_connection: AtomicU64::new(0),
+        })
+    }
 
-/// Starts the server (without waiting for it to listen), its output going
-/// to `log`. Must be called from the thread that lives for the whole run:
-/// the worker dies with the thread that started it (PDEATHSIG).
-pub fn start(worker: &Path, log: &Path) -> Result<(), String> {
-    remove_stale_socket_folders();
-    let dir = std::env::temp_dir().join(format!(
-        "{SOCKET_FOLDER_PREFIX}{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    ));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let socket = dir.join("socket");
-    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut command = Command::new(worker);
-    command
-        .arg("--serve")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    // SAFETY: prctl and setpgid are async-signal-safe; they only set flags.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            libc::setpgid(0, 0);
-            Ok(())
-        });
+    /// Stops the server (end of the run): kills it and removes its socket. A
+    /// job still holding the server then fails to connect.
+    pub fn stop(&self) {
+        if let Ok(mut child) = self.child.lock() {
+            if matches!(child.try_wait(), Ok(None)) {
+                // SAFETY: kill(2) on the worker's own process group.
+                unsafe {
+                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+                }
+            }
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
-    let child = command
-        .spawn()
-        .map_err(|e| format!("cannot start the torch worker {}: {e}", worker.display()))?;
-    let server = TorchServer {
-        child: Mutex::new(child),
-        dir,
-        socket,
-        log: log.to_path_buf(),
-    };
-    if let Ok(mut slot) = SERVER.lock() {
-        *slot = Some(Arc::new(server));
+
+    /// Hangs up on every job in flight (Ctrl-C): the worker cancels them.
+    pub fn cancel_all(&self) {
+        if let Ok(conns) = self.connections.lock() {
+            for (_, c) in conns.iter() {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
-    Ok(())
+}
+
+impl Drop for TorchServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// `<temp>/hcpipe-torch-<runner pid>-<nanos>`: the socket's folder.
@@ -166,50 +197,25 @@ fn remove_stale_socket_folders() {
     }
 }
 
-/// The server of this run, if one was started.
-pub fn current() -> Option<Arc<TorchServer>> {
-    SERVER.lock().ok().and_then(|s| s.clone())
+/// A job in flight, registered for [`TorchServer::cancel_all`] while it lives.
+struct Registered<'a> {
+    server: &'a TorchServer,
+    id: u64,
 }
 
-/// Stops the server (end of the run): kills it and removes its socket.
-pub fn stop() {
-    let server = SERVER.lock().ok().and_then(|mut s| s.take());
-    if let Some(server) = server {
-        if let Ok(mut child) = server.child.lock() {
-            // SAFETY: kill(2) on the worker's own process group.
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
-            }
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&server.dir);
-    }
-}
-
-/// Hangs up on every job in flight (Ctrl-C): the worker cancels them.
-pub fn cancel_all() {
-    if let Ok(conns) = CONNECTIONS.lock() {
-        for (_, c) in conns.iter() {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-struct Registered(u64);
-
-impl Registered {
-    fn new(conn: &UnixStream) -> Option<Registered> {
+impl<'a> Registered<'a> {
+    fn new(server: &'a TorchServer, conn: &UnixStream) -> Option<Registered<'a>> {
         let clone = conn.try_clone().ok()?;
-        let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-        CONNECTIONS.lock().ok()?.push((id, clone));
-        Some(Registered(id))
+        let id = server.next_connection.fetch_add(1, Ordering::Relaxed);
+        server.connections.lock().ok()?.push((id, clone));
+        Some(Registered { server, id })
     }
 }
 
-impl Drop for Registered {
+impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        if let Ok(mut conns) = CONNECTIONS.lock() {
-            conns.retain(|(id, _)| *id != self.0);
+        if let Ok(mut conns) = self.server.connections.lock() {
+            conns.retain(|(id, _)| *id != self.id);
         }
     }
 }
@@ -237,7 +243,7 @@ impl TorchServer {
     /// or hangs up fails the stage (as Ctrl-C does, by design).
     fn exchange(&self, job_file: &Path, what: &str) -> Result<Response, JobError> {
         let conn = self.connect(what).map_err(JobError::Stage)?;
-        let _registered = Registered::new(&conn);
+        let _registered = Registered::new(self, &conn);
         let request = serde_json::to_string(&Request {
             job: job_file.to_path_buf(),
         })
@@ -291,7 +297,7 @@ impl TorchServer {
                  HCPIPE_TORCH_SERVER=0 runs one worker process per stage instead)",
                 self.log.display()
             ),
-            log_tail: super::job::tail(&self.log, 20),
+            log_tail: tail(&self.log, 20),
             log: None,
         }
     }

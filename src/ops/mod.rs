@@ -35,6 +35,7 @@ pub mod pool;
 pub mod report;
 pub mod soft_vote;
 pub mod synth;
+pub mod torch_ops;
 pub mod torch_params;
 use std::path::{Path, PathBuf};
 
@@ -193,6 +194,7 @@ pub enum OpKind {
 }
 
 /// A registered op.
+#[derive(Clone)]
 pub struct OpDef {
     pub name: &'static str,
     /// Part of the stage key: bump when the op's output for the same inputs changes.
@@ -221,9 +223,9 @@ pub struct JobSpec {
     pub threads: usize,
 }
 
-/// Every op hcpipe knows, in the order `hcpipe ops` lists them.
+/// Every op hcpipe knows, in the order `hcpipe ops` lists them (a pipeline's).
 pub fn registry() -> &'static [OpDef] {
-    REGISTRY
+    &REGISTRY
 }
 
 /// Look an op up by name.
@@ -231,7 +233,19 @@ pub fn lookup(name: &str) -> Option<&'static OpDef> {
     REGISTRY.iter().find(|d| d.name == name)
 }
 
-static REGISTRY: &[OpDef] = &[
+/// The ops in pipeline order: the native ops that make and prepare the data, the torch ops
+/// (from [`torch_ops`]' table), then the native ops that combine and report results.
+static REGISTRY: std::sync::LazyLock<Vec<OpDef>> = std::sync::LazyLock::new(|| {
+    let torch = torch_ops::TorchOp::ALL.iter().map(|op| op.def());
+    DATA_OPS
+        .iter()
+        .cloned()
+        .chain(torch)
+        .chain(RESULT_OPS.iter().cloned())
+        .collect()
+});
+
+static DATA_OPS: &[OpDef] = &[
     OpDef {
         name: "fetch",
         version: 1,
@@ -267,36 +281,9 @@ static REGISTRY: &[OpDef] = &[
         check_params: |p| parse_params::<crop::CropParams>(p).map(|_| ()),
         summary: "hippocampus patches (left_hc / right_hc) with a shift margin, as safetensors",
     },
-    OpDef {
-        name: "train_cnn",
-        // 2: Adam as one fused kernel; initial weights drawn on the CPU on every device.
-        version: 2,
-        kind: OpKind::Torch,
-        check_params: |p| torch_params::TrainCnnParams::from_params(p).map(|_| ()),
-        summary: "train the lab's CNN on one `crop` stage (Adam, best epoch by training loss)",
-    },
-    OpDef {
-        name: "evaluate",
-        version: 1,
-        kind: OpKind::Torch,
-        check_params: |p| torch_params::EvaluateParams::from_params(p).map(|_| ()),
-        summary: "a `train_cnn` model on the validation split: predictions and lab metrics",
-    },
-    OpDef {
-        name: "train_ae",
-        // 2: Adam as one fused kernel; initial weights drawn on the CPU on every device.
-        version: 2,
-        kind: OpKind::Torch,
-        check_params: |p| torch_params::TrainAeParams::from_params(p).map(|_| ()),
-        summary: "train the lab's autoencoder on one `crop` stage (Adam, summed MSE)",
-    },
-    OpDef {
-        name: "extract_codes",
-        version: 1,
-        kind: OpKind::Torch,
-        check_params: |p| torch_params::ExtractCodesParams::from_params(p).map(|_| ()),
-        summary: "a `train_ae` model's 80-value codes of one split, for clustering",
-    },
+];
+
+static RESULT_OPS: &[OpDef] = &[
     OpDef {
         name: "soft_vote",
         // 2: predictions.tsv through artifact::predictions (numbers in Display form, as evaluate's).

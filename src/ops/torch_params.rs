@@ -59,44 +59,53 @@ fn default_split() -> Split {
     Split::Train
 }
 
-/// `train_cnn`: the lab's CustomNetwork, Adam, summed cross-entropy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainCnnParams {
-    #[serde(default = "default_cnn_lr")]
-    pub lr: f64,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    #[serde(default = "default_train_batch")]
-    pub batch_size: usize,
-    /// Seeds weight init, dropout, shuffling and shifts.
-    #[serde(default)]
-    pub seed: u64,
-    /// Random shift in voxels per axis during training; defaults to the
-    /// margin the `crop` stage stored (its `shift`), and may not exceed it.
-    #[serde(default)]
-    pub shift: Option<usize>,
-    #[serde(default)]
-    pub device: DeviceChoice,
+/// The params of a training op: the same fields and checks, each op with its own default `lr`
+/// (`default_lr` names the function that gives it).
+macro_rules! training_params {
+    ($(#[$doc:meta])* $name:ident, default_lr: $default_lr:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            #[serde(default = $default_lr)]
+            pub lr: f64,
+            #[serde(default = "default_epochs")]
+            pub epochs: usize,
+            #[serde(default = "default_train_batch")]
+            pub batch_size: usize,
+            /// Seeds weight init, dropout, shuffling and shifts.
+            #[serde(default)]
+            pub seed: u64,
+            /// Random shift in voxels per axis during training; defaults to the
+            /// margin the `crop` stage stored (its `shift`), and may not exceed it.
+            #[serde(default)]
+            pub shift: Option<usize>,
+            #[serde(default)]
+            pub device: DeviceChoice,
+        }
+
+        impl $name {
+            /// Parse and check the values serde cannot (positive lr, non-zero sizes).
+            pub fn from_params(p: &Params) -> Result<Self, String> {
+                let t: Self = parse_params(p)?;
+                check_training(t.lr, t.epochs, t.batch_size)?;
+                Ok(t)
+            }
+        }
+    };
 }
 
-/// `train_ae`: the lab's AutoEncoder, Adam, summed MSE.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainAeParams {
-    #[serde(default = "default_ae_lr")]
-    pub lr: f64,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    #[serde(default = "default_train_batch")]
-    pub batch_size: usize,
-    #[serde(default)]
-    pub seed: u64,
-    #[serde(default)]
-    pub shift: Option<usize>,
-    #[serde(default)]
-    pub device: DeviceChoice,
-}
+training_params!(
+    /// `train_cnn`: the lab's CustomNetwork, Adam, summed cross-entropy.
+    TrainCnnParams,
+    default_lr: "default_cnn_lr"
+);
+
+training_params!(
+    /// `train_ae`: the lab's AutoEncoder, Adam, summed MSE.
+    TrainAeParams,
+    default_lr: "default_ae_lr"
+);
 
 /// `evaluate`: a trained CNN on the validation split (and the old subjects).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,23 +145,6 @@ fn check_batch(batch_size: usize) -> Result<(), String> {
         return Err("`batch_size` must be at least 1".to_string());
     }
     Ok(())
-}
-
-impl TrainCnnParams {
-    /// Parse and check the values serde cannot (positive lr, non-zero sizes).
-    pub fn from_params(p: &Params) -> Result<Self, String> {
-        let t: Self = parse_params(p)?;
-        check_training(t.lr, t.epochs, t.batch_size)?;
-        Ok(t)
-    }
-}
-
-impl TrainAeParams {
-    pub fn from_params(p: &Params) -> Result<Self, String> {
-        let t: Self = parse_params(p)?;
-        check_training(t.lr, t.epochs, t.batch_size)?;
-        Ok(t)
-    }
 }
 
 impl EvaluateParams {

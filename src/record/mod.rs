@@ -2,8 +2,8 @@
 //! every finished stage, so even a killed run leaves an account of what it
 //! finished. `show`, `diff` and `gc` read them.
 
-pub mod diff;
-pub mod git;
+pub mod fresh;
+pub mod gc;
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::fsutil::write_atomic;
 use crate::cache::{Cache, CacheError, Entry, StageKey};
+use crate::git;
 use crate::ops::{Metrics, Params};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use super::raw::RawPipeline;
+use super::suggest::closest;
 use super::{validate, Pipeline, SpecError};
 
 /// Pipeline files larger than this are refused before parsing.
@@ -86,16 +87,6 @@ fn did_you_mean_field(message: &str) -> Option<String> {
     closest(unknown, candidates)
 }
 
-/// The candidate nearest to `word` when it is near enough to be a typo.
-pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,11 +107,5 @@ mod tests {
     fn syntax_error_names_file_line_col() {
         let err = parse_str("name: x\nstages:\n  a: {op: [fetch\n", "p.yaml").unwrap_err();
         assert!(err.message.starts_with("p.yaml:3:"), "{}", err.message);
-    }
-
-    #[test]
-    fn closest_picks_typos_only() {
-        assert_eq!(closest("crp", ["crop", "fetch"]).as_deref(), Some("crop"));
-        assert_eq!(closest("zzzzzz", ["crop", "fetch"]), None);
     }
 }

@@ -12,11 +12,13 @@
 //! is either a built-in **op** or a shell **cmd**; `needs` names upstream
 //! stages. Strings end here: from `dag` on, stages are referred to by id.
 
+pub mod cmd_text;
 pub mod load;
 pub mod matrix;
 pub mod paths;
 pub mod raw;
 pub mod subst;
+pub mod suggest;
 pub mod validate;
 
 use std::collections::BTreeMap;

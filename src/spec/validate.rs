@@ -8,13 +8,13 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::load::closest;
+use super::cmd_text::{placeholders, Quoting, Ref};
 use super::matrix::{combinations, member_name, product};
 use super::paths::normalize;
 use super::raw::{RawPipeline, RawStage};
 use super::subst::{display_value, subst_string, subst_value, Scope};
+use super::suggest::closest;
 use super::{Loc, Pipeline, Resources, SpecError, StageKind, StageSpec};
-use crate::exec::cmd_text::{placeholders, Quoting, Ref};
 use crate::ops::{self, Params};
 
 /// A pipeline expands to at most this many stages (matrix members counted
@@ -69,7 +69,7 @@ pub fn validate(
     pipeline_vars.insert("name".into(), Value::String(raw.name.clone()));
     // Asking git costs a process: only when the file uses it.
     if text.contains("${pipeline.revision}") {
-        let revision = match crate::record::git::state_of(abs) {
+        let revision = match crate::git::state_of(abs) {
             Some(g) => format!(
                 "{}{}",
                 &g.commit[..g.commit.len().min(12)],

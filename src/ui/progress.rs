@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::exec::job::Failure;
+use crate::outcome::Failure;
 use crate::record::{StageRecord, StageStatus};
 
 pub struct Reporter {

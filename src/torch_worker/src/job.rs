@@ -1,35 +1,13 @@
 //! The worker's side of the runner contract: read a [`JobSpec`], run its op,
 //! write `metrics.json` into `out`.
 
-use std::cell::RefCell;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use hcpipe::ops::{JobSpec, Metrics, OpCtx, OpError};
 
 use crate::error::{msg, Result};
-
-thread_local! {
-    /// Set by the torch server when the runner gives up on this thread's job.
-    static CANCEL: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
-}
-
-/// An error once the runner has cancelled the job running on this thread
-/// (only jobs served by `--serve` can be cancelled this way; a job run with
-/// `--job` is cancelled by killing its process). Long loops call it often.
-pub fn check_cancelled() -> Result<()> {
-    let cancelled = CANCEL.with(|c| {
-        c.borrow()
-            .as_ref()
-            .is_some_and(|flag| flag.load(Ordering::Relaxed))
-    });
-    if cancelled {
-        Err(msg("cancelled: the runner stopped waiting for this stage"))
-    } else {
-        Ok(())
-    }
-}
 
 /// Why a job failed: the one paragraph the runner shows, and whether it was
 /// an internal error (a panic: inputs are validated first, so a bug, often a
@@ -46,7 +24,7 @@ pub fn run_file(
     path: &Path,
     cancel: Option<Arc<AtomicBool>>,
 ) -> std::result::Result<(), JobFailure> {
-    CANCEL.with(|c| *c.borrow_mut() = cancel);
+    let watching = crate::cancel::watch(cancel);
     let outcome = std::panic::catch_unwind(|| {
         let job = read(path)?;
         execute(&job).map_err(|e| {
@@ -60,7 +38,7 @@ pub fn run_file(
             }
         })
     });
-    CANCEL.with(|c| *c.borrow_mut() = None);
+    drop(watching);
     match outcome {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(JobFailure {

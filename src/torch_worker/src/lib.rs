@@ -16,6 +16,7 @@
 //! - [`ops`]: one file per op (`train_cnn`, `evaluate`, `train_ae`,
 //!   `extract_codes`).
 
+pub mod cancel;
 pub mod data;
 pub mod device;
 pub mod error;

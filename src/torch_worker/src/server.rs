@@ -5,7 +5,7 @@
 //! sends one job per connection: a JSON `Request` line, answered by one
 //! JSON `Response` line once the job is done. Each job runs on its own
 //! thread, so on its own CUDA stream (`fast_step::SideStream`). A runner
-//! that hangs up cancels its job: the next `job::check_cancelled` in the
+//! that hangs up cancels its job: the next `cancel::check_cancelled` in the
 //! training loop stops it.
 //!
 //! What jobs share in one process, and how it is kept harmless:

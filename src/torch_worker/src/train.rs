@@ -149,7 +149,7 @@ pub fn fit(
                     [0; 3].map(|_| margin + rng.random_range(-schedule.shift..=schedule.shift))
                 })
                 .collect();
-            crate::job::check_cancelled()?;
+            crate::cancel::check_cancelled()?;
             let images = data.batch(chunk, Some(&offsets));
             let labels = labels.narrow(0, (k * batch_size) as i64, chunk.len() as i64);
             match &graph {

@@ -19,15 +19,14 @@ use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::{json, Value};
 use tch::nn::VarStore;
 
-use super::{common_metrics, finite, params};
+use super::{common_metrics, finite};
 use crate::data::CropSplit;
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
 use crate::train::{classify, Classified};
 
-pub fn run(ctx: &OpCtx) -> Result<Metrics> {
+pub fn run(ctx: &OpCtx, p: EvaluateParams) -> Result<Metrics> {
     let started = Instant::now();
-    let p = params(ctx, EvaluateParams::from_params)?;
     let model = ctx.input_by_op("train_cnn")?;
     let crop = ctx.input_by_op("crop")?;
     let old_filter = match ctx.inputs_by_op("age_filter").as_slice() {

@@ -12,14 +12,13 @@ use serde_json::json;
 use tch::nn::VarStore;
 use tch::Device;
 
-use super::{common_metrics, params};
+use super::common_metrics;
 use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
 
-pub fn run(ctx: &OpCtx) -> Result<Metrics> {
+pub fn run(ctx: &OpCtx, p: ExtractCodesParams) -> Result<Metrics> {
     let started = Instant::now();
-    let p = params(ctx, ExtractCodesParams::from_params)?;
     let model = ctx.input_by_op("train_ae")?;
     let crop = ctx.input_by_op("crop")?;
     let device = crate::device::pick(p.device, ctx.threads)?;

@@ -1,10 +1,11 @@
-//! The worker's ops, one file each, dispatched by name from a job.
+//! The worker's ops, one file each, dispatched from the runner's table of torch ops.
 
 pub mod evaluate;
 pub mod extract_codes;
 pub mod train_ae;
 pub mod train_cnn;
 
+use hcpipe::ops::torch_ops::{TorchJob, TorchOp};
 use hcpipe::ops::{Metrics, OpCtx, OpError};
 use serde_json::{json, Value};
 use tch::Device;
@@ -12,30 +13,25 @@ use tch::Device;
 use crate::data::CropMeta;
 use crate::error::{msg, Result};
 
-/// The ops this worker runs.
-pub const NAMES: [&str; 4] = ["train_cnn", "evaluate", "train_ae", "extract_codes"];
-
-/// Runs `op`; what it writes under `ctx.out` is the artifact.
+/// Runs `op`, one of the table's ([`hcpipe::ops::torch_ops`]), with its params parsed by the
+/// type the table gives it; what it writes under `ctx.out` is the artifact.
 pub fn run(op: &str, ctx: &OpCtx) -> Result<Metrics> {
-    match op {
-        "train_cnn" => train_cnn::run(ctx),
-        "evaluate" => evaluate::run(ctx),
-        "train_ae" => train_ae::run(ctx),
-        "extract_codes" => extract_codes::run(ctx),
-        other => Err(msg(format!(
-            "the torch worker has no op `{other}`; it runs `{}` (is the runner newer than the \
+    let op = TorchOp::from_name(op).ok_or_else(|| {
+        msg(format!(
+            "the torch worker has no op `{op}`; it runs {} (is the runner newer than the \
              worker? rebuild with `make build`)",
-            NAMES.join("`, `")
-        ))),
+            TorchOp::names()
+        ))
+    })?;
+    let job = op
+        .job(ctx.params)
+        .map_err(|e| OpError::Params(format!("stage `{}`: {e}", ctx.stage)))?;
+    match job {
+        TorchJob::TrainCnn(p) => train_cnn::run(ctx, p),
+        TorchJob::Evaluate(p) => evaluate::run(ctx, p),
+        TorchJob::TrainAe(p) => train_ae::run(ctx, p),
+        TorchJob::ExtractCodes(p) => extract_codes::run(ctx, p),
     }
-}
-
-/// Parses params with a typed struct's checker, as the runner does at load time.
-fn params<T>(
-    ctx: &OpCtx,
-    parse: fn(&hcpipe::ops::Params) -> std::result::Result<T, String>,
-) -> Result<T> {
-    parse(ctx.params).map_err(|e| OpError::Params(format!("stage `{}`: {e}", ctx.stage)))
 }
 
 /// The training shift: the param, else the crop's stored margin; never more than the margin.

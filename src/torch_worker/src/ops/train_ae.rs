@@ -11,7 +11,7 @@ use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::json;
 use tch::Reduction;
 
-use super::{common_metrics, finite, params, resolve_shift, training_metrics};
+use super::{common_metrics, finite, resolve_shift, training_metrics};
 use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
@@ -35,9 +35,8 @@ pub fn reconstruction_loss(ae: &AutoEncoder, data: &CropSplit, batch_size: usize
     total / n.max(1) as f64 / voxels.max(1) as f64
 }
 
-pub fn run(ctx: &OpCtx) -> Result<Metrics> {
+pub fn run(ctx: &OpCtx, p: TrainAeParams) -> Result<Metrics> {
     let started = Instant::now();
-    let p = params(ctx, TrainAeParams::from_params)?;
     let crop = ctx.input_by_op("crop")?;
     let device = crate::device::pick(p.device, ctx.threads)?;
     let data = CropSplit::load(&crop.dir, Split::Train, device)?;

@@ -11,15 +11,14 @@ use serde_json::json;
 use tch::nn::ModuleT;
 use tch::{Reduction, Tensor};
 
-use super::{common_metrics, finite, params, resolve_shift, training_metrics};
+use super::{common_metrics, finite, resolve_shift, training_metrics};
 use crate::data::CropSplit;
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
 use crate::train::{classifier_stats, eval_batch, fit, seeded_store, write_history, Schedule};
 
-pub fn run(ctx: &OpCtx) -> Result<Metrics> {
+pub fn run(ctx: &OpCtx, p: TrainCnnParams) -> Result<Metrics> {
     let started = Instant::now();
-    let p = params(ctx, TrainCnnParams::from_params)?;
     let crop = ctx.input_by_op("crop")?;
     let device = crate::device::pick(p.device, ctx.threads)?;
     let data = CropSplit::load(&crop.dir, Split::Train, device)?;

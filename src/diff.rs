@@ -11,13 +11,14 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::git;
 use crate::cache::statcache::StatCache;
 use crate::cache::{stale, Cache, CacheError, KeyInputs, StageKey, StaleReason};
 use crate::dag::Dag;
 use crate::error::Error;
-use crate::exec::plan::{all_deps, plan_with, Planned};
+use crate::git;
 use crate::ops::{Metrics, Params};
+use crate::plan::{all_deps, plan_with, Planned};
+use crate::record::RunRecord;
 use crate::spec::load::load_pipeline_text;
 
 /// One stage as one side of a diff sees it.
@@ -42,7 +43,7 @@ pub struct Side {
 
 impl Side {
     /// A side from a run record.
-    pub fn from_run(cache: &Cache, run: &super::RunRecord) -> Side {
+    pub fn from_run(cache: &Cache, run: &RunRecord) -> Side {
         let stages = run
             .stages
             .iter()
@@ -72,7 +73,7 @@ impl Side {
     /// `which` as `hcpipe diff` reads it: a run id (or a unique prefix), else,
     /// with `--pipeline`, a git revision of that pipeline file.
     pub fn resolve(cache: &Cache, which: &str, pipeline: Option<&Path>) -> Result<Side, Error> {
-        match (super::find_run(cache, which), pipeline) {
+        match (crate::record::find_run(cache, which), pipeline) {
             (Ok(run), _) => Ok(Side::from_run(cache, &run)),
             (Err(_), Some(p)) => Side::from_revision(cache, p, which),
             (Err(e), None) => Err(Error::Usage(format!(
@@ -83,7 +84,7 @@ impl Side {
 
     /// A side from the pipeline file as it was at git revision `rev`.
     pub fn from_revision(cache: &Cache, pipeline: &Path, rev: &str) -> Result<Side, Error> {
-        let text = super::git::show_at(pipeline, rev)?;
+        let text = git::show_at(pipeline, rev)?;
         let shown = format!("{}@{rev}", pipeline.display());
         let spec = load_pipeline_text(&text, pipeline, &shown, &[])?;
         let dag = Dag::build(spec)?;

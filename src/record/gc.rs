@@ -7,10 +7,10 @@
 
 use std::collections::HashSet;
 
-use super::lock::UseLock;
-use super::store::{object_name, Cache, FileKind};
-use super::{CacheError, StageKey};
-use crate::record::list_runs;
+use super::list_runs;
+use crate::cache::lock::UseLock;
+use crate::cache::store::{object_name, Cache, FileKind};
+use crate::cache::{CacheError, StageKey};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct GcReport {

@@ -1,5 +1,6 @@
 //! Planning: every stage's key that can be known now, and whether the cache
-//! already holds it.
+//! already holds it. Whether a stage is fresh, and why not, is `record::fresh`
+//! (it compares these keys with the run records).
 //!
 //! A key chains the *content* of its upstream artifacts (see
 //! `cache::key`), so a stage's key is known before the run only when every
@@ -13,11 +14,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::cache::statcache::StatCache;
-use crate::cache::{
-    content_hash, stale, Cache, CacheError, Entry, KeyInputs, StageKey, StaleReason, UpstreamInput,
-};
+use crate::cache::{content_hash, Cache, CacheError, Entry, KeyInputs, StageKey, UpstreamInput};
 use crate::dag::{Dag, StageId};
-use crate::record::runs_of;
 use crate::spec::{StageKind, StageSpec};
 
 /// What planning knows of one stage.
@@ -225,108 +223,4 @@ pub fn stage_key_inputs(
 /// busy the machine is.
 pub fn cmd_threads(stage: &StageSpec) -> u32 {
     stage.resources.cpu.max(1)
-}
-
-/// A stage's freshness, with the reason when it is not fresh.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Freshness {
-    Fresh,
-    /// Why, one reason per changed input (never empty).
-    Stale(Vec<StaleReason>),
-    NeverRun,
-    /// Its key depends on the output of this upstream, which will run first.
-    AfterUpstream(String),
-}
-
-impl Freshness {
-    /// The word `status` prints for it.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Freshness::Fresh => "fresh",
-            Freshness::NeverRun => "never run",
-            Freshness::Stale(_) | Freshness::AfterUpstream(_) => "stale",
-        }
-    }
-
-    /// Why it is stale, as `status` prints it (empty when it is not).
-    pub fn why(&self) -> String {
-        match self {
-            Freshness::Fresh | Freshness::NeverRun => String::new(),
-            Freshness::Stale(why) => stale::join(why),
-            Freshness::AfterUpstream(up) => {
-                StaleReason::UpstreamWillRun { stage: up.clone() }.to_string()
-            }
-        }
-    }
-}
-
-/// `hcpipe status`: plan every stage (nothing forced), remember the deps'
-/// hashes in the stat cache, and say how fresh each stage is.
-pub fn status(dag: &Dag, cache: &Cache) -> Result<(Plan, Vec<Freshness>), CacheError> {
-    let mut stat = StatCache::load(cache.stat_cache_path());
-    let plan = plan(dag, cache, &mut stat, &|_| false)?;
-    let _ = stat.save();
-    let fresh = freshness(dag, cache, &plan);
-    Ok((plan, fresh))
-}
-
-/// Compare each stage's current key with what the newest run of this pipeline used.
-pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
-    // Run records explain stale stages only; when every stage is cached,
-    // `status` need not read (every) one of them.
-    let all_cached = dag.ids().all(|id| plan.cached(id).is_some());
-    let runs = if all_cached {
-        Vec::new()
-    } else {
-        runs_of(cache, &dag.pipeline.path)
-    };
-    dag.ids()
-        .map(|id: StageId| {
-            let name = &dag.stage(id).name;
-            let key = match &plan.stages[id.0] {
-                Planned::Known {
-                    cached: Some(_), ..
-                } => return Freshness::Fresh,
-                Planned::Known { key, .. } => key,
-                Planned::Pending { upstream, .. } => {
-                    let ran_before = runs.iter().any(|r| r.stage(name).is_some());
-                    return if ran_before {
-                        Freshness::AfterUpstream(dag.stage(*upstream).name.clone())
-                    } else {
-                        Freshness::NeverRun
-                    };
-                }
-            };
-            let failed_before = runs
-                .iter()
-                .rev()
-                .filter_map(|r| r.stage(name))
-                .any(|s| &s.key == key);
-            if failed_before {
-                return Freshness::Stale(vec![StaleReason::LastAttemptUnfinished]);
-            }
-            let previous = runs
-                .iter()
-                .rev()
-                .filter_map(|r| r.stage(name))
-                .find(|s| &s.key != key);
-            match previous {
-                None => Freshness::NeverRun,
-                Some(prev) => match cache.entry(&prev.key) {
-                    Ok(Some(old)) => {
-                        let why = plan
-                            .inputs(id)
-                            .map(|i| i.why_differs(&old.inputs))
-                            .unwrap_or_default();
-                        Freshness::Stale(if why.is_empty() {
-                            vec![StaleReason::InputsChanged]
-                        } else {
-                            why
-                        })
-                    }
-                    _ => Freshness::Stale(vec![StaleReason::PreviousResultGone]),
-                },
-            }
-        })
-        .collect()
 }
