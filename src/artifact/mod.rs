@@ -10,6 +10,8 @@
 //! |---|---|---|---|
 //! | `OASIS-1_dataset/…` (tables, `.pt` volumes, raw T1s) | [`dataset::Dataset`], [`dataset::Layout`] | `fetch`, `synth` | `demographics`, `age_filter`, `crop`, `gmm`, `report` |
 //! | a volume's `.pt` | [`pt`] | `synth` | [`dataset::Dataset::read_image`] |
+//! | `population.tsv` | [`population::Population`] | `demographics` | `report` |
+//! | `checks.tsv` | [`checks::Checks`] | `demographics` | `report` |
 //! | `subjects.tsv` | [`subjects::Subjects`] | `age_filter` | `evaluate`, `soft_vote` |
 //! | `meta.json` of a crop | [`crop::CropMeta`] | `crop` | `train_cnn`, `evaluate`, `train_ae`, `extract_codes`, `report` |
 //! | `{train,validation}.tsv` of a crop | [`crop::CropSubjects`] | `crop` | the worker's crop loader |
@@ -17,7 +19,7 @@
 //! | `predictions.tsv` | [`predictions::Predictions`] | `evaluate`, `soft_vote` | `soft_vote` |
 //! | `codes.tsv` | [`codes::Codes`] | `extract_codes` | `gmm` |
 //! | `assignments.tsv` | [`assignments::Assignments`] | `gmm` | `report` |
-//! | `metrics.json` | [`metrics`] | every op (through its runner) | `evaluate`, `collect`, `report` |
+//! | `metrics.json` | [`metrics`] | every op (a native op's through the runner) | `evaluate`, `collect`, `report` |
 //!
 //! Every TSV is read by one reader, [`tsv::Table`] (the `csv` crate, tab
 //! separated, no quoting: the lab's tables carry quotes in free text), and
@@ -27,11 +29,13 @@
 //! there is one, the line.
 
 pub mod assignments;
+pub mod checks;
 pub mod codes;
 pub mod crop;
 pub mod dataset;
 pub mod history;
 pub mod metrics;
+pub mod population;
 pub mod predictions;
 pub mod pt;
 pub mod subjects;

@@ -2,7 +2,7 @@
 //! for all subjects, train and validation, and the bias checks the lab asks
 //! the reader to make by eye, as tests with p-values.
 //!
-//! Artifact:
+//! Artifact (written through `artifact::population` and `artifact::checks`):
 //! - `population.tsv`: `split diagnosis N age %sexF education MMS CDR=0 CDR=0.5 CDR=1 CDR=2`,
 //!   cells printed as the lab prints them: `'%.1f ± %.1f'` of the mean and the
 //!   population standard deviation (pandas' NaN-skipping `np.mean`/`np.std`),
@@ -14,14 +14,13 @@
 //!   (Welch's t), and per class train vs validation age and MMS (Welch's t)
 //!   and sex (Fisher's exact test), plus the class mix of the two splits.
 
-use std::fmt::Write as _;
-use std::path::Path;
-
 use serde::Deserialize;
 use statrs::distribution::{ContinuousCDF, Discrete, Hypergeometric, StudentsT};
 
 use super::{Metrics, OpCtx, OpError};
+use crate::artifact::checks::{self, Check, Checks};
 use crate::artifact::dataset::{Dataset, Diagnosis, Subject};
+use crate::artifact::population::{self, Population, PopulationRow};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,45 +32,6 @@ pub struct DemographicsParams {
 
 fn d_alpha() -> f64 {
     0.05
-}
-
-/// One row of the lab's table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PopulationRow {
-    pub split: &'static str,
-    pub diagnosis: Diagnosis,
-    pub n: usize,
-    pub age: (f64, f64),
-    pub pct_female: f64,
-    pub education: (f64, f64),
-    pub mms: (f64, f64),
-    /// Counts of cdr_global = 0, 0.5, 1, 2.
-    pub cdr: [usize; 4],
-}
-
-impl PopulationRow {
-    /// The row's cells after `split diagnosis`, as the lab prints them.
-    pub fn cells(&self) -> Vec<String> {
-        let pm = |(m, s): (f64, f64)| format!("{m:.1} ± {s:.1}");
-        let mut c = vec![
-            self.n.to_string(),
-            pm(self.age),
-            py_round1(self.pct_female),
-            pm(self.education),
-            pm(self.mms),
-        ];
-        c.extend(self.cdr.iter().map(|n| n.to_string()));
-        c
-    }
-}
-
-/// `round(x, 1)` as a pandas table prints it: `63` for 63.0, `62.2` otherwise.
-fn py_round1(x: f64) -> String {
-    let s = format!("{x:.1}");
-    match s.strip_suffix(".0") {
-        Some(whole) => whole.to_string(),
-        None => s,
-    }
 }
 
 /// Mean and population standard deviation, skipping NaN (pandas' `np.mean`/`np.std`).
@@ -87,7 +47,7 @@ pub fn nan_mean_std(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// The lab's `characteristics_table` for one group of (subject, diagnosis).
-fn table(split: &'static str, members: &[(&Subject, Diagnosis)]) -> Vec<PopulationRow> {
+fn table(split: &str, members: &[(&Subject, Diagnosis)]) -> Vec<PopulationRow> {
     let mut rows = Vec::new();
     for d in Diagnosis::ALL {
         let group: Vec<&Subject> = members.iter().filter(|m| m.1 == d).map(|m| m.0).collect();
@@ -100,7 +60,7 @@ fn table(split: &'static str, members: &[(&Subject, Diagnosis)]) -> Vec<Populati
             *slot = group.iter().filter(|s| s.cdr_global == value).count();
         }
         rows.push(PopulationRow {
-            split,
+            split: split.to_string(),
             diagnosis: d,
             n: group.len(),
             age: nan_mean_std(group.iter().map(|s| s.age)),
@@ -114,7 +74,7 @@ fn table(split: &'static str, members: &[(&Subject, Diagnosis)]) -> Vec<Populati
 }
 
 /// The lab's three tables: all subjects, train, validation.
-pub fn population(ds: &Dataset) -> Result<Vec<PopulationRow>, OpError> {
+pub fn population_rows(ds: &Dataset) -> Result<Vec<PopulationRow>, OpError> {
     let all: Vec<(&Subject, Diagnosis)> = ds.subjects.iter().map(|s| (s, s.diagnosis)).collect();
     let mut rows = table("all", &all);
     for (name, split) in [("train", &ds.train), ("validation", &ds.validation)] {
@@ -125,17 +85,6 @@ pub fn population(ds: &Dataset) -> Result<Vec<PopulationRow>, OpError> {
         rows.extend(table(name, &members));
     }
     Ok(rows)
-}
-
-/// One line of `checks.tsv`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Check {
-    pub check: String,
-    pub group: String,
-    pub test: &'static str,
-    pub statistic: f64,
-    pub p_value: f64,
-    pub detail: String,
 }
 
 /// Welch's unequal-variance t test (two-sided), NaN skipped: (t, p).
@@ -199,7 +148,7 @@ fn verdict(p: f64, alpha: f64, differ: &str, same: &str) -> String {
 }
 
 /// The checks the lab asks for: age confound and train/validation balance.
-pub fn checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
+pub fn bias_checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
     let mut out = Vec::new();
     let ages = |d: Diagnosis| {
         ds.subjects
@@ -217,7 +166,7 @@ pub fn checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
     out.push(Check {
         check: "age AD vs CN".into(),
         group: "all".into(),
-        test: "welch_t",
+        test: "welch_t".into(),
         statistic: t,
         p_value: p,
         detail: format!(
@@ -247,7 +196,7 @@ pub fn checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
             out.push(Check {
                 check: format!("{name} train vs validation"),
                 group: d.as_str().into(),
-                test: "welch_t",
+                test: "welch_t".into(),
                 statistic: t,
                 p_value: p,
                 detail: format!(
@@ -264,7 +213,7 @@ pub fn checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
         out.push(Check {
             check: "sex train vs validation".into(),
             group: d.as_str().into(),
-            test: "fisher_exact",
+            test: "fisher_exact".into(),
             statistic: odds,
             p_value: p,
             detail: format!(
@@ -288,7 +237,7 @@ pub fn checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
     out.push(Check {
         check: "diagnosis train vs validation".into(),
         group: "all".into(),
-        test: "fisher_exact",
+        test: "fisher_exact".into(),
         statistic: odds,
         p_value: p,
         detail: format!(
@@ -297,18 +246,6 @@ pub fn checks(ds: &Dataset, alpha: f64) -> Result<Vec<Check>, OpError> {
         ),
     });
     Ok(out)
-}
-
-fn num(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else {
-        format!("{v:.6}")
-    }
-}
-
-fn write(path: &Path, text: &str) -> Result<(), OpError> {
-    std::fs::write(path, text).map_err(|e| OpError::io(path, e))
 }
 
 pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
@@ -320,20 +257,10 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         )));
     }
     let ds = Dataset::open(&ctx.input_by_any_op(&["fetch", "synth"])?.dir)?;
-    let rows = population(&ds)?;
-    let checks = checks(&ds, p.alpha)?;
-    let mut text = String::from(
-        "split\tdiagnosis\tN\tage\t%sexF\teducation\tMMS\tCDR=0\tCDR=0.5\tCDR=1\tCDR=2\n",
-    );
+    let rows = population_rows(&ds)?;
+    let checks = bias_checks(&ds, p.alpha)?;
     let mut m = Metrics::new();
     for r in &rows {
-        let _ = writeln!(
-            text,
-            "{}\t{}\t{}",
-            r.split,
-            r.diagnosis.as_str(),
-            r.cells().join("\t")
-        );
         let key = format!("{}_{}", r.split, r.diagnosis.as_str());
         m.insert(format!("{key}_n"), r.n.into());
         m.insert(
@@ -341,31 +268,22 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             format!("{:.1} ± {:.1}", r.age.0, r.age.1).into(),
         );
     }
-    write(&ctx.out.join("population.tsv"), &text)?;
-    let mut text = String::from("check\tgroup\ttest\tstatistic\tp_value\tdetail\n");
     for c in &checks {
-        let _ = writeln!(
-            text,
-            "{}\t{}\t{}\t{}\t{}\t{}",
-            c.check,
-            c.group,
-            c.test,
-            num(c.statistic),
-            num(c.p_value),
-            c.detail
-        );
         let key = format!("p_{}_{}", c.check.replace(' ', "_"), c.group);
         m.insert(
             key,
             serde_json::Number::from_f64(c.p_value).map_or(serde_json::Value::Null, Into::into),
         );
     }
-    write(&ctx.out.join("checks.tsv"), &text)?;
+    Population(rows).write(&ctx.out.join(population::FILE))?;
+    Checks(checks).write(&ctx.out.join(checks::FILE))?;
     Ok(m)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::super::Input;
     use super::*;
     use crate::artifact::dataset::real_tables_dataset;
@@ -444,8 +362,6 @@ validation CN 62 46.3 ± 22.6 62.9 3.4 ± 1.3 29.6 ± 0.7 27 0 0 0
         let (odds, p) = fisher_exact(8, 2, 1, 5);
         assert_eq!(odds, 20.0);
         assert!((p - 0.034965).abs() < 1e-5, "{p}");
-        assert_eq!(py_round1(63.0), "63");
-        assert_eq!(py_round1(62.2368), "62.2");
         let (m, s) = nan_mean_std([1.0, f64::NAN, 3.0].into_iter());
         assert_eq!((m, s), (2.0, 1.0));
     }

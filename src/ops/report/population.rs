@@ -2,7 +2,8 @@
 //! validation, as the lab prints them) and its bias checks.
 
 use super::html::Page;
-use crate::artifact::tsv::Table;
+use crate::artifact::checks::{self, Check, Checks};
+use crate::artifact::population::{self, Population};
 use crate::ops::{Input, OpError};
 
 pub(super) fn population(input: &Input, several: bool, page: &mut Page) -> Result<(), OpError> {
@@ -13,47 +14,34 @@ pub(super) fn population(input: &Input, several: bool, page: &mut Page) -> Resul
         "Population".to_string()
     };
     page.section(&id, &heading);
-    let table = Table::read_with(&input.dir.join("population.tsv"), &["split"])?;
-    let split = table.column("split").unwrap_or_default();
-    let header: Vec<String> = table
-        .header
+    let table = Population::read(&input.dir.join(population::FILE))?;
+    // The `split` column becomes the tables' headings.
+    let header: Vec<String> = population::COLUMNS[1..]
         .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != split)
-        .map(|(_, h)| h.clone())
+        .map(|h| h.to_string())
         .collect();
     // Splits in file order (all, train, validation), each its own table as the lab prints them.
-    let mut splits: Vec<&str> = Vec::new();
-    for row in table.rows() {
-        let s = row.get("split");
-        if !splits.contains(&s) {
-            splits.push(s);
-        }
-    }
-    for s in splits {
+    for s in table.splits() {
         let rows: Vec<Vec<String>> = table
-            .rows()
-            .filter(|r| r.get("split") == s)
+            .0
+            .iter()
+            .filter(|r| r.split == s)
             .map(|r| {
-                r.cells()
-                    .enumerate()
-                    .filter(|(i, _)| *i != split)
-                    .map(|(_, c)| c.to_string())
-                    .collect()
+                let mut cells = vec![r.diagnosis.as_str().to_string()];
+                cells.extend(r.cells());
+                cells
             })
             .collect();
         page.heading(&format!("{s} subjects"));
         page.table(&header, &rows);
     }
-    let checks_path = input.dir.join("checks.tsv");
+    let checks_path = input.dir.join(checks::FILE);
     if checks_path.exists() {
-        let checks = Table::read(&checks_path)?;
-        let rows: Vec<Vec<String>> = checks
-            .rows()
-            .map(|r| r.cells().map(str::to_string).collect())
-            .collect();
+        let checks = Checks::read(&checks_path)?;
+        let header: Vec<String> = checks::COLUMNS.iter().map(|h| h.to_string()).collect();
+        let rows: Vec<Vec<String>> = checks.0.iter().map(Check::cells).collect();
         page.heading("Bias checks");
-        page.table(&checks.header, &rows);
+        page.table(&header, &rows);
     } else {
         page.para("No bias checks (the demographics artifact has no checks.tsv).");
     }
