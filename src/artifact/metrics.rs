@@ -1,8 +1,8 @@
 //! `metrics.json`: a stage's metrics, one JSON object (what the op returned).
 //!
-//! The torch worker writes it pretty-printed with a final newline
-//! ([`write`]); the runner stores a native op's metrics beside its artifact
-//! itself. Readers take any JSON object.
+//! Written pretty-printed with a final newline ([`write`]): by the torch
+//! worker for a torch op, by the runner (`exec::job`) for a native op's
+//! returned metrics. Readers take any JSON object.
 
 use std::path::Path;
 

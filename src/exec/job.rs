@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
 use super::torch_server::{JobError, TorchServer};
+use crate::artifact;
 use crate::cache::statcache::StatCache;
 use crate::cache::store::{EntryMeta, Staging};
 use crate::cache::{Cache, KeyInputs, StageKey};
@@ -176,9 +177,7 @@ fn execute(
                             )))
                         }
                     };
-                    let bytes = serde_json::to_vec_pretty(&metrics)
-                        .map_err(|e| Failure::msg(e.to_string()))?;
-                    std::fs::write(out.join("metrics.json"), bytes)
+                    artifact::metrics::write(&out.join(artifact::metrics::FILE), &metrics)
                         .map_err(|e| Failure::msg(format!("writing metrics.json: {e}")))?;
                     Ok(metrics)
                 }
