@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab gpu-bundle torch soak fuzz fuzz-cache
+.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab bench-scale gpu-bundle torch soak fuzz fuzz-cache
 
 all: build
 
@@ -113,6 +113,12 @@ $(LAB_STAMP): $(TORCH_STAMP)
 # The demo pipeline: cold and no-op wall time, peak RSS (BENCHMARKS.md, table 4).
 bench-demo: build
 	$(PYTHON) bench/demo.py
+
+# Planning and running 1,000 to 100,000-stage pipelines (issue 15): status,
+# dry-run, first and no-op run, medians and peak RSS (BENCHMARKS.md, "Scale").
+bench-scale:
+	cargo build --release
+	$(PYTHON) bench/scale.py
 
 bench-lab: build $(LAB_STAMP)
 	$(PYTHON) bench/lab_cpu.py

@@ -21,6 +21,7 @@ mod matrix;
 mod parallel;
 mod pipelines;
 pub mod report;
+mod scale;
 mod slurm;
 mod soak;
 mod spec_safety;

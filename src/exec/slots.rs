@@ -49,6 +49,11 @@ impl Slots {
         }
     }
 
+    /// Whether any stage could start now (every stage takes at least one CPU slot).
+    pub fn any_free(&self) -> bool {
+        self.cpu_free > 0
+    }
+
     pub fn give_back(&mut self, r: &Resources) {
         self.cpu_free = (self.cpu_free + self.cpu_need(r)).min(self.cpu_total);
         self.gpu_free = (self.gpu_free + self.gpu_need(r)).min(self.gpu_total);

@@ -5,7 +5,7 @@ use crate::cache::statcache::StatCache;
 use crate::cache::{stale, Cache, CacheError, StaleReason};
 use crate::dag::{Dag, StageId};
 use crate::plan::{plan, Plan, Planned};
-use crate::record::runs_of;
+use crate::record::{runs_of, RunRecord};
 
 /// A stage's freshness, with the reason when it is not fresh.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +60,9 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
     } else {
         runs_of(cache, &dag.pipeline.path)
     };
+    // Each run's stages by name: a lookup per stage and run, not a scan of
+    // the run's stages (which made `status` O(stages²) after a failed run).
+    let runs: Vec<_> = runs.iter().map(RunRecord::by_name).collect();
     dag.ids()
         .map(|id: StageId| {
             let name = &dag.stage(id).name;
@@ -69,7 +72,7 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
                 } => return Freshness::Fresh,
                 Planned::Known { key, .. } => key,
                 Planned::Pending { upstream, .. } => {
-                    let ran_before = runs.iter().any(|r| r.stage(name).is_some());
+                    let ran_before = runs.iter().any(|r| r.contains_key(name.as_str()));
                     return if ran_before {
                         Freshness::AfterUpstream(dag.stage(*upstream).name.clone())
                     } else {
@@ -80,7 +83,7 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
             let failed_before = runs
                 .iter()
                 .rev()
-                .filter_map(|r| r.stage(name))
+                .filter_map(|r| r.get(name.as_str()).copied())
                 .any(|s| &s.key == key);
             if failed_before {
                 return Freshness::Stale(vec![StaleReason::LastAttemptUnfinished]);
@@ -88,7 +91,7 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
             let previous = runs
                 .iter()
                 .rev()
-                .filter_map(|r| r.stage(name))
+                .filter_map(|r| r.get(name.as_str()).copied())
                 .find(|s| &s.key != key);
             match previous {
                 None => Freshness::NeverRun,

@@ -1,6 +1,7 @@
-//! Run records: one JSON file per `hcpipe run`, rewritten atomically after
-//! every finished stage, so even a killed run leaves an account of what it
-//! finished. `show`, `diff` and `gc` read them.
+//! Run records: one JSON file per `hcpipe run`, rewritten atomically as
+//! stages finish (at most every half second, and at the end), so even a
+//! killed run leaves an account of what it finished (the cache entries, not
+//! the record, are what a next run continues from). `show`, `diff` and `gc` read them.
 
 pub mod fresh;
 pub mod gc;
@@ -145,8 +146,18 @@ impl RunRecord {
         write_atomic(&Self::path(cache, &self.id), &bytes)
     }
 
+    /// One stage's record (a scan: for many lookups use [`RunRecord::by_name`]).
     pub fn stage(&self, name: &str) -> Option<&StageRecord> {
         self.stages.iter().find(|s| s.stage == name)
+    }
+
+    /// Every stage's record by name (the first, as [`RunRecord::stage`] finds it).
+    pub fn by_name(&self) -> std::collections::HashMap<&str, &StageRecord> {
+        let mut map = std::collections::HashMap::with_capacity(self.stages.len());
+        for s in &self.stages {
+            map.entry(s.stage.as_str()).or_insert(s);
+        }
+        map
     }
 
     /// How many of its stages ended with `status`.

@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Scale: planning and running pipelines of 1,000 to 100,000 stages (issue 15).
+
+A cmd pipeline of one `prep` stage, an N-member matrix stage `m` over it (each
+member writes its own index: `echo ${matrix.i} > {out}/x`, so no two members
+share a key) and one gather stage `table` that reads the members' folders
+through `{in.m:list}`. For each N, each figure the median of --reps samples
+(min-max in brackets), wall seconds and the peak RSS of the hcpipe process:
+
+  status      `hcpipe status` with nothing cached
+  dry-run     `hcpipe run --dry-run` with nothing cached
+  first run   `hcpipe run` from an empty cache (N <= --max-first-run; it
+              starts N shell processes), once per N unless --first-reps
+  no-op run   `hcpipe run` again, everything cached
+
+N above the spec's stage cap (src/spec/validate.rs MAX_STAGES) is tried once
+and the cap error reported instead of figures. A first run longer than
+--first-timeout seconds is killed and reported as "> T s".
+
+The result goes into BENCHMARKS.md between `<!-- scale:begin -->` and
+`<!-- scale:end -->` (or, with --label before|after, into that half of the
+section, so a before/after comparison keeps both), and the raw samples into
+bench/data/scale-<label>.json.
+
+Usage: make bench-scale   (or: python3 bench/scale.py [--sizes 1000,10000] [--reps N])
+Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import runner  # noqa: E402  (shared helpers: machine, load, section writer)
+
+ROOT = runner.ROOT
+HCPIPE = runner.HCPIPE
+BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
+SCENARIOS = [
+    ("status", "`status`"),
+    ("dry", "`run --dry-run`"),
+    ("first", "first `run`"),
+    ("noop", "no-op `run`"),
+]
+
+
+def pipeline_text(n):
+    values = ", ".join(str(i) for i in range(n))
+    return f"""name: scale
+stages:
+  prep:
+    cmd: "echo prep > {{out}}/p"
+  m:
+    cmd: "echo ${{matrix.i}} > {{out}}/x"
+    needs: [prep]
+    matrix: {{i: [{values}]}}
+  table:
+    cmd: "wc -l < {{in.m:list}} > {{out}}/n"
+    needs: [m]
+    gather: true
+"""
+
+
+def timed_rss(args, cwd, timeout=None):
+    """(wall seconds, peak RSS in KiB from wait4, exit code or "timeout", stderr tail)."""
+    t0 = time.perf_counter()
+    err_f = tempfile.TemporaryFile()
+    p = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err_f)
+    deadline = None if timeout is None else t0 + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if deadline and time.perf_counter() > deadline:
+            p.terminate()
+            try:
+                os.wait4(p.pid, 0)
+            except ChildProcessError:
+                pass
+            return time.perf_counter() - t0, None, "timeout", ""
+        time.sleep(0.002)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err_f.seek(0)
+    err = err_f.read().decode(errors="replace")[-600:]
+    return wall, ru.ru_maxrss, p.returncode, err
+
+
+def fmt_s(xs):
+    if not xs:
+        return "–"
+    med = statistics.median(xs)
+    if len(xs) == 1:
+        return f"{med:.3g} s"
+    return f"{med:.3g} s ({min(xs):.3g}–{max(xs):.3g})"
+
+
+def fmt_mb(kib):
+    return "–" if not kib else f"{max(kib) / 1024:.0f} MB"
+
+
+def measure(n, args):
+    work = Path(tempfile.mkdtemp(prefix=f"scale-{n}-", dir=args.workdir))
+    try:
+        (work / "scale.yaml").write_text(pipeline_text(n))
+        cache = work / "cache"
+        base = [str(HCPIPE)]
+        env_args = ["--cache", str(cache)]
+        res = {"n": n}
+        for key, cmd in [
+            ("status", base + ["status", "scale.yaml", "--cache", str(cache)]),
+            ("dry", base + ["run", "scale.yaml", "--dry-run"] + env_args),
+        ]:
+            walls, rss = [], []
+            for _ in range(args.reps):
+                w, r, rc, err = timed_rss(cmd, work)
+                if rc != 0:
+                    res["error"] = f"`{' '.join(cmd[1:3])}` exited {rc}: {err.strip().splitlines()[-1] if err.strip() else ''}"
+                    print(f"N={n}: {res['error']}", flush=True)
+                    return res
+                walls.append(w)
+                rss.append(r)
+            res[key] = {"wall": walls, "rss_kib": rss}
+            print(f"N={n} {key}: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
+        if n > args.max_first_run:
+            return res
+        walls, rss = [], []
+        for rep in range(args.first_reps):
+            if rep:
+                shutil.rmtree(cache, ignore_errors=True)
+            cmd = base + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
+            w, r, rc, err = timed_rss(cmd, work, timeout=args.first_timeout)
+            if rc == "timeout":
+                res["first"] = {"timeout": args.first_timeout}
+                print(f"N={n} first: > {args.first_timeout} s (killed)", flush=True)
+                return res
+            if rc != 0:
+                res["first_error"] = f"exited {rc}: {err.strip().splitlines()[-1] if err.strip() else ''}"
+                print(f"N={n} first: {res['first_error']}", flush=True)
+                return res
+            walls.append(w)
+            rss.append(r)
+        res["first"] = {"wall": walls, "rss_kib": rss}
+        print(f"N={n} first: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
+        walls, rss = [], []
+        cmd = base + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
+        for _ in range(args.reps):
+            w, r, rc, err = timed_rss(cmd, work)
+            if rc != 0:
+                res["noop_error"] = f"exited {rc}"
+                return res
+            walls.append(w)
+            rss.append(r)
+        res["noop"] = {"wall": walls, "rss_kib": rss}
+        print(f"N={n} noop: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
+        return res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def cell(r, key):
+    if key == "first" and "first_error" in r:
+        return f"failed: {r['first_error']}"
+    if key == "noop" and "noop_error" in r:
+        return f"failed: {r['noop_error']}"
+    v = r.get(key)
+    if v is None:
+        return "–"
+    if "timeout" in v:
+        return f"> {v['timeout']} s (killed)"
+    return f"{fmt_s(v['wall'])}, {fmt_mb(v['rss_kib'])}"
+
+
+def table(results):
+    head = "| N members | " + " | ".join(t for _, t in SCENARIOS) + " |"
+    rows = [head, "|---:|" + "---|" * len(SCENARIOS)]
+    for r in results:
+        if "error" in r and "status" not in r:
+            rows.append(f"| {r['n']:,} | " + r["error"] + " |" + " |" * (len(SCENARIOS) - 1))
+            continue
+        rows.append(f"| {r['n']:,} | " + " | ".join(cell(r, k) for k, _ in SCENARIOS) + " |")
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000,99998,1000000",
+                    help="matrix members; 99,998 + prep + table = the spec's cap of 100,000 stages")
+    ap.add_argument("--reps", type=int, default=5, help="samples of status, dry-run and no-op run")
+    ap.add_argument("--first-reps", type=int, default=1, help="samples of the first run")
+    ap.add_argument("--max-first-run", type=int, default=10000, help="largest N given a first run")
+    ap.add_argument("--first-timeout", type=float, default=600)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--label", default="", help="before|after: one half of a before/after section")
+    ap.add_argument("--commit", default="", help="the commit measured, for the section's text")
+    ap.add_argument("--workdir", default=None, help="where the throwaway projects go (default: $TMPDIR)")
+    ap.add_argument("--hcpipe", default=str(runner.HCPIPE), help="the binary measured (a copy of an older build)")
+    ap.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = ap.parse_args()
+    global HCPIPE
+    HCPIPE = Path(args.hcpipe)
+    if not HCPIPE.exists():
+        runner.die(f"{HCPIPE} missing: run `cargo build --release` first")
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    load_before = runner.loadavg()
+    t0 = time.time()
+    results = [measure(n, args) for n in sizes]
+    elapsed = time.time() - t0
+    commit = args.commit or runner.version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    runner.DATA.mkdir(parents=True, exist_ok=True)
+    raw = runner.DATA / f"scale-{args.label or 'latest'}.json"
+    raw.write_text(json.dumps({"commit": commit, "results": results}, indent=1))
+    title = f"hcpipe at {commit}" + (f" ({args.label})" if args.label else "")
+    part = f"""### {title}
+
+{table(results)}
+
+- Medians of {args.reps} samples (min–max) for status, dry-run and no-op run; the first run
+  {args.first_reps} sample(s), `--jobs {args.jobs}`, killed after {args.first_timeout:g} s. Peak RSS of
+  the hcpipe process (wait4 `ru_maxrss`; for a first run the largest child counts too).
+- Machine: {runner.machine()}; other processes may have shared its cores.
+- Load average (1, 5, 15 min): {load_before} before, {runner.loadavg()} after.
+- Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; took {elapsed / 60:.1f} min.
+"""
+    print(part)
+    if args.no_write:
+        return
+    intro = """## Scale (issue 15)
+
+One `prep` cmd stage, an N-member matrix stage over it (`echo ${matrix.i} > {out}/x`) and one
+gather stage reading the members through `{in.m:list}` (bench/scale.py writes it). Reproduce:
+`make bench-scale` (= `python3 bench/scale.py`). 99,998 members is the largest N under the
+spec's cap of 100,000 stages; above it `hcpipe` refuses the file, and the row says why.
+"""
+    if args.label:
+        if BEGIN not in runner.BENCHMARKS.read_text():
+            runner.write_section(intro, BEGIN, END)
+        tag = args.label
+        runner.write_section(part, f"<!-- scale-{tag}:begin -->", f"<!-- scale-{tag}:end -->",
+                             after=END)
+    else:
+        runner.write_section(intro + "\n" + part, BEGIN, END)
+    print(f"wrote {runner.BENCHMARKS}")
+
+
+if __name__ == "__main__":
+    main()
