@@ -66,7 +66,8 @@ struct RunArgs {
     /// Stages at once (default: the number of cores).
     #[arg(short, long)]
     jobs: Option<usize>,
-    /// Override a pipeline param: --set lr=0.001 (repeatable).
+    /// Override a pipeline param: --set lr=0.001 (repeatable). The value keeps the type of the
+    /// param's default; `--set k=str:007` forces a string.
     #[arg(long = "set", value_name = "K=V")]
     set: Vec<String>,
     /// Run this stage even when cached (repeatable; a matrix stage's base name forces every member; `*` forces all).
@@ -88,6 +89,7 @@ struct RunArgs {
 #[derive(Args)]
 struct StatusArgs {
     pipeline: PathBuf,
+    /// Override a pipeline param, as `run --set` does.
     #[arg(long = "set", value_name = "K=V")]
     set: Vec<String>,
     #[arg(long)]
