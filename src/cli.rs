@@ -109,6 +109,9 @@ struct ShowArgs {
     target: Option<String>,
     /// With a pipeline: the stage to show.
     stage: Option<String>,
+    /// With a pipeline: show the result for these param overrides, as `run --set` made it.
+    #[arg(long = "set", value_name = "K=V")]
+    set: Vec<String>,
     #[arg(long)]
     json: bool,
 }
@@ -301,10 +304,27 @@ fn cmd_status(cache_dir: &Path, args: StatusArgs) -> Result<(), Error> {
 
 fn cmd_show(cache_dir: &Path, args: ShowArgs) -> Result<(), Error> {
     let cache = Cache::open(cache_dir)?;
+    let is_pipeline = args
+        .target
+        .as_deref()
+        .is_some_and(|t| Path::new(t).is_file());
+    if !args.set.is_empty() && !is_pipeline {
+        return Err(Error::Usage(
+            "--set applies to `show PIPELINE [STAGE]` only (a run's params are in its record)"
+                .into(),
+        ));
+    }
     match args.target {
         None => show_runs(&cache, args.json),
         Some(target) if Path::new(&target).is_file() => {
-            show_pipeline(&cache, Path::new(&target), args.stage.as_deref(), args.json)
+            let dag = load_dag(Path::new(&target), &args.set)?;
+            show_pipeline(
+                &cache,
+                &dag,
+                Path::new(&target),
+                args.stage.as_deref(),
+                args.json,
+            )
         }
         Some(target) => show_run(&cache, &target, args.json),
     }
@@ -356,19 +376,19 @@ fn show_runs(cache: &Cache, json: bool) -> Result<(), Error> {
 /// `show PIPELINE [STAGE]`: each stage's current result, else its newest one.
 fn show_pipeline(
     cache: &Cache,
+    dag: &Dag,
     pipeline: &Path,
     stage: Option<&str>,
     json: bool,
 ) -> Result<(), Error> {
-    let dag = load_dag(pipeline, &[])?;
     let mut stat = StatCache::load(cache.stat_cache_path());
-    let plan = crate::plan::plan(&dag, cache, &mut stat, &|_| false)?;
+    let plan = crate::plan::plan(dag, cache, &mut stat, &|_| false)?;
     let ids: Vec<_> = match stage {
         Some(name) => vec![dag.find(name).ok_or_else(|| {
             Error::Usage(format!(
                 "no stage `{name}` in {}; stages: {}",
                 pipeline.display(),
-                run::stage_names(&dag)
+                run::stage_names(dag)
             ))
         })?],
         None => dag.topo_order().to_vec(),

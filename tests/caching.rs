@@ -153,3 +153,27 @@ fn forcing_a_nondeterministic_stage_feeds_its_new_output_downstream() {
     assert_eq!(r.ran(), ["a", "b"]);
     p.run(&["verify"]).ok();
 }
+
+#[test]
+fn show_with_set_gives_the_result_made_with_those_params() {
+    let p = diamond();
+    p.run(&["run", "p.yaml"]).ok();
+    p.run(&["run", "p.yaml", "--set", "n=2"]).ok();
+    let v = |args: &[&str]| -> serde_json::Value {
+        let r = p.run(args).ok();
+        serde_json::from_str(r.stdout.trim()).unwrap()
+    };
+    let two = v(&["show", "p.yaml", "c", "--set", "n=2", "--json"]);
+    assert_eq!(two["metrics"]["n"], 2);
+    assert_eq!(two["current"], true);
+    let one = v(&["show", "p.yaml", "c", "--json"]);
+    assert_eq!(one["metrics"]["n"], 1);
+    assert_eq!(one["current"], true);
+    let r = p.run(&["show", "--set", "n=2"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--set applies to `show PIPELINE"),
+        "{}",
+        r.stderr
+    );
+}
