@@ -476,7 +476,9 @@ fn build_job(
 ) -> Result<Job, String> {
     let stage = dag.stage(id);
     let mut inputs = Vec::new();
-    for (up, entry) in done_needs(dag, id, done)? {
+    // The key already holds each need's content, in `needs` order: not hashed again here.
+    let needs = done_needs(dag, id, done)?;
+    for ((up, entry), upstream) in needs.into_iter().zip(&key_inputs.upstream) {
         // Re-hash a cached input once per run, not once per consumer.
         let rehash = !verified.contains(&entry.key);
         let dir = cache
@@ -487,7 +489,7 @@ fn build_job(
             stage: dag.stage(up).name.clone(),
             op: dag.stage(up).op_name().map(str::to_string),
             dir,
-            content: Some(plan::artifact_content(entry)),
+            content: Some(upstream.content.clone()),
         });
     }
     let mut params = stage.params.clone();
