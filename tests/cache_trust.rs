@@ -4,8 +4,7 @@
 //! revision's deps from git. Each test failed on e704c78.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use crate::common::*;
 
@@ -18,18 +17,6 @@ fn artifact(p: &Project, pipeline: &str, stage: &str) -> PathBuf {
 
 fn read(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file)).unwrap()
-}
-
-fn wait_for(path: &Path) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Start `hcpipe run p.yaml --json` in the background.
@@ -261,23 +248,6 @@ fn two_stages_sharing_a_key_cannot_tell_each_other_apart() {
     assert_eq!(read(&artifact(&p, "p.yaml", "b"), "n"), "x\n");
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn diff_between_revisions_hashes_each_revisions_deps_from_git() {
     let p = Project::new();
@@ -288,14 +258,14 @@ fn diff_between_revisions_hashes_each_revisions_deps_from_git() {
         "p.yaml",
         "name: r\nstages:\n  s:\n    cmd: \"sh tool.sh > {out}/r; cat lib/a.txt >> {out}/r\"\n    deps: [tool.sh, lib]\n  t:\n    cmd: \"cat {in.s}/r > {out}/r\"\n    needs: [s]\n",
     );
-    git(p.path(), &["init", "-q"]);
-    git(p.path(), &["add", "."]);
-    git(p.path(), &["commit", "-q", "-m", "one"]);
+    p.git(&["init", "-q"]);
+    p.git(&["add", "."]);
+    p.git(&["commit", "-q", "-m", "one"]);
     p.run(&["run", "p.yaml"]).ok();
     p.write("tool.sh", "echo two\n");
-    git(p.path(), &["commit", "-q", "-am", "two"]);
+    p.git(&["commit", "-q", "-am", "two"]);
     p.write("lib/a.txt", "A\n");
-    git(p.path(), &["commit", "-q", "-am", "three"]);
+    p.git(&["commit", "-q", "-am", "three"]);
     let d = p
         .run(&["diff", "HEAD~2", "HEAD~1", "--pipeline", "p.yaml"])
         .ok();
@@ -329,8 +299,8 @@ fn diff_between_revisions_hashes_each_revisions_deps_from_git() {
             .replace("deps: [tool.sh, lib]", "deps: [tool.sh, lib, extra.txt]"),
     );
     p.write("extra.txt", "x\n");
-    git(p.path(), &["add", "p.yaml"]);
-    git(p.path(), &["commit", "-q", "-m", "four"]);
+    p.git(&["add", "p.yaml"]);
+    p.git(&["commit", "-q", "-m", "four"]);
     let d = p
         .run(&["diff", "HEAD~1", "HEAD", "--pipeline", "p.yaml"])
         .ok();

@@ -1,26 +1,6 @@
 //! `hcpipe diff` between runs and between git revisions of a pipeline.
 
-use std::process::Command;
-
 use crate::common::*;
-
-/// Run git in the project with a fixed identity, so commits work anywhere.
-fn git(p: &Project, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(p.path())
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 const PIPE: &str = r#"
 name: d
@@ -36,12 +16,12 @@ stages:
 fn diff_across_two_git_commits_shows_params_keys_and_metric_deltas() {
     let p = Project::new();
     p.write("p.yaml", PIPE);
-    git(&p, &["init", "-q"]);
-    git(&p, &["add", "p.yaml"]);
-    git(&p, &["commit", "-qm", "one"]);
+    p.git(&["init", "-q"]);
+    p.git(&["add", "p.yaml"]);
+    p.git(&["commit", "-qm", "one"]);
     p.run(&["run", "p.yaml"]).ok();
     p.write("p.yaml", &PIPE.replace("lr: 0.1", "lr: 0.25"));
-    git(&p, &["commit", "-qam", "two"]);
+    p.git(&["commit", "-qam", "two"]);
     p.run(&["run", "p.yaml"]).ok();
     let text = p
         .run(&["diff", "HEAD~1", "HEAD", "--pipeline", "p.yaml"])
@@ -102,9 +82,9 @@ fn pipeline_revision_is_substituted_and_keys_the_stages_that_ask_for_it() {
             .unwrap()
     };
     assert_eq!(read_r(&p), "rev none\n");
-    git(&p, &["init", "-q"]);
-    git(&p, &["add", "p.yaml"]);
-    git(&p, &["commit", "-qm", "one"]);
+    p.git(&["init", "-q"]);
+    p.git(&["add", "p.yaml"]);
+    p.git(&["commit", "-qm", "one"]);
     let inside = p.run(&["run", "p.yaml", "--json"]).ok();
     assert_eq!(
         inside.ran(),
