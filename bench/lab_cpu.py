@@ -144,7 +144,8 @@ def hcpipe_rep(cache, pipeline, cold, first=False):
     for line in p.stdout.splitlines():
         if line.startswith("{"):
             rec = json.loads(line)
-            stages[rec["stage"]] = rec
+            if "stage" in rec:
+                stages[rec["stage"]] = rec
     for s in cold:
         if stages.get(s, {}).get("status") != "ran":
             die(f"stage {s} did not run (status {stages.get(s, {}).get('status')}); its cache should be cold")

@@ -200,9 +200,7 @@ pub fn stage_key_inputs(
         StageKind::Cmd(text) => (None, None, Some(text.clone())),
     };
     let env = match &stage.kind {
-        StageKind::Cmd(_) => {
-            BTreeMap::from([("HCPIPE_THREADS".to_string(), cmd_threads(stage).to_string())])
-        }
+        StageKind::Cmd(_) => cmd_env(stage),
         StageKind::Op(_) => BTreeMap::new(),
     };
     KeyInputs {
@@ -216,6 +214,41 @@ pub fn stage_key_inputs(
         outs: stage.outs.clone(),
         env,
     }
+}
+
+/// The variables hcpipe sets for a cmd stage, all in its key (two stages that
+/// share a key must not be able to tell each other apart):
+/// `HCPIPE_THREADS` (declared `resources.cpu`) and, for a matrix member,
+/// `HCPIPE_MATRIX_<AXIS>` per axis (the axis upper-cased, any character
+/// other than a letter or digit made `_`; the value as the member name
+/// writes it, a string without its quotes). The thread-count variables of
+/// numeric libraries (`OMP_NUM_THREADS`, ...) follow `HCPIPE_THREADS` and are
+/// set by the executor, not here: a user's own setting of them wins.
+pub fn cmd_env(stage: &StageSpec) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([("HCPIPE_THREADS".to_string(), cmd_threads(stage).to_string())]);
+    for (axis, value) in &stage.matrix {
+        let value = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        env.insert(matrix_env_name(axis), value);
+    }
+    env
+}
+
+/// `HCPIPE_MATRIX_<AXIS>` for an axis name: `learning-rate` → `HCPIPE_MATRIX_LEARNING_RATE`.
+pub fn matrix_env_name(axis: &str) -> String {
+    let axis: String = axis
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("HCPIPE_MATRIX_{axis}")
 }
 
 /// `$HCPIPE_THREADS` of a cmd stage: its declared `resources.cpu`, whatever

@@ -261,6 +261,7 @@ impl PlannedRun {
         };
         record.finished = Some(now());
         record.save(&cache)?;
+        reporter.run_finished(&record);
         match record.status {
             RunStatus::Interrupted => Err(Error::Interrupted { id: record.id }),
             RunStatus::Failed => Err(Error::RunFailed {

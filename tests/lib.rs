@@ -18,6 +18,7 @@ mod hostile;
 pub mod lab;
 mod lifecycle;
 mod matrix;
+mod own_stages;
 mod parallel;
 mod pipelines;
 pub mod report;

@@ -6,7 +6,7 @@ use crate::common::*;
 
 // Distinct commands: identical ones would share one key and run once.
 const TWO_SLEEPS: &str =
-    "name: par\nstages:\n  s1: {cmd: 'sleep 1; echo 1'}\n  s2: {cmd: 'sleep 1; echo 2'}\n";
+    "name: par\nstages:\n  s1: {cmd: 'sleep 1; echo 1 > {out}/x'}\n  s2: {cmd: 'sleep 1; echo 2 > {out}/x'}\n";
 
 #[test]
 fn two_one_second_stages_finish_well_under_two_seconds_with_jobs_2() {
@@ -33,7 +33,7 @@ fn gpu_slots_serialise_gpu_stages() {
     let p = Project::new();
     p.write(
         "p.yaml",
-        "name: g\nstages:\n  g1: {cmd: 'sleep 0.6; echo 1', resources: {gpu: 1}}\n  g2: {cmd: 'sleep 0.6; echo 2', resources: {gpu: 1}}\n",
+        "name: g\nstages:\n  g1: {cmd: 'sleep 0.6; echo 1 > {out}/x', resources: {gpu: 1}}\n  g2: {cmd: 'sleep 0.6; echo 2 > {out}/x', resources: {gpu: 1}}\n",
     );
     let t = Instant::now();
     let out = p
@@ -50,7 +50,7 @@ fn half_gpu_stages_share_one_gpu_and_bad_shares_are_refused() {
     let p = Project::new();
     p.write(
         "p.yaml",
-        "name: g\nstages:\n  g1: {cmd: 'sleep 0.8; echo 1', resources: {gpu: 0.5}}\n  g2: {cmd: 'sleep 0.8; echo 2', resources: {gpu: 0.5}}\n",
+        "name: g\nstages:\n  g1: {cmd: 'sleep 0.8; echo 1 > {out}/x', resources: {gpu: 0.5}}\n  g2: {cmd: 'sleep 0.8; echo 2 > {out}/x', resources: {gpu: 0.5}}\n",
     );
     let t = Instant::now();
     let out = p

@@ -115,6 +115,7 @@ fn keys(r: &Run) -> Vec<(String, String)> {
         .stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("event").is_none())
         .map(|v| {
             (
                 v["stage"].as_str().unwrap_or("").to_string(),

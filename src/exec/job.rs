@@ -40,6 +40,9 @@ pub struct Job {
     /// The pipeline's folder: `cmd` stages run here.
     pub workdir: PathBuf,
     pub outs: Vec<String>,
+    /// `outs: []`: an empty `{out}` is this cmd's expected result, not a mistake.
+    #[serde(default)]
+    pub empty_out_ok: bool,
     pub threads: usize,
     /// Run even when the key is cached (`--force`).
     pub force: bool,
@@ -97,7 +100,9 @@ pub fn run_job(
             )));
         }
     }
-    warn_if_empty(&job.stage, &job.work, &staging.out());
+    if !job.empty_out_ok {
+        refuse_empty(&job.stage, &job.work, &staging.out())?;
+    }
     deps_unchanged(job, stat)?;
     let meta = EntryMeta {
         stage: job.stage.clone(),
@@ -144,11 +149,18 @@ fn execute(
             let mut command = Command::new("sh");
             command.arg("-c").arg(&cmd).current_dir(&job.workdir);
             // Only variables whose values are in the key (HCPIPE_OUT is `{out}`,
-            // HCPIPE_THREADS the declared `resources.cpu`): two stages that
-            // share a key must not be able to tell each other apart.
-            command
-                .env("HCPIPE_OUT", &out)
-                .env("HCPIPE_THREADS", job.threads.to_string());
+            // the others `plan::cmd_env`): two stages that share a key must
+            // not be able to tell each other apart.
+            command.env("HCPIPE_OUT", &out).envs(&job.key_inputs.env);
+            // Numeric libraries (OpenMP, MKL, OpenBLAS: PyTorch, numpy) start
+            // one thread per core by default, so parallel stages would
+            // oversubscribe the machine; they get the stage's CPU slots
+            // instead, unless the user chose a value in their environment.
+            for var in THREAD_VARS {
+                if std::env::var_os(var).is_none() {
+                    command.env(var, job.threads.to_string());
+                }
+            }
             spawn_logged(command, log, &format!("cmd of stage `{}`", job.stage))?;
             read_metrics(&out, &job.stage)
         }
@@ -262,6 +274,14 @@ fn run_torch_job(
     }
     ran
 }
+
+/// Thread-count variables set from a cmd stage's CPU slots (see [`execute`]).
+pub const THREAD_VARS: [&str; 4] = [
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+];
 
 /// Where the torch worker lives: `$HCPIPE_TORCH_WORKER`, else beside this binary.
 pub fn torch_worker() -> Result<PathBuf, String> {
@@ -518,13 +538,15 @@ pub fn kill_running() {
     }
 }
 
-/// Warn when a cmd stage succeeded but left `{out}` without a single file:
-/// it most likely wrote its result elsewhere (a relative path, a typo), and
-/// an empty artifact would be cached as its result. Ops are not checked:
-/// hcpipe writes their metrics.json itself. Returns whether it warned.
-pub fn warn_if_empty(stage: &str, work: &Work, out: &Path) -> bool {
-    if !matches!(work, Work::Cmd(_)) {
-        return false;
+/// Refuse the result of a cmd stage that succeeded but left `{out}` without
+/// a single file: it most likely wrote its result elsewhere (a relative path,
+/// a typo), and caching an empty artifact would hide that for good. A stage
+/// whose empty result is intended says so with `outs: []`. Ops are not
+/// checked: hcpipe writes their metrics.json itself.
+pub fn refuse_empty(stage: &str, work: &Work, out: &Path) -> Result<(), Failure> {
+    if !matches!(work, Work::Cmd(_)) || !out.is_dir() {
+        // A missing {out} is the commit's error to report.
+        return Ok(());
     }
     // Folders alone hold nothing; an unreadable entry counts as something
     // (the commit reports it).
@@ -533,14 +555,14 @@ pub fn warn_if_empty(stage: &str, work: &Work, out: &Path) -> bool {
         .follow_links(false)
         .into_iter()
         .any(|e| e.map_or(true, |e| !e.file_type().is_dir()));
-    if wrote_something || !out.is_dir() {
-        return false;
+    if wrote_something {
+        return Ok(());
     }
-    eprintln!(
-        "warning: stage `{stage}` wrote nothing to {{out}}; its cached artifact is empty \
-         (hint: write results into {{out}}, e.g. `cmd: \"... > {{out}}/result.txt\"`; files written elsewhere are not cached)"
-    );
-    true
+    Err(Failure::msg(format!(
+        "stage `{stage}` exited 0 but wrote nothing to {{out}}, so nothing was stored; write its \
+         results into {{out}} (e.g. `cmd: \"... > {{out}}/result.txt\"`: files written elsewhere \
+         are not cached), or declare `outs: []` if an empty result is what it makes"
+    )))
 }
 
 #[cfg(test)]
@@ -548,17 +570,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warn_if_empty_only_for_cmd_stages_without_files() {
+    fn refuse_empty_only_for_cmd_stages_without_files() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir_all(out.join("sub")).unwrap();
         let cmd = Work::Cmd("true".to_string());
-        assert!(warn_if_empty("s", &cmd, &out));
-        assert!(!warn_if_empty("s", &Work::Op("hist".to_string()), &out));
+        let err = refuse_empty("s", &cmd, &out).unwrap_err();
+        assert!(err.message.contains("outs: []"), "{}", err.message);
+        assert!(refuse_empty("s", &Work::Op("hist".to_string()), &out).is_ok());
         std::fs::write(out.join("sub/x"), "x").unwrap();
-        assert!(!warn_if_empty("s", &cmd, &out));
-        // A missing {out} is the commit's error to report, not a warning.
-        assert!(!warn_if_empty("s", &cmd, &dir.path().join("gone")));
+        assert!(refuse_empty("s", &cmd, &out).is_ok());
+        // A missing {out} is the commit's error to report.
+        assert!(refuse_empty("s", &cmd, &dir.path().join("gone")).is_ok());
     }
 
     #[test]

@@ -515,6 +515,7 @@ fn build_job(
         inputs,
         workdir: dag.pipeline.dir.clone(),
         outs: stage.outs.clone(),
+        empty_out_ok: stage.empty_out_ok,
         threads,
         force,
     })

@@ -74,6 +74,8 @@ pub struct StageSpec {
     /// `./d.txt` and `d.txt` are one dep, and one key.
     pub deps: Vec<String>,
     pub outs: Vec<String>,
+    /// `outs: []` was written: an empty `{out}` is this cmd's expected result.
+    pub empty_out_ok: bool,
     pub resources: Resources,
     /// This member's matrix values (empty for plain stages).
     pub matrix: BTreeMap<String, serde_json::Value>,

@@ -35,9 +35,9 @@ pub struct RawStage {
     /// Files or folders, relative to the pipeline file, whose content is part of the key.
     #[serde(default)]
     pub deps: Vec<Spanned<String>>,
-    /// Paths (relative to `{out}`) a `cmd` stage promises to write.
-    #[serde(default)]
-    pub outs: Vec<String>,
+    /// Paths (relative to `{out}`) a `cmd` stage promises to write; `outs: []`
+    /// says an empty `{out}` is its expected result (absent, an empty `{out}` fails).
+    pub outs: Option<Vec<String>>,
     #[serde(default)]
     pub resources: RawResources,
     pub matrix: Option<Spanned<BTreeMap<String, Vec<Value>>>>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::outcome::Failure;
-use crate::record::{StageRecord, StageStatus};
+use crate::record::{RunRecord, StageRecord, StageStatus};
 
 pub struct Reporter {
     json: bool,
@@ -97,13 +97,9 @@ impl Reporter {
                 rec.stage,
                 rec.key.short()
             );
+            // The log tail is printed once, with the run's failure summary.
             if let Some(f) = failure {
                 text.push_str(&format!("\n        {}", f.message));
-                if !f.log_tail.is_empty() {
-                    for l in f.log_tail.lines() {
-                        text.push_str(&format!("\n        | {l}"));
-                    }
-                }
             }
             self.println(&text);
         }
@@ -128,6 +124,43 @@ impl Reporter {
                 self.total,
                 self.running.join(", ")
             ));
+        }
+    }
+
+    /// The run's last line: its id (what `show`, `diff` and `runs` take) and
+    /// how many stages ran, came from the cache or failed. With `--json`, a
+    /// line `{"event": "run", "run": ID, "status": ..., "ran": N, ...}`.
+    pub fn run_finished(&self, record: &RunRecord) {
+        if self.quiet {
+            return;
+        }
+        let count = |st: StageStatus| record.stages.iter().filter(|s| s.status == st).count();
+        let (ran, cached, failed, skipped) = (
+            count(StageStatus::Ran),
+            count(StageStatus::Cached),
+            count(StageStatus::Failed),
+            count(StageStatus::Skipped),
+        );
+        if self.json {
+            let line = serde_json::json!({
+                "event": "run",
+                "run": record.id,
+                "status": record.status.as_str(),
+                "ran": ran,
+                "cached": cached,
+                "failed": failed,
+                "skipped": skipped,
+            });
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        } else if record.status == crate::record::RunStatus::Ok {
+            // After `finish`: the bar is gone, so straight to stderr.
+            let _ = writeln!(
+                std::io::stderr(),
+                "run {}: {ran} ran, {cached} cached",
+                record.id
+            );
         }
     }
 

@@ -107,6 +107,8 @@ impl Run {
         self.stdout
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            // Stage lines only: the run's own `{"event": "run", ...}` line is not a stage.
+            .filter(|v| v.get("event").is_none())
             .map(|v| {
                 (
                     v["stage"].as_str().unwrap_or("").to_string(),

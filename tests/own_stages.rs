@@ -1,0 +1,110 @@
+//! A user's own `cmd` stages as first-class citizens (issue 20): the
+//! environment they get, no silent empty results, and runs that say their id.
+
+use crate::common::Project;
+
+#[test]
+fn a_cmd_that_writes_nothing_fails_unless_it_declares_outs_empty() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "name: p\nstages:\n  typo:\n    cmd: \"echo hi > result.txt\"\n  nothing:\n    cmd: \"true\"\n    outs: []\n",
+    );
+    let r = p.run(&["run", "p.yaml", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("wrote nothing to {out}"), "{}", r.stderr);
+    assert!(r.stderr.contains("outs: []"), "{}", r.stderr);
+    let st = r.statuses();
+    assert!(st.contains(&("typo".into(), "failed".into())), "{st:?}");
+    assert!(st.contains(&("nothing".into(), "ran".into())), "{st:?}");
+    // Nothing was stored for the failed stage: it runs (and fails) again.
+    let again = p.run(&["run", "p.yaml", "--json"]);
+    assert_eq!(again.code, 1);
+    assert!(again
+        .statuses()
+        .contains(&("nothing".into(), "cached".into())));
+}
+
+#[test]
+fn cmd_stages_get_matrix_values_and_thread_counts_in_their_environment() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"name: p
+stages:
+  s:
+    matrix: {learning-rate: [0.1, "a b"], seed: [1]}
+    resources: {cpu: 2}
+    cmd: 'echo "$HCPIPE_MATRIX_LEARNING_RATE|$HCPIPE_MATRIX_SEED|$OMP_NUM_THREADS|$MKL_NUM_THREADS|$HCPIPE_THREADS" > {out}/env.txt'
+"#,
+    );
+    let out = p
+        .cmd(&["run", "p.yaml", "--json"])
+        .env_remove("OMP_NUM_THREADS")
+        .env_remove("MKL_NUM_THREADS")
+        .output()
+        .unwrap();
+    let run = crate::common::Run::from(out).ok();
+    let mut members: Vec<String> = run.statuses().into_iter().map(|(s, _)| s).collect();
+    members.sort();
+    assert_eq!(members.len(), 2, "{members:?}");
+    let env_of = |member: &str| {
+        let show = p.run(&["show", "p.yaml", member, "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+        let dir = v["path"].as_str().unwrap().to_string();
+        std::fs::read_to_string(std::path::Path::new(&dir).join("env.txt")).unwrap()
+    };
+    let number = members.iter().find(|m| m.contains("0.1")).unwrap();
+    let text = members.iter().find(|m| m.contains("a b")).unwrap();
+    assert_eq!(env_of(number), "0.1|1|2|2|2\n");
+    assert_eq!(env_of(text), "a b|1|2|2|2\n");
+
+    // A user's own OMP_NUM_THREADS wins over hcpipe's default.
+    let out = p
+        .cmd(&["run", "p.yaml", "--force", "s"])
+        .env("OMP_NUM_THREADS", "7")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(env_of(number), "0.1|1|7|2|2\n");
+}
+
+#[test]
+fn a_run_says_its_id_and_a_failure_tail_is_printed_once() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "name: p\nstages:\n  a:\n    cmd: \"echo x > {out}/x\"\n",
+    );
+    let r = p.run(&["run", "p.yaml"]).ok();
+    let last = r.stderr.lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.starts_with("run ") && last.ends_with(": 1 ran, 0 cached"),
+        "{}",
+        r.stderr
+    );
+    let id = last["run ".len()..last.find(':').unwrap()].to_string();
+    // The id is one `show` takes.
+    p.run(&["show", &id]).ok();
+
+    let json = p.run(&["run", "p.yaml", "--json"]).ok();
+    let event: serde_json::Value =
+        serde_json::from_str(json.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(event["event"], "run");
+    assert_eq!(event["status"], "ok");
+    assert_eq!(event["cached"], 1);
+    assert!(event["run"].as_str().is_some_and(|r| !r.is_empty()));
+
+    p.write(
+        "p.yaml",
+        "name: p\nstages:\n  a:\n    cmd: \"echo the-tail-line >&2; exit 3\"\n",
+    );
+    let failed = p.run(&["run", "p.yaml"]);
+    assert_eq!(failed.code, 1);
+    assert_eq!(
+        failed.stderr.matches("the-tail-line").count(),
+        1,
+        "{}",
+        failed.stderr
+    );
+}
