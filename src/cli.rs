@@ -384,13 +384,7 @@ fn show_pipeline(
     let mut stat = StatCache::load(cache.stat_cache_path());
     let plan = crate::plan::plan(dag, cache, &mut stat, &|_| false)?;
     let ids: Vec<_> = match stage {
-        Some(name) => vec![dag.find(name).ok_or_else(|| {
-            Error::Usage(format!(
-                "no stage `{name}` in {}; stages: {}",
-                pipeline.display(),
-                run::stage_names(dag)
-            ))
-        })?],
+        Some(name) => dag.select(name, pipeline).map_err(Error::Usage)?,
         None => dag.topo_order().to_vec(),
     };
     for id in ids {

@@ -275,18 +275,11 @@ impl PlannedRun {
 
 /// Every `--force` value names a stage, a matrix stage's base name, or is `*`.
 fn check_force(dag: &Dag, pipeline: &Path, force: &[String]) -> Result<(), Error> {
-    let stages = &dag.pipeline.stages;
-    match force
-        .iter()
-        .find(|f| *f != "*" && !stages.iter().any(|s| &s.name == *f || &s.base == *f))
-    {
-        None => Ok(()),
-        Some(f) => Err(Error::Usage(format!(
-            "--force {f}: no stage `{f}` in {}; stages: {}",
-            pipeline.display(),
-            stage_names(dag)
-        ))),
+    for f in force.iter().filter(|f| *f != "*") {
+        dag.select(f, pipeline)
+            .map_err(|e| Error::Usage(format!("--force {f}: {e}")))?;
     }
+    Ok(())
 }
 
 /// The pipeline's stage names, for an error that lists the valid ones.

@@ -108,3 +108,41 @@ fn a_run_says_its_id_and_a_failure_tail_is_printed_once() {
         failed.stderr
     );
 }
+
+#[test]
+fn a_gather_says_who_is_who_and_show_takes_a_matrix_base_name() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"name: p
+stages:
+  sw:
+    matrix: {k: [b, a], n: [2, 10]}
+    cmd: 'echo "${matrix.k}${matrix.n}" > {out}/v'
+  table:
+    needs: [sw]
+    gather: true
+    cmd: 'cp {in.sw:members} {out}/members.tsv; tail -n +2 {in.sw:members} | while IFS="$(printf "\t")" read -r m k n dir; do printf "%s %s\n" "$k$n" "$(cat "$dir/v")"; done > {out}/check.txt'
+"#,
+    );
+    p.run(&["run", "p.yaml"]).ok();
+    let show = p.run(&["show", "p.yaml", "table", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+    let dir = std::path::PathBuf::from(v["path"].as_str().unwrap());
+    let members = std::fs::read_to_string(dir.join("members.tsv")).unwrap();
+    let lines: Vec<&str> = members.lines().collect();
+    assert_eq!(lines[0], "member\tk\tn\tfolder", "{members}");
+    assert_eq!(lines.len(), 5, "{members}");
+    assert!(lines[1].starts_with("sw[k=b,n=2]\tb\t2\t"), "{members}");
+    // Every row's folder holds that member's own output.
+    let check = std::fs::read_to_string(dir.join("check.txt")).unwrap();
+    for line in check.lines() {
+        let (want, got) = line.split_once(' ').unwrap();
+        assert_eq!(want, got, "{check}");
+    }
+    assert_eq!(check.lines().count(), 4);
+
+    // `show` takes the base name: every member.
+    let show = p.run(&["show", "p.yaml", "sw"]).ok();
+    assert_eq!(show.stdout.matches("sw[").count(), 4, "{}", show.stdout);
+}

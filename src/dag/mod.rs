@@ -87,6 +87,58 @@ impl Dag {
         self.index.get(name).copied()
     }
 
+    /// The stages a name given on the command line stands for: a stage (or
+    /// matrix member) by its full name, or every member of a matrix stage by
+    /// its base name, in run order. An unknown name is an error naming the
+    /// nearest stage when one is close (a typo), else listing the stages;
+    /// `shown` is the pipeline file as the user wrote it.
+    pub fn select(&self, name: &str, shown: &std::path::Path) -> Result<Vec<StageId>, String> {
+        if let Some(id) = self.find(name) {
+            return Ok(vec![id]);
+        }
+        let members: Vec<StageId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&id| self.stage(id).base == name)
+            .collect();
+        if !members.is_empty() {
+            return Ok(members);
+        }
+        let mut bases: Vec<&str> = self
+            .pipeline
+            .stages
+            .iter()
+            .map(|s| s.base.as_str())
+            .collect();
+        bases.dedup();
+        let names = self
+            .pipeline
+            .stages
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(bases.iter().copied());
+        Err(match crate::spec::suggest::closest(name, names) {
+            Some(near) => format!(
+                "no stage `{name}` in {}; did you mean `{near}`?",
+                shown.display()
+            ),
+            None => {
+                let listed: Vec<&str> = bases.iter().copied().take(20).collect();
+                let more = if bases.len() > listed.len() {
+                    ", ..."
+                } else {
+                    ""
+                };
+                format!(
+                    "no stage `{name}` in {}; stages: {}{more}",
+                    shown.display(),
+                    listed.join(", ")
+                )
+            }
+        })
+    }
+
     /// Direct upstream stages, in `needs` order.
     pub fn needs(&self, id: StageId) -> Vec<StageId> {
         self.stage(id)

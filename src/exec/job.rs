@@ -37,6 +37,9 @@ pub struct Job {
     pub params: Params,
     /// Upstream artifacts, in `needs` order.
     pub inputs: Vec<Input>,
+    /// Each input's matrix values (empty for a plain stage), for `{in.X:members}`.
+    #[serde(default)]
+    pub input_matrix: Vec<std::collections::BTreeMap<String, serde_json::Value>>,
     /// The pipeline's folder: `cmd` stages run here.
     pub workdir: PathBuf,
     pub outs: Vec<String>,
@@ -145,7 +148,7 @@ fn execute(
     let out = staging.out();
     match &job.work {
         Work::Cmd(text) => {
-            let cmd = expand_cmd(text, &out, &job.inputs);
+            let cmd = expand_cmd(text, &out, &job.inputs, &job.input_matrix);
             let mut command = Command::new("sh");
             command.arg("-c").arg(&cmd).current_dir(&job.workdir);
             // Only variables whose values are in the key (HCPIPE_OUT is `{out}`,

@@ -476,6 +476,7 @@ fn build_job(
 ) -> Result<Job, String> {
     let stage = dag.stage(id);
     let mut inputs = Vec::new();
+    let mut input_matrix = Vec::new();
     // The key already holds each need's content, in `needs` order: not hashed again here.
     let needs = done_needs(dag, id, done)?;
     for ((up, entry), upstream) in needs.into_iter().zip(&key_inputs.upstream) {
@@ -485,6 +486,7 @@ fn build_job(
             .ensure_artifact(entry, rehash)
             .map_err(|e| e.to_string())?;
         verified.insert(entry.key.clone());
+        input_matrix.push(dag.stage(up).matrix.clone());
         inputs.push(Input {
             stage: dag.stage(up).name.clone(),
             op: dag.stage(up).op_name().map(str::to_string),
@@ -513,6 +515,7 @@ fn build_job(
         work,
         params,
         inputs,
+        input_matrix,
         workdir: dag.pipeline.dir.clone(),
         outs: stage.outs.clone(),
         empty_out_ok: stage.empty_out_ok,

@@ -30,11 +30,34 @@ pub enum Quoting {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ref<'a> {
     Out,
-    /// `{in.NAME}`, or `{in.NAME:list}` when `list`.
+    /// `{in.NAME}`, `{in.NAME:list}` or `{in.NAME:members}`.
     In {
         name: &'a str,
-        list: bool,
+        form: InForm,
     },
+}
+
+/// How an `{in.NAME}` placeholder expands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InForm {
+    /// `{in.NAME}`: the folder, or every gathered member's folder.
+    Folders,
+    /// `{in.NAME:list}`: a file with one member folder per line.
+    List,
+    /// `{in.NAME:members}`: a TSV naming each gathered member, its matrix
+    /// values and its folder (who is who in a gather).
+    Members,
+}
+
+impl InForm {
+    /// The suffix after the name, as written.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            InForm::Folders => "",
+            InForm::List => ":list",
+            InForm::Members => ":members",
+        }
+    }
 }
 
 /// One placeholder in a cmd: `text[start..end]`.
@@ -64,14 +87,17 @@ fn placeholder_at(rest: &str) -> Option<(Ref<'_>, usize)> {
     let after = rest.strip_prefix("{in.")?;
     let end = after.find('}')?;
     let inner = &after[..end];
-    let (name, list) = match inner.strip_suffix(":list") {
-        Some(name) => (name, true),
-        None => (inner, false),
+    let (name, form) = if let Some(name) = inner.strip_suffix(":list") {
+        (name, InForm::List)
+    } else if let Some(name) = inner.strip_suffix(":members") {
+        (name, InForm::Members)
+    } else {
+        (inner, InForm::Folders)
     };
     if name.is_empty() {
         return None;
     }
-    Some((Ref::In { name, list }, "{in.".len() + end + 1))
+    Some((Ref::In { name, form }, "{in.".len() + end + 1))
 }
 
 /// Every `{out}`, `{in.NAME}` and `{in.NAME:list}` in `text`, in order, with
@@ -206,6 +232,58 @@ pub fn list_file(out: &Path, base: &str) -> std::path::PathBuf {
         .join(format!("hcpipe-in-{base}.list"))
 }
 
+/// The name of the file `{in.BASE:members}` expands to, beside [`list_file`]'s.
+pub fn members_file(out: &Path, base: &str) -> std::path::PathBuf {
+    out.parent()
+        .unwrap_or(out)
+        .join(format!("hcpipe-in-{base}.members.tsv"))
+}
+
+/// The body of a `{in.BASE:members}` file: a header `member`, one column per
+/// matrix axis (in the members' order of axes), `folder`; one row per member
+/// in member order. A value is written as `HCPIPE_MATRIX_<AXIS>` holds it (a
+/// string without quotes); one holding a tab, a newline or a backslash is
+/// written as a JSON string, so a row is always one line of `columns` cells.
+fn members_tsv(members: &[(&Input, &BTreeMap<String, serde_json::Value>)]) -> String {
+    let mut axes: Vec<&str> = Vec::new();
+    for (_, values) in members {
+        for axis in values.keys() {
+            if !axes.contains(&axis.as_str()) {
+                axes.push(axis);
+            }
+        }
+    }
+    let cell = |text: &str| {
+        if text.contains(['\t', '\n', '\r', '\\']) {
+            serde_json::Value::String(text.to_string()).to_string()
+        } else {
+            text.to_string()
+        }
+    };
+    let mut body = String::from("member");
+    for axis in &axes {
+        body.push('\t');
+        body.push_str(&cell(axis));
+    }
+    body.push_str("\tfolder\n");
+    for (input, values) in members {
+        body.push_str(&cell(&input.stage));
+        for axis in &axes {
+            body.push('\t');
+            let value = match values.get(*axis) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            body.push_str(&cell(&value));
+        }
+        body.push('\t');
+        body.push_str(&cell(&input.dir.to_string_lossy()));
+        body.push('\n');
+    }
+    body
+}
+
 /// A command that prints `message` to stderr and fails: how a problem found
 /// while expanding reaches the stage's log and its failure.
 fn failing_cmd(message: &str) -> String {
@@ -214,18 +292,32 @@ fn failing_cmd(message: &str) -> String {
 
 /// `{out}` and `{in.NAME}` → absolute paths, quoted for where they stand;
 /// `{in.BASE:list}` → a file (written now) listing a gather's folders, one
-/// per line. A matrix stage's base name stands for all its members in
-/// `needs`: one folder when fanning out, every folder, space-separated, when
-/// gathering.
-pub fn expand_cmd(text: &str, out: &Path, inputs: &[Input]) -> String {
+/// per line; `{in.BASE:members}` → a TSV file (written now) of its members,
+/// their matrix values and folders. A matrix stage's base name stands for
+/// all its members in `needs`: one folder when fanning out, every folder,
+/// space-separated, when gathering. `matrix[i]` is `inputs[i]`'s matrix
+/// values (empty for a plain stage; missing entries count as empty).
+pub fn expand_cmd(
+    text: &str,
+    out: &Path,
+    inputs: &[Input],
+    matrix: &[BTreeMap<String, serde_json::Value>],
+) -> String {
     let by_name: BTreeMap<&str, &Input> = inputs.iter().map(|i| (i.stage.as_str(), i)).collect();
     let mut by_base: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for i in inputs {
+    type Members<'i> = Vec<(&'i Input, &'i BTreeMap<String, serde_json::Value>)>;
+    let mut members_of: BTreeMap<&str, Members> = BTreeMap::new();
+    let no_values = BTreeMap::new();
+    for (n, i) in inputs.iter().enumerate() {
         if let Some((base, _)) = i.stage.split_once('[') {
             by_base
                 .entry(base)
                 .or_default()
                 .push(i.dir.to_string_lossy().into_owned());
+            members_of
+                .entry(base)
+                .or_default()
+                .push((i, matrix.get(n).unwrap_or(&no_values)));
         }
     }
     let out_text = out.to_string_lossy();
@@ -236,7 +328,10 @@ pub fn expand_cmd(text: &str, out: &Path, inputs: &[Input]) -> String {
     for p in placeholders(text) {
         let replacement = match &p.what {
             Ref::Out => Some(quote_for(&out_text, p.quoting)),
-            Ref::In { name, list: false } => {
+            Ref::In {
+                name,
+                form: InForm::Folders,
+            } => {
                 if let Some(input) = by_name.get(name) {
                     Some(quote_for(&input.dir.to_string_lossy(), p.quoting))
                 } else if let Some(dirs) = by_base.get(name) {
@@ -253,7 +348,32 @@ pub fn expand_cmd(text: &str, out: &Path, inputs: &[Input]) -> String {
                     None
                 }
             }
-            Ref::In { name, list: true } => {
+            Ref::In {
+                name,
+                form: InForm::Members,
+            } => {
+                let members: Members = match (members_of.get(name), by_name.get(name)) {
+                    (Some(m), _) => m.clone(),
+                    (None, Some(input)) => vec![(*input, &no_values)],
+                    (None, None) => {
+                        cmd.push_str(&text[last..p.end]);
+                        last = p.end;
+                        continue;
+                    }
+                };
+                let file = members_file(out, name);
+                if let Err(e) = std::fs::write(&file, members_tsv(&members)) {
+                    return failing_cmd(&format!(
+                        "hcpipe: cannot write the member table for {{in.{name}:members}} ({}): {e}",
+                        file.display()
+                    ));
+                }
+                Some(quote_for(&file.to_string_lossy(), p.quoting))
+            }
+            Ref::In {
+                name,
+                form: InForm::List,
+            } => {
                 let dirs: Vec<String> = match (by_base.get(name), by_name.get(name)) {
                     (Some(dirs), _) => dirs.clone(),
                     (None, Some(input)) => vec![input.dir.to_string_lossy().into_owned()],
@@ -338,14 +458,14 @@ mod tests {
                 (
                     Ref::In {
                         name: "x",
-                        list: false
+                        form: InForm::Folders
                     },
                     Quoting::Double
                 ),
                 (
                     Ref::In {
                         name: "y",
-                        list: true
+                        form: InForm::List
                     },
                     Quoting::Double
                 ),
@@ -363,7 +483,7 @@ mod tests {
         let nasty = "/tmp/my cache's \"$HOME\" `x` \\ dir";
         let out = Path::new(nasty);
         for text in ["{out}", "'{out}'", "\"{out}\"", "'{out}'/r", "\"{out}/r\""] {
-            let cmd = expand_cmd(text, out, &[]);
+            let cmd = expand_cmd(text, out, &[], &[]);
             let expect = if text.ends_with("r\"") || text.ends_with("/r") {
                 format!("{nasty}/r\n")
             } else {
@@ -372,7 +492,7 @@ mod tests {
             assert_eq!(words(&cmd), expect, "{text} → {cmd}");
         }
         let inputs = [input("a", nasty)];
-        let cmd = expand_cmd("\"{in.a}\" '{in.a}' {in.a}", Path::new("/o"), &inputs);
+        let cmd = expand_cmd("\"{in.a}\" '{in.a}' {in.a}", Path::new("/o"), &inputs, &[]);
         assert_eq!(words(&cmd), format!("{nasty}\n{nasty}\n{nasty}\n"));
     }
 
@@ -382,13 +502,45 @@ mod tests {
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let inputs = [input("t[lr=1]", "/c/a b"), input("t[lr=2]", "/c/b")];
-        let cmd = expand_cmd("{in.t} {in.t[lr=2]}", &out, &inputs);
+        let cmd = expand_cmd("{in.t} {in.t[lr=2]}", &out, &inputs, &[]);
         assert_eq!(cmd, "'/c/a b' /c/b /c/b");
-        let cmd = expand_cmd("cat {in.t:list}", &out, &inputs);
+        let cmd = expand_cmd("cat {in.t:list}", &out, &inputs, &[]);
         let file = list_file(&out, "t");
         assert_eq!(cmd, format!("cat {}", shell_quote(&file.to_string_lossy())));
         assert!(!file.starts_with(&out));
         assert_eq!(std::fs::read_to_string(file).unwrap(), "/c/a b\n/c/b\n");
+    }
+
+    #[test]
+    fn members_is_a_table_of_each_gathered_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let inputs = [
+            input("t[lr=1,tag=a b]", "/c/x"),
+            input("t[lr=2,tag=\"t\\tab\"]", "/c/y"),
+            input("plain", "/c/p"),
+        ];
+        let values = |lr: i64, tag: &str| {
+            BTreeMap::from([
+                ("lr".to_string(), serde_json::json!(lr)),
+                ("tag".to_string(), serde_json::json!(tag)),
+            ])
+        };
+        let matrix = [values(1, "a b"), values(2, "t\tab")];
+        let cmd = expand_cmd("cat {in.t:members}", &out, &inputs, &matrix);
+        let file = members_file(&out, "t");
+        assert_eq!(cmd, format!("cat {}", shell_quote(&file.to_string_lossy())));
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "member\tlr\ttag\tfolder\nt[lr=1,tag=a b]\t1\ta b\t/c/x\n\"t[lr=2,tag=\\\"t\\\\tab\\\"]\"\t2\t\"t\\tab\"\t/c/y\n"
+        );
+        // A plain stage: one row, no axes.
+        expand_cmd("cat {in.plain:members}", &out, &inputs, &matrix);
+        assert_eq!(
+            std::fs::read_to_string(members_file(&out, "plain")).unwrap(),
+            "member\tfolder\nplain\t/c/p\n"
+        );
     }
 
     #[test]
@@ -397,7 +549,7 @@ mod tests {
         let inputs: Vec<Input> = (0..60)
             .map(|i| input(&format!("t[i={i}]"), &format!("/{long}/{i}")))
             .collect();
-        let cmd = expand_cmd("cat {in.t}", Path::new("/o"), &inputs);
+        let cmd = expand_cmd("cat {in.t}", Path::new("/o"), &inputs, &[]);
         assert!(cmd.len() < 2000, "{}", cmd.len());
         assert!(
             cmd.contains("{in.t:list}") && cmd.contains("60 folders"),

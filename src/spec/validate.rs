@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::cmd_text::{placeholders, Quoting, Ref};
+use super::cmd_text::{placeholders, InForm, Quoting, Ref};
 use super::matrix::{combinations, member_name, product};
 use super::paths::normalize;
 use super::raw::{RawPipeline, RawStage};
@@ -382,7 +382,7 @@ pub fn validate(
         if let StageKind::Cmd(text) = &stages[i].kind {
             let me = &stages[i];
             for p in placeholders(text) {
-                let Ref::In { name, list } = p.what else {
+                let Ref::In { name, form } = p.what else {
                     continue;
                 };
                 let written = &text[p.start..p.end];
@@ -403,7 +403,7 @@ pub fn validate(
                     continue;
                 }
                 let gathered = me.gather && matrix_bases.contains(name);
-                if list && !gathered {
+                if form == InForm::List && !gathered {
                     problems.add(
                         me.loc,
                         &me.name,
@@ -411,7 +411,7 @@ pub fn validate(
                             "cmd uses `{written}`, but a `:list` file is only for a matrix stage this stage gathers (`gather: true`); write `{{in.{name}}}`"
                         ),
                     );
-                } else if !list && gathered && p.quoting != Quoting::Unquoted {
+                } else if form == InForm::Folders && gathered && p.quoting != Quoting::Unquoted {
                     problems.add(
                         me.loc,
                         &me.name,
