@@ -11,6 +11,7 @@ mod data_pipeline;
 mod diff;
 mod differential;
 mod disk_full;
+mod downloads;
 mod errors;
 mod exit_codes;
 mod failures;

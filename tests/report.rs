@@ -71,6 +71,7 @@ fn run_report(dir: &Path, inputs: &[Input], params: serde_json::Value) -> Ran {
         inputs,
         out: &out,
         threads: 1,
+        scratch: None,
     };
     Ran {
         result: report::run(&ctx),

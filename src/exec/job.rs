@@ -87,7 +87,10 @@ pub fn run_job(
     // The log lives outside the staging folder so it outlasts a failed attempt.
     let log_path = cache.log_path(&job.key);
     let started = Instant::now();
-    let result = execute(job, &staging, &log_path, torch);
+    // Partial downloads live here across attempts (a kill, a lost
+    // connection): the next run resumes them instead of starting over.
+    let scratch = cache.root.join("downloads");
+    let result = execute(job, &staging, &log_path, torch, &scratch);
     let wall_s = started.elapsed().as_secs_f64();
     let metrics = result.map_err(|mut f| {
         if log_path.exists() {
@@ -144,6 +147,7 @@ fn execute(
     staging: &Staging,
     log: &Path,
     torch: Option<&TorchServer>,
+    scratch: &Path,
 ) -> Result<Metrics, Failure> {
     let out = staging.out();
     match &job.work {
@@ -181,6 +185,7 @@ fn execute(
                         inputs: &job.inputs,
                         out: &out,
                         threads: job.threads,
+                        scratch: Some(scratch),
                     };
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&ctx)));
                     let metrics = match result {
@@ -192,7 +197,11 @@ fn execute(
                             )))
                         }
                     };
-                    artifact::metrics::write(&out.join(artifact::metrics::FILE), &metrics)
+                    // What measures the attempt, not the result, stays out of
+                    // the artifact (see ops::VOLATILE_METRICS) but in the entry.
+                    let mut artifact_metrics = metrics.clone();
+                    artifact_metrics.retain(|k, _| !ops::VOLATILE_METRICS.contains(&k.as_str()));
+                    artifact::metrics::write(&out.join(artifact::metrics::FILE), &artifact_metrics)
                         .map_err(|e| Failure::msg(format!("writing metrics.json: {e}")))?;
                     Ok(metrics)
                 }

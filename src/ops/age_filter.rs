@@ -80,6 +80,7 @@ mod tests {
             inputs: &inputs,
             out,
             threads: 1,
+            scratch: None,
         })
         .unwrap()
     }

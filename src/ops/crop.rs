@@ -174,6 +174,7 @@ mod tests {
             inputs: &inputs,
             out: &out,
             threads: 2,
+            scratch: None,
         })
         .unwrap();
         assert_eq!(
@@ -224,6 +225,7 @@ mod tests {
             inputs: &[],
             out: out.path(),
             threads: 1,
+            scratch: None,
         })
         .unwrap_err();
         assert!(e.to_string().contains("at most 20"), "{e}");

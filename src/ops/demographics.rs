@@ -312,6 +312,7 @@ validation CN 62 46.3 ± 22.6 62.9 3.4 ± 1.3 29.6 ± 0.7 27 0 0 0
             inputs: &inputs,
             out,
             threads: 1,
+            scratch: None,
         };
         run(&ctx).unwrap()
     }

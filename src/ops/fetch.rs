@@ -1,11 +1,17 @@
 //! `fetch`: bring a dataset into the cache — a download (`url`: http, https,
 //! file) or a local folder (`path`).
 //!
-//! A download streams to a `.part` file in the output folder with a progress
-//! bar (stderr, only on a terminal), resumes a broken transfer with an HTTP
-//! `Range` request, retries transient failures with exponential backoff, and
-//! hashes the bytes as they arrive so a pinned `sha256` / `blake3` is checked
-//! without a second read. A `.tar.gz` / `.tgz` is then extracted in place and
+//! A download streams to a `.part` file with a progress bar (stderr, only on
+//! a terminal: bytes, rate, ETA), resumes a broken transfer with an HTTP
+//! `Range` request, and retries transient failures with exponential backoff.
+//! In a run the `.part` file lives in the cache's `downloads/` folder under a
+//! name derived from the URL and pins, beside the server's validators (ETag,
+//! Last-Modified, size): a run that was killed, interrupted or lost its
+//! connection leaves it there and the next run resumes from its last byte
+//! (`If-Range`, so a server whose file changed sends it whole and the
+//! download starts over; a different size also starts over). A pinned
+//! `sha256` / `blake3` is checked on the whole file before use; a mismatch
+//! deletes the partial file. A `.tar.gz` / `.tgz` is then extracted in place and
 //! the archive dropped; anything else is kept under its file name.
 //!
 //! Extraction is defensive, because an archive from the network decides the
@@ -27,7 +33,7 @@ use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{parse_params, Metrics, OpCtx, OpError, Params};
@@ -137,7 +143,7 @@ fn validate(p: &FetchParams) -> Result<(), String> {
 pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     let p: FetchParams = ctx.params()?;
     validate(&p).map_err(OpError::Params)?;
-    let result = fetch(&p, ctx.out);
+    let result = fetch(&p, ctx.out, ctx.scratch);
     if result.is_err() {
         // Nothing half-done may become an artifact.
         clear_dir(ctx.out);
@@ -173,8 +179,11 @@ impl Digests {
     }
 }
 
-fn fetch(p: &FetchParams, out: &Path) -> Result<Metrics, OpError> {
+fn fetch(p: &FetchParams, out: &Path, scratch: Option<&Path>) -> Result<Metrics, OpError> {
     let mut m = Metrics::new();
+    // A resumable download's `.part` (kept in `scratch` across attempts);
+    // dropped once used, or when its bytes turn out wrong.
+    let mut resumable: Option<Resumable> = None;
     let (file, name, owned) = match (&p.url, &p.path) {
         (Some(url), _) if url.starts_with("file://") => {
             let src = PathBuf::from(url.trim_start_matches("file://"));
@@ -182,8 +191,12 @@ fn fetch(p: &FetchParams, out: &Path) -> Result<Metrics, OpError> {
             (src.clone(), file_name(&src), false)
         }
         (Some(url), _) => {
-            let part = out.join(".fetch.part");
-            let stats = download(url, &part, p)?;
+            resumable = scratch.and_then(|dir| Resumable::claim(dir, url, p));
+            let part = resumable
+                .as_ref()
+                .map_or_else(|| out.join(".fetch.part"), |r| r.part.clone());
+            let meta = resumable.as_ref().map(|r| r.meta.as_path());
+            let stats = download(url, &part, p, meta)?;
             m.insert("source".into(), url.as_str().into());
             m.insert("downloaded_bytes".into(), stats.bytes.into());
             m.insert("resumed".into(), stats.resumes.into());
@@ -220,6 +233,9 @@ fn fetch(p: &FetchParams, out: &Path) -> Result<Metrics, OpError> {
     for (algo, want, got) in [("sha256", &p.sha256, &sha), ("blake3", &p.blake3, &b3)] {
         if let Some(want) = want {
             if !want.eq_ignore_ascii_case(got) {
+                if let Some(r) = &resumable {
+                    r.discard();
+                }
                 return Err(OpError::Msg(format!(
                     "fetch: {algo} mismatch for {}: expected {want}, got {got}. The file is corrupt or was replaced \
                      upstream; nothing was kept. Check the source, then update the pin if the new file is right.",
@@ -240,12 +256,18 @@ fn fetch(p: &FetchParams, out: &Path) -> Result<Metrics, OpError> {
         if owned {
             fs::remove_file(&file).map_err(|e| OpError::io(&file, e))?;
         }
+        if let Some(r) = &resumable {
+            r.discard();
+        }
     } else {
         let dst = out.join(&name);
         if owned {
             fs::rename(&file, &dst).map_err(|e| OpError::io(&dst, e))?;
         } else {
             fs::copy(&file, &dst).map_err(|e| OpError::io(&dst, e))?;
+        }
+        if let Some(r) = &resumable {
+            r.discard();
         }
         m.insert("files".into(), 1.into());
     }
@@ -285,6 +307,92 @@ fn clear_dir(dir: &Path) {
     }
 }
 
+/// A download's partial file in the cache's `downloads/` folder, held
+/// (an exclusive lock on `<id>.lock`) for this attempt: two runs fetching the
+/// same URL at once must not write one file; the second downloads into its
+/// own staging folder instead.
+struct Resumable {
+    part: PathBuf,
+    meta: PathBuf,
+    lock: PathBuf,
+    _held: File,
+}
+
+impl Resumable {
+    /// `None` (download without resuming) when the folder cannot be used or
+    /// another run holds this download.
+    fn claim(dir: &Path, url: &str, p: &FetchParams) -> Option<Resumable> {
+        fs::create_dir_all(dir).ok()?;
+        // The pins are in the name: a pin fixed after a bad download must not
+        // resume the bad bytes.
+        let id = blake3::hash(
+            format!(
+                "{url}\0{}\0{}",
+                p.sha256.as_deref().unwrap_or(""),
+                p.blake3.as_deref().unwrap_or("")
+            )
+            .as_bytes(),
+        )
+        .to_hex();
+        let id = &id.as_str()[..32];
+        let lock = dir.join(format!("{id}.lock"));
+        let held = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .ok()?;
+        held.try_lock().ok()?;
+        Some(Resumable {
+            part: dir.join(format!("{id}.part")),
+            meta: dir.join(format!("{id}.json")),
+            lock,
+            _held: held,
+        })
+    }
+
+    /// Forget the partial download (used, or found wrong).
+    fn discard(&self) {
+        let _ = fs::remove_file(&self.part);
+        let _ = fs::remove_file(&self.meta);
+        let _ = fs::remove_file(&self.lock);
+    }
+}
+
+/// What the server said about the file a `.part` holds the start of: a
+/// resumed request must get the same file, or start over.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct PartMeta {
+    url: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    total: Option<u64>,
+}
+
+impl PartMeta {
+    fn read(path: &Path) -> Option<PartMeta> {
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    /// Written before the body's bytes, so a `.part` never outlives the
+    /// validators of the file it came from.
+    fn write(&self, path: &Path) -> Result<(), OpError> {
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(self).map_err(|e| OpError::Msg(e.to_string()))?;
+        fs::write(&tmp, bytes).map_err(|e| OpError::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| OpError::io(path, e))
+    }
+
+    /// `If-Range`'s value: the ETag when the server gave a strong one, else
+    /// Last-Modified (RFC 9110 §13.1.5: weak ETags cannot validate a range).
+    fn validator(&self) -> Option<&str> {
+        self.etag
+            .as_deref()
+            .filter(|e| !e.starts_with("W/"))
+            .or(self.last_modified.as_deref())
+    }
+}
+
 struct DownloadStats {
     bytes: u64,
     resumes: u32,
@@ -294,12 +402,22 @@ struct DownloadStats {
 /// Why one attempt stopped.
 enum Attempt {
     Done,
+    /// The bytes kept so far belong to another version of the file.
+    Restart(String),
     /// Worth retrying (network error, 5xx, connection cut); keeps the bytes so far.
     Transient(String),
 }
 
-/// Stream `url` into `dest`, resuming with `Range` after a cut.
-fn download(url: &str, dest: &Path, p: &FetchParams) -> Result<DownloadStats, OpError> {
+/// Stream `url` into `dest`, resuming with `Range` after a cut. With
+/// `meta` (a resumable download), bytes already in `dest` from an earlier
+/// run are kept when `meta` says they came from this URL, and `meta` is kept
+/// up to date with the server's validators.
+fn download(
+    url: &str,
+    dest: &Path,
+    p: &FetchParams,
+    meta: Option<&Path>,
+) -> Result<DownloadStats, OpError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
@@ -308,9 +426,31 @@ fn download(url: &str, dest: &Path, p: &FetchParams) -> Result<DownloadStats, Op
         .user_agent(concat!("hcpipe/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();
-    let mut file = File::create(dest).map_err(|e| OpError::io(dest, e))?;
-    let mut have: u64 = 0;
-    let mut total: Option<u64> = None;
+    let earlier = meta
+        .and_then(PartMeta::read)
+        .filter(|m| m.url == url && dest.is_file());
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dest)
+        .map_err(|e| OpError::io(dest, e))?;
+    let mut have: u64 = match &earlier {
+        Some(_) => file.metadata().map_err(|e| OpError::io(dest, e))?.len(),
+        None => 0,
+    };
+    file.set_len(have).map_err(|e| OpError::io(dest, e))?;
+    io::Seek::seek(&mut file, io::SeekFrom::Start(have)).map_err(|e| OpError::io(dest, e))?;
+    let mut state = Transfer {
+        url: url.to_string(),
+        meta_path: meta.map(Path::to_path_buf),
+        meta: earlier.unwrap_or_else(|| PartMeta {
+            url: url.to_string(),
+            ..PartMeta::default()
+        }),
+        restarts: 0,
+    };
+    let mut total: Option<u64> = state.meta.total;
     let mut stats = DownloadStats {
         bytes: 0,
         resumes: 0,
@@ -332,12 +472,29 @@ fn download(url: &str, dest: &Path, p: &FetchParams) -> Result<DownloadStats, Op
     loop {
         stats.attempts += 1;
         let before = have;
-        let outcome = attempt(&agent, url, &mut file, dest, &mut have, &mut total, &bar)?;
+        let outcome = attempt(
+            &agent, &mut state, &mut file, dest, &mut have, &mut total, &bar,
+        )?;
         if have > before && before > 0 {
             stats.resumes += 1;
         }
         match outcome {
             Attempt::Done => break,
+            Attempt::Restart(why) => {
+                // The server's file is not the one the `.part` began: start over.
+                state.restarts += 1;
+                if state.restarts > 3 {
+                    bar.abandon();
+                    return Err(OpError::Msg(format!(
+                        "fetch: {url} changed on the server during the download, again and again ({why}); try later"
+                    )));
+                }
+                tracing::warn!("fetch {url}: {why}; downloading it again from the start");
+                file.set_len(0).map_err(|e| OpError::io(dest, e))?;
+                io::Seek::rewind(&mut file).map_err(|e| OpError::io(dest, e))?;
+                have = 0;
+                total = None;
+            }
             Attempt::Transient(why) => {
                 // Progress resets the budget: a long download over a flaky link still finishes.
                 failures = if have > before { 1 } else { failures + 1 };
@@ -368,20 +525,64 @@ fn download(url: &str, dest: &Path, p: &FetchParams) -> Result<DownloadStats, Op
     Ok(stats)
 }
 
+/// A download in progress: its URL and what the server said about the file.
+struct Transfer {
+    url: String,
+    /// Where [`PartMeta`] is kept for a resumable download.
+    meta_path: Option<PathBuf>,
+    meta: PartMeta,
+    restarts: u32,
+}
+
+impl Transfer {
+    /// Record the validators of the response about to be written.
+    fn note(
+        &mut self,
+        resp: &ureq::http::Response<ureq::Body>,
+        total: Option<u64>,
+    ) -> Result<(), OpError> {
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let now = PartMeta {
+            url: self.url.clone(),
+            etag: header("etag"),
+            last_modified: header("last-modified"),
+            total,
+        };
+        if now != self.meta {
+            self.meta = now;
+            if let Some(path) = &self.meta_path {
+                self.meta.write(path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One GET (ranged when resuming). Hard errors (4xx, a server that cannot
-/// deliver what it announced) return `Err`; cuts return `Transient`.
+/// deliver what it announced) return `Err`; cuts return `Transient`; a
+/// server whose file is not the one the bytes so far came from, `Restart`.
 fn attempt(
     agent: &ureq::Agent,
-    url: &str,
+    state: &mut Transfer,
     file: &mut File,
     dest: &Path,
     have: &mut u64,
     total: &mut Option<u64>,
     bar: &indicatif::ProgressBar,
 ) -> Result<Attempt, OpError> {
+    let url = state.url.clone();
+    let url = url.as_str();
     let mut req = agent.get(url).header("Accept-Encoding", "identity");
     if *have > 0 {
         req = req.header("Range", &format!("bytes={have}-"));
+        if let Some(v) = state.meta.validator() {
+            req = req.header("If-Range", v);
+        }
     }
     let mut resp = match req.call() {
         Ok(r) => r,
@@ -391,12 +592,13 @@ fn attempt(
     match status {
         200 => {
             if *have > 0 {
-                // The server ignored Range: start over.
+                // The server ignored Range, or (If-Range) its file changed: start over.
                 file.set_len(0).map_err(|e| OpError::io(dest, e))?;
                 io::Seek::rewind(file).map_err(|e| OpError::io(dest, e))?;
                 *have = 0;
             }
             *total = resp.body().content_length();
+            state.note(&resp, *total)?;
         }
         206 => {
             let range = resp
@@ -416,8 +618,29 @@ fn attempt(
                      resume impossible, retry the stage"
                 )));
             }
-            if let Some(t) = range.rsplit('/').next().and_then(|s| s.parse::<u64>().ok()) {
+            let announced = range.rsplit('/').next().and_then(|s| s.parse::<u64>().ok());
+            // Without If-Range (a server that gave no validator), the size
+            // is all that can tell another version of the file.
+            if let (Some(before), Some(now)) = (state.meta.total, announced) {
+                if before != now {
+                    return Ok(Attempt::Restart(format!(
+                        "its size changed from {before} to {now} bytes"
+                    )));
+                }
+            }
+            let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok());
+            if let (Some(before), Some(now)) = (state.meta.etag.as_deref(), etag) {
+                if before != now {
+                    return Ok(Attempt::Restart(format!(
+                        "its ETag changed from {before} to {now}"
+                    )));
+                }
+            }
+            if let Some(t) = announced {
                 *total = Some(t);
+            }
+            if state.meta.etag.is_none() && state.meta.last_modified.is_none() {
+                state.note(&resp, *total)?;
             }
         }
         416 => {
@@ -796,6 +1019,7 @@ mod tests {
         let m = fetch(
             &params(serde_json::json!({"url": url, "sha256": sha(&tgz)})),
             out.path(),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -819,6 +1043,7 @@ mod tests {
         let m = fetch(
             &params(serde_json::json!({"url": url, "sha256": sha(&tgz)})),
             out.path(),
+            None,
         )
         .unwrap();
         assert_eq!(fs::read(out.path().join("d/big.bin")).unwrap(), big);
@@ -846,6 +1071,7 @@ mod tests {
             inputs: &[],
             out: out.path(),
             threads: 1,
+            scratch: None,
         };
         let e = run(&ctx).unwrap_err().to_string();
         assert!(e.contains("sha256 mismatch") && e.contains(&url), "{e}");
@@ -872,6 +1098,7 @@ mod tests {
             inputs: &[],
             out: out.path(),
             threads: 1,
+            scratch: None,
         })
         .unwrap_err()
         .to_string();
@@ -897,6 +1124,7 @@ mod tests {
         let e = fetch(
             &params(serde_json::json!({"url": format!("http://{addr}/x.tar.gz")})),
             out.path(),
+            None,
         )
         .unwrap_err();
         assert!(e.to_string().contains("HTTP 404"), "{e}");
@@ -1005,6 +1233,7 @@ mod tests {
         let m = fetch(
             &params(serde_json::json!({"path": dir.path().join("src")})),
             &out,
+            None,
         )
         .unwrap();
         assert_eq!(m["files"], 1);
@@ -1019,6 +1248,7 @@ mod tests {
         fetch(
             &params(serde_json::json!({"url": format!("file://{}", tgz.display())})),
             &out2,
+            None,
         )
         .unwrap();
         assert_eq!(fs::read(out2.join("f.txt")).unwrap(), b"f");

@@ -696,6 +696,7 @@ mod tests {
             inputs: &inputs,
             out: &out,
             threads: 2,
+            scratch: None,
         };
         let metrics = run(&ctx).unwrap();
 

@@ -52,7 +52,9 @@ pub type Metrics = serde_json::Map<String, serde_json::Value>;
 /// re-run that made the same weights must leave what it feeds cached. The
 /// worker writes them to [`TIMINGS_FILE`] beside `out`; the runner adds them
 /// to the stage's entry (`show` and `run --json` still print them).
-pub const VOLATILE_METRICS: &[&str] = &["wall_s", "seconds_per_epoch"];
+/// `fetch`'s resume counts are kept out for the same reason: a download
+/// resumed after a kill makes the same bytes as one that never stopped.
+pub const VOLATILE_METRICS: &[&str] = &["wall_s", "seconds_per_epoch", "resumed", "attempts"];
 
 /// Where the worker leaves [`VOLATILE_METRICS`]: in `out`'s parent folder.
 pub const TIMINGS_FILE: &str = "timings.json";
@@ -83,6 +85,11 @@ pub struct OpCtx<'a> {
     pub out: &'a Path,
     /// How many threads the op may use (the stage's `resources.cpu`).
     pub threads: usize,
+    /// A folder of the cache that outlives this attempt, for state an op can
+    /// resume from after a kill (`fetch`'s partial downloads); never part of
+    /// the artifact, so nothing in it may change what the op writes. `None`
+    /// where there is no cache (tests, the torch worker).
+    pub scratch: Option<&'a Path>,
 }
 
 impl<'a> OpCtx<'a> {

@@ -229,6 +229,7 @@ mod tests {
             inputs: &inputs,
             out: &out,
             threads: 1,
+            scratch: None,
         };
         run(&ctx)
     }
@@ -337,6 +338,7 @@ mod tests {
             inputs: &inputs,
             out: dir.path(),
             threads: 1,
+            scratch: None,
         };
         let msg = run(&ctx).unwrap_err().to_string();
         assert!(msg.contains("at least two upstream `evaluate`"), "{msg}");

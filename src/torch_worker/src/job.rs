@@ -84,6 +84,7 @@ pub fn execute(job: &JobSpec) -> Result<Metrics> {
         inputs: &job.inputs,
         out: &job.out,
         threads: job.threads.max(1),
+        scratch: None,
     };
     let mut metrics = crate::ops::run(&job.op, &ctx)?;
     // Times stay out of the artifact (see hcpipe::ops::VOLATILE_METRICS).
