@@ -100,8 +100,9 @@ pub fn check_params(params: &super::Params) -> Result<(), String> {
     super::parse_params::<KfoldParams>(params)?.check()
 }
 
-/// The train pool and the held-out test set, with where they came from.
+/// The train pool and the held-out test set.
 struct Source {
+    /// Where the pool comes from, for messages: "`train.tsv` of `split`".
     what: String,
     pool: SubjectList,
     test: SubjectList,
@@ -126,12 +127,12 @@ fn source(ctx: &OpCtx) -> Result<Source, OpError> {
                             .join(", ")
                     )));
                 };
-                return Ok(Some(("train.tsv/test.tsv", train.clone(), test.clone())));
+                return Ok(Some(("`train.tsv`", train.clone(), test.clone())));
             }
             if draws::is_dataset(&input.dir) {
                 let ds = Dataset::open(&input.dir)?;
                 return Ok(Some((
-                    "the lab's train.tsv/validation.tsv",
+                    "the lab's `train.tsv`",
                     draws::dataset_split(&ds, Split::Train)?,
                     draws::dataset_split(&ds, Split::Validation)?,
                 )));
