@@ -27,4 +27,5 @@ mod scale;
 mod slurm;
 mod soak;
 mod spec_safety;
+mod splits;
 mod verify_gc;

@@ -288,7 +288,8 @@ fn where_(row: &Row) -> String {
     format!("(subject {})", row.get("participant_id"))
 }
 
-fn diagnosis(row: &Row) -> Result<Diagnosis> {
+/// The row's `diagnosis`, AD or CN (else an error naming the line and subject).
+pub(super) fn diagnosis(row: &Row) -> Result<Diagnosis> {
     let s = row.get("diagnosis");
     Diagnosis::parse(s).ok_or_else(|| {
         row.error(format!(
@@ -300,7 +301,7 @@ fn diagnosis(row: &Row) -> Result<Diagnosis> {
 
 /// The row's (participant_id, session_id), refused when unsafe as path
 /// components or when `seen` (id pair → line) already holds them.
-fn unique_ids(
+pub(super) fn unique_ids(
     table: &Table,
     row: &Row,
     seen: &mut HashMap<(String, String), u64>,

@@ -13,6 +13,10 @@
 //! | `population.tsv` | [`population::Population`] | `demographics` | `report` |
 //! | `checks.tsv` | [`checks::Checks`] | `demographics` | `report` |
 //! | `subjects.tsv` | [`subjects::Subjects`] | `age_filter` | `evaluate`, `soft_vote` |
+//! | `participants.tsv` (any upstream) | [`subjects::SubjectList::read_participants`] | a `cmd` stage, by hand | `split` |
+//! | `{train,validation,test}.tsv` of a split or fold | [`subjects::SubjectList`], [`subjects::SubjectSets`] | `split`, `kfold` | `kfold`, learning stages |
+//! | `folds.tsv` | [`folds::Folds`] | `kfold` | people, tests |
+//! | `checks.tsv` of a split or fold | [`balance::BalanceChecks`] | `split`, `kfold` | people, tests |
 //! | `meta.json` of a crop | [`crop::CropMeta`] | `crop` | `train_cnn`, `evaluate`, `train_ae`, `extract_codes`, `report` |
 //! | `{train,validation}.tsv` of a crop | [`crop::CropSubjects`] | `crop` | the worker's crop loader |
 //! | `history.tsv` | [`history::History`] | `train_cnn`, `train_ae` | `report` |
@@ -29,10 +33,12 @@
 //! there is one, the line.
 
 pub mod assignments;
+pub mod balance;
 pub mod checks;
 pub mod codes;
 pub mod crop;
 pub mod dataset;
+pub mod folds;
 pub mod history;
 pub mod metrics;
 pub mod population;

@@ -12,15 +12,16 @@
 //!   but group them by the split table's own diagnosis.
 //! - `checks.tsv`: `check group test statistic p_value detail`: AD vs CN age
 //!   (Welch's t), and per class train vs validation age and MMS (Welch's t)
-//!   and sex (Fisher's exact test), plus the class mix of the two splits.
+//!   and sex (Fisher's exact test), plus the class mix of the two splits
+//!   (the tests are `crate::stats::balance`'s).
 
 use serde::Deserialize;
-use statrs::distribution::{ContinuousCDF, Discrete, Hypergeometric, StudentsT};
 
 use super::{Metrics, OpCtx, OpError};
 use crate::artifact::checks::{self, Check, Checks};
 use crate::artifact::dataset::{Dataset, Diagnosis, Subject};
 use crate::artifact::population::{self, Population, PopulationRow};
+use crate::stats::balance::{fisher_exact, welch_t};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,56 +86,6 @@ pub fn population_rows(ds: &Dataset) -> Result<Vec<PopulationRow>, OpError> {
         rows.extend(table(name, &members));
     }
     Ok(rows)
-}
-
-/// Welch's unequal-variance t test (two-sided), NaN skipped: (t, p).
-pub fn welch_t(a: &[f64], b: &[f64]) -> (f64, f64) {
-    let a: Vec<f64> = a.iter().copied().filter(|x| !x.is_nan()).collect();
-    let b: Vec<f64> = b.iter().copied().filter(|x| !x.is_nan()).collect();
-    if a.len() < 2 || b.len() < 2 {
-        return (f64::NAN, f64::NAN);
-    }
-    let stats = |v: &[f64]| {
-        let n = v.len() as f64;
-        let m = v.iter().sum::<f64>() / n;
-        (
-            n,
-            m,
-            v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0),
-        )
-    };
-    let ((na, ma, va), (nb, mb, vb)) = (stats(&a), stats(&b));
-    let se2 = va / na + vb / nb;
-    if se2 == 0.0 {
-        // Both groups constant: equal means say nothing differs, unequal ones differ surely.
-        return if ma == mb {
-            (0.0, 1.0)
-        } else {
-            (f64::INFINITY.copysign(ma - mb), 0.0)
-        };
-    }
-    let t = (ma - mb) / se2.sqrt();
-    let df = se2 * se2 / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
-    let p = StudentsT::new(0.0, 1.0, df).map_or(f64::NAN, |d| 2.0 * d.sf(t.abs()));
-    (t, p.min(1.0))
-}
-
-/// Fisher's exact test (two-sided) on [[a, b], [c, d]]: (odds ratio, p).
-pub fn fisher_exact(a: u64, b: u64, c: u64, d: u64) -> (f64, f64) {
-    let (n, k, draws) = (a + b + c + d, a + c, a + b);
-    let Ok(h) = Hypergeometric::new(n, k, draws) else {
-        return (f64::NAN, f64::NAN);
-    };
-    let observed = h.pmf(a);
-    let lo = draws.saturating_sub(n - k);
-    let hi = draws.min(k);
-    // Tables as or less likely than the observed one (relative slack as scipy).
-    let p: f64 = (lo..=hi)
-        .map(|x| h.pmf(x))
-        .filter(|&q| q <= observed * (1.0 + 1e-7))
-        .sum();
-    let odds = (a as f64 * d as f64) / (b as f64 * c as f64);
-    (odds, p.min(1.0))
 }
 
 fn verdict(p: f64, alpha: f64, differ: &str, same: &str) -> String {

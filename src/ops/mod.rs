@@ -27,13 +27,16 @@ pub mod cluster_metrics;
 pub mod collect;
 pub mod crop;
 pub mod demographics;
+mod draws;
 pub mod fetch;
 pub mod gmm;
+pub mod kfold;
 pub mod metrics;
 pub mod nifti;
 pub mod pool;
 pub mod report;
 pub mod soft_vote;
+pub mod split;
 pub mod synth;
 pub mod torch_ops;
 pub mod torch_params;
@@ -280,6 +283,20 @@ static DATA_OPS: &[OpDef] = &[
         kind: OpKind::Native(age_filter::run),
         check_params: |p| parse_params::<age_filter::AgeFilterParams>(p).map(|_| ()),
         summary: "the subjects of a split aged min_age (62) or more",
+    },
+    OpDef {
+        name: "split",
+        version: 1,
+        kind: OpKind::Native(split::run),
+        check_params: split::check_params,
+        summary: "a train/test split per diagnosis, redrawn until age, sex and MMS are balanced (p >= p_threshold)",
+    },
+    OpDef {
+        name: "kfold",
+        version: 1,
+        kind: OpKind::Native(kfold::run),
+        check_params: kfold::check_params,
+        summary: "one fold of a stratified k-fold of a train pool (matrix over `fold`), leak-free, with balance checks",
     },
     OpDef {
         name: "crop",
