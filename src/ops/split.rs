@@ -275,6 +275,7 @@ pub(crate) mod tests {
             inputs: &inputs,
             out,
             threads: 1,
+            scratch: None,
         })
     }
 
