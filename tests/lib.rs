@@ -3,6 +3,7 @@
 
 mod common;
 
+mod artifact_docs;
 mod cache_trust;
 mod caching;
 mod commit_safety;
@@ -26,4 +27,5 @@ mod scale;
 mod slurm;
 mod soak;
 mod spec_safety;
+mod tutorial;
 mod verify_gc;
