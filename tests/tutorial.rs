@@ -9,8 +9,18 @@ use std::path::{Path, PathBuf};
 use crate::artifact_docs::{repo, venv_python};
 use crate::common::*;
 
-/// `predictions.tsv` as rows of (participant_id, true_label, predicted_label, proba0, proba1).
-fn predictions(dir: &Path) -> (String, Vec<(String, i64, i64, f64, f64)>) {
+/// One row of a `predictions.tsv`.
+#[derive(Debug)]
+struct Prediction {
+    id: String,
+    truth: i64,
+    predicted: i64,
+    proba0: f64,
+    proba1: f64,
+}
+
+/// A `predictions.tsv`: its header line and its rows.
+fn predictions(dir: &Path) -> (String, Vec<Prediction>) {
     let text = std::fs::read_to_string(dir.join("predictions.tsv")).unwrap();
     let mut lines = text.lines();
     let header = lines.next().unwrap_or("").to_string();
@@ -18,13 +28,13 @@ fn predictions(dir: &Path) -> (String, Vec<(String, i64, i64, f64, f64)>) {
         .map(|l| {
             let c: Vec<&str> = l.split('\t').collect();
             assert_eq!(c.len(), 5, "{}: `{l}`", dir.display());
-            (
-                c[0].to_string(),
-                c[1].parse().unwrap(),
-                c[2].parse().unwrap(),
-                c[3].parse().unwrap(),
-                c[4].parse().unwrap(),
-            )
+            Prediction {
+                id: c[0].to_string(),
+                truth: c[1].parse().unwrap(),
+                predicted: c[2].parse().unwrap(),
+                proba0: c[3].parse().unwrap(),
+                proba1: c[4].parse().unwrap(),
+            }
         })
         .collect();
     (header, rows)
@@ -32,8 +42,8 @@ fn predictions(dir: &Path) -> (String, Vec<(String, i64, i64, f64, f64)>) {
 
 /// ROC AUC by ranks (Mann–Whitney U with mid-ranks for ties), a different route than auc.py's
 /// pairwise count.
-fn auc_by_ranks(rows: &[(String, i64, i64, f64, f64)]) -> f64 {
-    let mut scored: Vec<(f64, i64)> = rows.iter().map(|r| (r.4, r.1)).collect();
+fn auc_by_ranks(rows: &[Prediction]) -> f64 {
+    let mut scored: Vec<(f64, i64)> = rows.iter().map(|r| (r.proba1, r.truth)).collect();
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut rank_sum_ad = 0.0;
     let mut i = 0;
@@ -131,7 +141,7 @@ fn the_own_stage_tutorial_runs_and_its_stages_write_what_the_readme_says() {
     assert_eq!(auc_left["n"], eval_rows.len());
     assert_eq!(
         auc_left["n_AD"],
-        eval_rows.iter().filter(|r| r.1 == 1).count()
+        eval_rows.iter().filter(|r| r.truth == 1).count()
     );
 
     // 2. my_cnn: predictions.tsv in evaluate's format, for the same subjects; the stage's
@@ -157,16 +167,16 @@ fn the_own_stage_tutorial_runs_and_its_stages_write_what_the_readme_says() {
         let (dir, metrics) = t.show(&format!("my_cnn[lr={lr}]"));
         let (header, rows_mine) = predictions(&dir);
         assert_eq!(header, eval_header, "my_cnn.py writes evaluate's columns");
-        let ids = |r: &[(String, i64, i64, f64, f64)]| -> Vec<(String, i64)> {
-            r.iter().map(|r| (r.0.clone(), r.1)).collect()
+        let ids = |r: &[Prediction]| -> Vec<(String, i64)> {
+            r.iter().map(|r| (r.id.clone(), r.truth)).collect()
         };
         assert_eq!(ids(&rows_mine), ids(&eval_rows));
         for r in &rows_mine {
             assert!(
-                (r.3 + r.4 - 1.0).abs() < 1e-9 && (0.0..=1.0).contains(&r.4),
+                (r.proba0 + r.proba1 - 1.0).abs() < 1e-9 && (0.0..=1.0).contains(&r.proba1),
                 "{r:?}"
             );
-            assert_eq!(r.2, i64::from(r.4 > r.3), "{r:?}");
+            assert_eq!(r.predicted, i64::from(r.proba1 > r.proba0), "{r:?}");
         }
         assert!(dir.join("model.pt").is_file());
         assert_eq!(
@@ -176,7 +186,7 @@ fn the_own_stage_tutorial_runs_and_its_stages_write_what_the_readme_says() {
         assert_eq!(metrics["lr"].as_f64(), lr.parse::<f64>().ok());
         assert_eq!(metrics["validation"]["n"], rows_mine.len());
         assert_eq!(metrics["old"]["n"], old["n"], "{metrics}");
-        let correct = rows_mine.iter().filter(|r| r.1 == r.2).count() as f64;
+        let correct = rows_mine.iter().filter(|r| r.truth == r.predicted).count() as f64;
         assert_eq!(
             metrics["validation"]["accuracy"].as_f64(),
             Some(correct / rows_mine.len() as f64)
@@ -221,9 +231,12 @@ fn the_own_stage_tutorial_runs_and_its_stages_write_what_the_readme_says() {
         let (_, voted) = predictions(&dir);
         assert_eq!(voted.len(), eval_rows.len());
         for (v, (e, m)) in voted.iter().zip(eval_rows.iter().zip(rows_mine)) {
-            assert_eq!((&v.0, &e.0), (&m.0, &m.0));
-            assert!((v.4 - (e.4 + m.4) / 2.0).abs() < 1e-12, "{v:?} {e:?} {m:?}");
-            assert_eq!(v.2, i64::from(v.4 > 0.5));
+            assert_eq!((&v.id, &e.id), (&m.id, &m.id));
+            assert!(
+                (v.proba1 - (e.proba1 + m.proba1) / 2.0).abs() < 1e-12,
+                "{v:?} {e:?} {m:?}"
+            );
+            assert_eq!(v.predicted, i64::from(v.proba1 > 0.5));
         }
         assert_eq!(metrics["validation"]["n"], voted.len());
         assert_eq!(metrics["old"]["n"], old["n"]);
