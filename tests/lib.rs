@@ -3,6 +3,7 @@
 
 mod common;
 
+mod artifact_docs;
 mod cache_trust;
 mod caching;
 mod commit_safety;
@@ -28,4 +29,5 @@ mod slurm;
 mod soak;
 mod spec_safety;
 mod splits;
+mod tutorial;
 mod verify_gc;
