@@ -13,7 +13,10 @@
 //! `converged`, the lab's `compute_metrics(labels, cluster index)` as `lab`,
 //! the same under the best cluster → label matching as `matched` with the
 //! mapping in `cluster_to_label`, `adjusted_rand_index`, and a per-cluster
-//! summary.
+//! summary. Codes of a subject-list set (the `extract_codes` metrics say
+//! `"set": "test"`, say) also get the `matched` metrics under that set's name
+//! and `"set"`, so that a paper table reads `test.balanced_accuracy` of the
+//! AE + GMM row as it does of the CNNs'.
 //!
 //! linfa's EM computes responsibilities as `ln(Σ exp(·))` without the
 //! log-sum-exp shift (80-dim densities of spread 1e4 underflow to 0 → NaN),
@@ -157,7 +160,16 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         &fitted,
         demographics.as_deref(),
     )?;
-    Ok(summarise(&codes, &fitted, &params, demographics.as_deref()))
+    let mut metrics = summarise(&codes, &fitted, &params, demographics.as_deref());
+    let set = crate::artifact::metrics::read_in(&codes_input.dir)?
+        .and_then(|m| m.get("set").and_then(|s| s.as_str()).map(str::to_string));
+    if let Some(set) = set {
+        if let Some(matched) = metrics.get("matched").cloned() {
+            metrics.insert(set.clone(), matched);
+        }
+        metrics.insert("set".into(), set.into());
+    }
+    Ok(metrics)
 }
 
 fn summarise(
@@ -734,6 +746,15 @@ mod tests {
             ("sub-000", "0", "60", "")
         );
         assert_eq!(text.lines().count(), 25);
+        assert!(metrics.get("set").is_none(), "lab codes: no set");
+
+        // Codes of a subject list's set: the matched metrics again, under the set's name.
+        std::fs::write(inputs[0].dir.join("metrics.json"), r#"{"set": "test"}"#).unwrap();
+        let out2 = dir.path().join("out2");
+        std::fs::create_dir_all(&out2).unwrap();
+        let metrics = run(&OpCtx { out: &out2, ..ctx }).unwrap();
+        assert_eq!(metrics["set"], "test");
+        assert_eq!(metrics["test"], metrics["matched"]);
     }
 
     #[test]
