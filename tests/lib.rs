@@ -25,4 +25,5 @@ mod scale;
 mod slurm;
 mod soak;
 mod spec_safety;
+mod subjects;
 mod verify_gc;

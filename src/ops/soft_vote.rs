@@ -49,9 +49,10 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             Predictions::read(&member.dir.join(PREDICTIONS))?.0,
         ));
     }
+    // Before matching subjects: two sets' subjects differ, and this says why.
+    let set = members_set(ctx.stage, &members)?;
     let voted = soft_vote(&tables)?;
     Predictions(voted.clone()).write(&ctx.out.join(PREDICTIONS))?;
-    let set = members_set(ctx.stage, &members)?;
 
     let mut metrics = Metrics::new();
     metrics.insert(
