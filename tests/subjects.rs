@@ -33,7 +33,7 @@ stages:
   vote: {op: soft_vote, needs: [eval_left, eval_right, old]}
   ae: {op: train_ae, needs: [crop_right, folds], params: {epochs: 1}}
   codes: {op: extract_codes, needs: [ae, crop_right, folds], params: {set: test}}
-  clusters: {op: gmm, needs: [codes, dataset]}
+  clusters: {op: gmm, needs: [codes, dataset, old]}
 "#;
 
 fn pipeline(crop_subjects: &str, eval_set: &str, list_extra: &str) -> String {
@@ -114,6 +114,7 @@ fn learning_stages_take_their_subjects_from_a_list() {
     assert_eq!((codes["n"].clone(), codes["set"].clone()), (5.into(), "test".into()));
     let clusters = metrics(&p, "clusters");
     assert_eq!(clusters["test"], clusters["matched"], "{clusters}");
+    assert_eq!(clusters["old"]["n"], 2, "{clusters}");
 
     // The ≥ 62 subgroup (of the lab's validation split) is not in the fold's validation set.
     p.write("p.yaml", &pipeline("all", "validation", ""));
