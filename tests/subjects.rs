@@ -75,7 +75,10 @@ fn learning_stages_take_their_subjects_from_a_list() {
 
     // One crop of all 14 subjects per region.
     let crop = metrics(&p, "crop_left");
-    assert_eq!((crop["all_AD"].as_u64(), crop["all_CN"].as_u64()), (Some(6), Some(8)));
+    assert_eq!(
+        (crop["all_AD"].as_u64(), crop["all_CN"].as_u64()),
+        (Some(6), Some(8))
+    );
     let tsv = std::fs::read_to_string(artifact(&p, "crop_left").join("all.tsv")).unwrap();
     assert_eq!(tsv.lines().count(), 15);
 
@@ -85,7 +88,10 @@ fn learning_stages_take_their_subjects_from_a_list() {
     }
     assert_eq!(metrics(&p, "ae")["n_train"], 4);
     let eval = metrics(&p, "eval_left");
-    assert_eq!((eval["test"]["n"].clone(), eval["set"].clone()), (5.into(), "test".into()));
+    assert_eq!(
+        (eval["test"]["n"].clone(), eval["set"].clone()),
+        (5.into(), "test".into())
+    );
     assert!(eval.get("validation").is_none(), "{eval}");
     assert!(eval["old"]["n"].as_u64().is_some(), "{eval}");
     let test_ids: Vec<String> = std::fs::read_to_string(artifact(&p, "folds").join("test.tsv"))
@@ -94,7 +100,8 @@ fn learning_stages_take_their_subjects_from_a_list() {
         .skip(1)
         .map(|l| l.split('\t').next().unwrap().to_string())
         .collect();
-    let predictions = std::fs::read_to_string(artifact(&p, "eval_left").join("predictions.tsv")).unwrap();
+    let predictions =
+        std::fs::read_to_string(artifact(&p, "eval_left").join("predictions.tsv")).unwrap();
     let mut predicted: Vec<String> = predictions
         .lines()
         .skip(1)
@@ -102,16 +109,25 @@ fn learning_stages_take_their_subjects_from_a_list() {
         .collect();
     let mut expected = test_ids.clone();
     expected.sort();
-    assert_eq!(predicted, expected, "predictions follow the sorted test set");
+    assert_eq!(
+        predicted, expected,
+        "predictions follow the sorted test set"
+    );
     predicted.dedup();
     assert_eq!(predicted.len(), 5);
 
     // The vote and the clustering are keyed by the set, with the ≥ 62 subgroup kept.
     let vote = metrics(&p, "vote");
-    assert_eq!((vote["test"]["n"].clone(), vote["set"].clone()), (5.into(), "test".into()));
+    assert_eq!(
+        (vote["test"]["n"].clone(), vote["set"].clone()),
+        (5.into(), "test".into())
+    );
     assert!(vote["old"]["n"].as_u64().is_some(), "{vote}");
     let codes = metrics(&p, "codes");
-    assert_eq!((codes["n"].clone(), codes["set"].clone()), (5.into(), "test".into()));
+    assert_eq!(
+        (codes["n"].clone(), codes["set"].clone()),
+        (5.into(), "test".into())
+    );
     let clusters = metrics(&p, "clusters");
     assert_eq!(clusters["test"], clusters["matched"], "{clusters}");
     assert_eq!(clusters["old"]["n"], 2, "{clusters}");
@@ -120,7 +136,9 @@ fn learning_stages_take_their_subjects_from_a_list() {
     p.write("p.yaml", &pipeline("all", "validation", ""));
     let e = fails_in(&p, "eval_left");
     assert!(
-        e.contains("none of the 2 subjects listed by `old` is in the validation set of `crop_left`"),
+        e.contains(
+            "none of the 2 subjects listed by `old` is in the validation set of `crop_left`"
+        ),
         "{e}"
     );
     // Without it, evaluating another set re-runs that evaluation and the vote only...
@@ -138,7 +156,8 @@ fn learning_stages_take_their_subjects_from_a_list() {
     // ...and a vote over two sets is refused, naming both.
     assert_eq!(r.status_of("vote"), "failed", "{}", r.stdout);
     assert!(
-        r.stderr.contains("`eval_left` evaluated validation set but `eval_right` test set"),
+        r.stderr
+            .contains("`eval_left` evaluated validation set but `eval_right` test set"),
         "{}",
         r.stderr
     );
@@ -171,12 +190,20 @@ fn bad_subject_lists_are_clear_errors() {
     p.write("p.yaml", &pipeline("all", "test", "&& rm {out}/test.tsv"));
     let e = fails_in(&p, "eval_left");
     assert!(
-        e.contains("subject list `folds` has no `test` set") && e.contains("it has train, validation"),
+        e.contains("subject list `folds` has no `test` set")
+            && e.contains("it has train, validation"),
         "{e}"
     );
 
     // A training set without AD subjects.
-    p.write("p.yaml", &pipeline("all", "test", r#"&& awk -F'\t' '$3 != "AD"' {out}/validation.tsv > {out}/train.tsv"#));
+    p.write(
+        "p.yaml",
+        &pipeline(
+            "all",
+            "test",
+            r#"&& awk -F'\t' '$3 != "AD"' {out}/validation.tsv > {out}/train.tsv"#,
+        ),
+    );
     let e = fails_in(&p, "cnn_left");
     assert!(
         e.contains("stage `cnn_left`: the training set of subject list `folds` has no AD subjects"),
@@ -192,7 +219,10 @@ fn bad_subject_lists_are_clear_errors() {
         ),
     );
     let e = fails_in(&p, "cnn_left");
-    assert!(e.contains("made with `subjects: all`") && e.contains("subject list"), "{e}");
+    assert!(
+        e.contains("made with `subjects: all`") && e.contains("subject list"),
+        "{e}"
+    );
 
     // A typo in `subjects` or `set` fails before anything runs.
     p.write("p.yaml", &pipeline("every", "test", ""));
@@ -202,5 +232,9 @@ fn bad_subject_lists_are_clear_errors() {
     p.write("p.yaml", &pipeline("all", "holdout", ""));
     let r = p.run(&["run", "p.yaml"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("unknown variant `holdout`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unknown variant `holdout`"),
+        "{}",
+        r.stderr
+    );
 }

@@ -329,12 +329,21 @@ mod tests {
     fn select_sorts_by_subject_and_names_what_is_missing() {
         use Diagnosis::{AD, CN};
         let crop = [crop_row("s3", AD), crop_row("s1", CN), crop_row("s2", AD)];
-        let a = select(&crop, &[listed("s2", AD), listed("s3", AD), listed("s1", CN)]);
-        let b = select(&crop, &[listed("s1", CN), listed("s3", AD), listed("s2", AD)]);
+        let a = select(
+            &crop,
+            &[listed("s2", AD), listed("s3", AD), listed("s1", CN)],
+        );
+        let b = select(
+            &crop,
+            &[listed("s1", CN), listed("s3", AD), listed("s2", AD)],
+        );
         assert_eq!(a, Ok(vec![1, 2, 0]));
         assert_eq!(a, b, "the list's order must not matter");
         assert_eq!(
-            select(&crop, &[listed("s9", AD), listed("s1", CN), listed("s0", CN)]),
+            select(
+                &crop,
+                &[listed("s9", AD), listed("s1", CN), listed("s0", CN)]
+            ),
             Err(SelectError::Missing(vec![
                 "s0 ses-M00".into(),
                 "s9 ses-M00".into()

@@ -208,7 +208,10 @@ mod tests {
         )
         .unwrap();
         let e = SubjectSets::open(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("line 3: subject s1 ses-M00 is listed twice"), "{e}");
+        assert!(
+            e.contains("line 3: subject s1 ses-M00 is listed twice"),
+            "{e}"
+        );
         std::fs::write(dir.path().join("train.tsv"), "participant_id\tdiagnosis\n").unwrap();
         let e = SubjectSets::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("missing column(s) `session_id`"), "{e}");

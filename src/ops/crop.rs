@@ -286,7 +286,10 @@ mod tests {
         };
         let (all, m) = crop(r#"{"region": "left_hc", "subjects": "all"}"#, "all");
         let (lab, _) = crop(r#"{"region": "left_hc", "subjects": "lab"}"#, "lab");
-        assert_eq!((m["all_AD"].as_u64(), m["all_CN"].as_u64()), (Some(3), Some(4)));
+        assert_eq!(
+            (m["all_AD"].as_u64(), m["all_CN"].as_u64()),
+            (Some(3), Some(4))
+        );
         assert_eq!(m["subjects"], "all");
         let mut names: Vec<_> = std::fs::read_dir(&all)
             .unwrap()
@@ -307,7 +310,9 @@ mod tests {
             let bytes = std::fs::read(dir.join(format!("{stem}.safetensors"))).unwrap();
             let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
             let patches = st.tensor("patches").unwrap().data().to_vec();
-            let rows = CropSubjects::read(&dir.join(format!("{stem}.tsv"))).unwrap().0;
+            let rows = CropSubjects::read(&dir.join(format!("{stem}.tsv")))
+                .unwrap()
+                .0;
             (patches, rows)
         };
         let (all_patches, all_rows) = read(&all, "all");
@@ -324,7 +329,8 @@ mod tests {
                 );
             }
         }
-        let p: Params = serde_json::from_str(r#"{"region": "left_hc", "subjects": "some"}"#).unwrap();
+        let p: Params =
+            serde_json::from_str(r#"{"region": "left_hc", "subjects": "some"}"#).unwrap();
         let e = super::super::parse_params::<CropParams>(&p).unwrap_err();
         assert!(e.contains("lab") && e.contains("all"), "{e}");
     }

@@ -843,7 +843,10 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(e.contains("none of the 1 subjects listed by `old` has codes"), "{e}");
+        assert!(
+            e.contains("none of the 1 subjects listed by `old` has codes"),
+            "{e}"
+        );
     }
 
     #[test]

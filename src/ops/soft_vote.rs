@@ -315,7 +315,11 @@ mod tests {
         assert_eq!(metrics["test"]["n"], 4);
         assert_eq!(metrics["set"], "test");
         assert!(metrics.get("validation").is_none());
-        write(&dir.path().join("right"), "metrics.json", r#"{"set": "validation"}"#);
+        write(
+            &dir.path().join("right"),
+            "metrics.json",
+            r#"{"set": "validation"}"#,
+        );
         let e = run_stage(dir.path(), &predictions(LEFT), &predictions(RIGHT), None)
             .unwrap_err()
             .to_string();

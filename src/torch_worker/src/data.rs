@@ -141,7 +141,11 @@ impl CropSplit {
     ) -> Result<CropSplit> {
         let meta = CropMeta::read(dir)?;
         let all = dir.join(format!("{ALL}.safetensors")).is_file();
-        let stems: &[&str] = if all { &[ALL] } else { &["train", "validation"] };
+        let stems: &[&str] = if all {
+            &[ALL]
+        } else {
+            &["train", "validation"]
+        };
         let mut files = Vec::with_capacity(stems.len());
         for stem in stems {
             files.push(CropFile::read(dir, stem, &meta)?);

@@ -51,7 +51,10 @@ fn subject_list<'a>(ctx: &OpCtx<'a>) -> Result<Option<(&'a Input, SubjectSets)>>
         }
     }
     if found.len() > 1 {
-        let names: Vec<String> = found.iter().map(|(i, _)| format!("`{}`", i.stage)).collect();
+        let names: Vec<String> = found
+            .iter()
+            .map(|(i, _)| format!("`{}`", i.stage))
+            .collect();
         return Err(msg(format!(
             "stage `{}` has several subject lists in its `needs` ({}); keep one",
             ctx.stage,

@@ -1,4 +1,5 @@
-//! `train_ae`: the lab's AutoEncoder trained on one `crop` stage.
+//! `train_ae`: the lab's AutoEncoder trained on one `crop` stage (its train split, or the
+//! `train` set of a subject-list need).
 //!
 //! Artifact: `weights.safetensors` (best epoch, lab names `encoder.*`,
 //! `decoder.*`), `history.tsv` (epoch, loss). The loss is the lab's `testAE`:

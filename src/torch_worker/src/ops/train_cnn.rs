@@ -1,4 +1,5 @@
-//! `train_cnn`: the lab's CustomNetwork trained on one `crop` stage.
+//! `train_cnn`: the lab's CustomNetwork trained on one `crop` stage (its train split, or the
+//! `train` set of a subject-list need).
 //!
 //! Artifact: `weights.safetensors` (the best epoch's weights, lab names),
 //! `history.tsv` (epoch, loss, balanced_accuracy on the training split).

@@ -41,8 +41,14 @@ fn a_list_selects_its_subjects_whatever_their_order() {
     let test = [s(1003), s(4), s(1002)];
     let mut train_rev = train;
     train_rev.reverse();
-    write_list(&work.path().join("list"), &[("train", &train), ("test", &test)]);
-    write_list(&work.path().join("list_rev"), &[("train", &train_rev), ("test", &test)]);
+    write_list(
+        &work.path().join("list"),
+        &[("train", &train), ("test", &test)],
+    );
+    write_list(
+        &work.path().join("list_rev"),
+        &[("train", &train_rev), ("test", &test)],
+    );
     let train_on = |list: &str, out: &str| {
         let m = run_ok(&job(
             work.path(),
@@ -82,7 +88,11 @@ fn a_list_selects_its_subjects_whatever_their_order() {
     assert_eq!(e["set"], "test");
     assert!(e.get("validation").is_none(), "{e}");
     let preds = std::fs::read_to_string(eval.join("predictions.tsv")).unwrap();
-    let ids: Vec<&str> = preds.lines().skip(1).map(|l| l.split('\t').next().unwrap()).collect();
+    let ids: Vec<&str> = preds
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
     assert_eq!(ids, ["sub-OASIS10004", "sub-OASIS11002", "sub-OASIS11003"]);
 
     let ae = work.path().join("ae");
@@ -90,7 +100,10 @@ fn a_list_selects_its_subjects_whatever_their_order() {
         work.path(),
         "train_ae",
         json!({"epochs": 1}),
-        vec![input("crop_left", "crop", &crop), input("list", "split", &work.path().join("list"))],
+        vec![
+            input("crop_left", "crop", &crop),
+            input("list", "split", &work.path().join("list")),
+        ],
         &ae,
     ));
     assert_eq!(m["n_train"], 6, "{m}");
@@ -106,7 +119,10 @@ fn a_list_selects_its_subjects_whatever_their_order() {
         ],
         &codes,
     ));
-    assert_eq!((c["n"].clone(), c["set"].clone()), (json!(3), json!("test")));
+    assert_eq!(
+        (c["n"].clone(), c["set"].clone()),
+        (json!(3), json!("test"))
+    );
     assert!(c.get("split").is_none(), "{c}");
 }
 
@@ -126,7 +142,10 @@ fn bad_lists_are_clear_errors() {
     let list = work.path().join("list");
     // `model`: the op of the model need, if the op takes one (its weights are never read here).
     let err_of = |op: &str, p: serde_json::Value, model_op: Option<&str>| {
-        let mut inputs = vec![input("crop_left", "crop", &crop), input("folds", "kfold", &list)];
+        let mut inputs = vec![
+            input("crop_left", "crop", &crop),
+            input("folds", "kfold", &list),
+        ];
         if let Some(model_op) = model_op {
             inputs.insert(0, input("model", model_op, &model));
         }
@@ -134,7 +153,13 @@ fn bad_lists_are_clear_errors() {
     };
 
     // Subjects the crop does not hold are named, with the fix.
-    write_list(&list, &[("train", &[s(0), s(1), s(7777), s(9998)]), ("validation", &[s(2)])]);
+    write_list(
+        &list,
+        &[
+            ("train", &[s(0), s(1), s(7777), s(9998)]),
+            ("validation", &[s(2)]),
+        ],
+    );
     let e = err_of("train_cnn", json!({"epochs": 1}), None);
     assert!(
         e.contains("set `train` of subject list `folds` names 2 subject(s) that crop `crop_left` does not hold")
@@ -147,30 +172,53 @@ fn bad_lists_are_clear_errors() {
     write_list(&list, &[("train", &[s(0), s(1)]), ("validation", &[s(2)])]);
     let e = err_of("evaluate", json!({"set": "test"}), Some("train_cnn"));
     assert!(
-        e.contains("subject list `folds` has no `test` set") && e.contains("it has train, validation"),
+        e.contains("subject list `folds` has no `test` set")
+            && e.contains("it has train, validation"),
         "{e}"
     );
 
     // A training set with one class only.
     write_list(&list, &[("train", &[s(0), s(2)]), ("validation", &[s(1)])]);
     let e = err_of("train_ae", json!({"epochs": 1}), None);
-    assert!(e.contains("training set of subject list `folds` has no AD subjects"), "{e}");
+    assert!(
+        e.contains("training set of subject list `folds` has no AD subjects"),
+        "{e}"
+    );
 
     // A diagnosis the crop disagrees with.
-    write_list(&list, &[("train", &[(0, true), s(1)]), ("validation", &[s(2)])]);
+    write_list(
+        &list,
+        &[("train", &[(0, true), s(1)]), ("validation", &[s(2)])],
+    );
     let e = err_of("train_cnn", json!({"epochs": 1}), None);
-    assert!(e.contains("gives sub-OASIS10000 ses-M00 the diagnosis AD but crop `crop_left` has CN"), "{e}");
+    assert!(
+        e.contains("gives sub-OASIS10000 ses-M00 the diagnosis AD but crop `crop_left` has CN"),
+        "{e}"
+    );
 
     // `split` with a list, `set` without one.
     write_list(&list, &[("train", &[s(0), s(1)]), ("validation", &[s(2)])]);
-    let e = err_of("extract_codes", json!({"split": "validation"}), Some("train_ae"));
-    assert!(e.contains("name the list's file with `set: train|validation|test`"), "{e}");
+    let e = err_of(
+        "extract_codes",
+        json!({"split": "validation"}),
+        Some("train_ae"),
+    );
+    assert!(
+        e.contains("name the list's file with `set: train|validation|test`"),
+        "{e}"
+    );
     let e = run_err(&job(
         work.path(),
         "evaluate",
         json!({"set": "test"}),
-        vec![input("cnn", "train_cnn", &model), input("crop_left", "crop", &crop)],
+        vec![
+            input("cnn", "train_cnn", &model),
+            input("crop_left", "crop", &crop),
+        ],
         &work.path().join("out"),
     ));
-    assert!(e.contains("`set: test` picks a file of a subject list, but none of its needs is one"), "{e}");
+    assert!(
+        e.contains("`set: test` picks a file of a subject list, but none of its needs is one"),
+        "{e}"
+    );
 }
