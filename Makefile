@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab bench-scale gpu-bundle torch soak fuzz fuzz-cache
+.PHONY: all build demo paper-demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab bench-scale gpu-bundle torch soak fuzz fuzz-cache
 
 all: build
 
@@ -32,6 +32,13 @@ demo: build
 	target/release/hcpipe run pipelines/demo.yaml
 	@echo; echo "soft voting (left + right hippocampus CNNs) on the validation split:"
 	@target/release/hcpipe show pipelines/demo.yaml soft_vote
+
+# The paper table (issue 16) on synthetic data: 3 folds × 2 seeds of both
+# CNNs, soft vote, AE + GMM per fold, then mean ± SD over folds and seeds.
+paper-demo: build
+	target/release/hcpipe run pipelines/paper-demo.yaml
+	@echo; echo "the paper table (mean ± SD over folds and seeds) on the test set:"
+	@target/release/hcpipe show pipelines/paper-demo.yaml table
 
 # The browser test needs Chromium and the Slurm tests a one-node Slurm; both
 # scripts are idempotent, need root to install, and the tests skip with a

@@ -30,4 +30,5 @@ mod soak;
 mod spec_safety;
 mod splits;
 mod tutorial;
+mod subjects;
 mod verify_gc;

@@ -12,14 +12,24 @@
 //! (written pretty-printed, with a final newline). Row i of `<split>.tsv`
 //! (`participant_id session_id diagnosis label age sex MMS`) describes patch
 //! i of `<split>.safetensors`.
+//!
+//! A crop made with `subjects: all` holds one "split", [`ALL`]: `all.tsv` and
+//! `all.safetensors`, every subject of the dataset's `OASIS_BIDS.tsv` once,
+//! sorted by participant_id then session_id, labelled by that table's
+//! `diagnosis`. Learning stages with a subject list pick their subjects from
+//! it ([`select`]); a lab crop's `train` and `validation` serve the same way.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::dataset::{tsv_number, Diagnosis};
+use super::subjects::ListedSubject;
 use super::tsv::{self, Table};
 use super::{Error, Result};
+
+/// The file stem of a crop made with `subjects: all` (`all.tsv`, `all.safetensors`).
+pub const ALL: &str = "all";
 
 /// The lab's two hippocampus boxes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,9 +248,119 @@ impl CropSubjects {
     }
 }
 
+/// Why [`select`] cannot take a subject list's subjects from a crop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SelectError {
+    /// `participant_id session_id` of each listed subject the crop lacks.
+    Missing(Vec<String>),
+    /// A subject whose diagnosis in the list is not the crop's.
+    Diagnosis {
+        subject: String,
+        listed: Diagnosis,
+        cropped: Diagnosis,
+    },
+}
+
+/// The positions in `available` (a crop's rows) of the subjects `wanted`
+/// names, sorted by participant_id then session_id: the order of a list's
+/// rows never changes what a seeded stage computes from its set.
+pub fn select(
+    available: &[CropSubject],
+    wanted: &[ListedSubject],
+) -> std::result::Result<Vec<usize>, SelectError> {
+    let index: std::collections::HashMap<(&str, &str), usize> = available
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((s.participant_id.as_str(), s.session_id.as_str()), i))
+        .collect();
+    let mut sorted: Vec<&ListedSubject> = wanted.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.participant_id, &a.session_id).cmp(&(&b.participant_id, &b.session_id))
+    });
+    let mut missing = Vec::new();
+    let mut rows = Vec::with_capacity(sorted.len());
+    for s in sorted {
+        match index.get(&(s.participant_id.as_str(), s.session_id.as_str())) {
+            None => missing.push(format!("{} {}", s.participant_id, s.session_id)),
+            Some(&i) => {
+                let cropped = available.get(i).map_or(s.diagnosis, |c| c.diagnosis);
+                if cropped != s.diagnosis {
+                    return Err(SelectError::Diagnosis {
+                        subject: format!("{} {}", s.participant_id, s.session_id),
+                        listed: s.diagnosis,
+                        cropped,
+                    });
+                }
+                rows.push(i);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(SelectError::Missing(missing));
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn crop_row(pid: &str, diagnosis: Diagnosis) -> CropSubject {
+        CropSubject {
+            participant_id: pid.into(),
+            session_id: "ses-M00".into(),
+            diagnosis,
+            label: diagnosis.label(),
+            age: 70.0,
+            sex: "F".into(),
+            mms: f64::NAN,
+        }
+    }
+
+    fn listed(pid: &str, diagnosis: Diagnosis) -> ListedSubject {
+        ListedSubject {
+            participant_id: pid.into(),
+            session_id: "ses-M00".into(),
+            diagnosis,
+            age: f64::NAN,
+            sex: None,
+            mms: f64::NAN,
+        }
+    }
+
+    #[test]
+    fn select_sorts_by_subject_and_names_what_is_missing() {
+        use Diagnosis::{AD, CN};
+        let crop = [crop_row("s3", AD), crop_row("s1", CN), crop_row("s2", AD)];
+        let a = select(
+            &crop,
+            &[listed("s2", AD), listed("s3", AD), listed("s1", CN)],
+        );
+        let b = select(
+            &crop,
+            &[listed("s1", CN), listed("s3", AD), listed("s2", AD)],
+        );
+        assert_eq!(a, Ok(vec![1, 2, 0]));
+        assert_eq!(a, b, "the list's order must not matter");
+        assert_eq!(
+            select(
+                &crop,
+                &[listed("s9", AD), listed("s1", CN), listed("s0", CN)]
+            ),
+            Err(SelectError::Missing(vec![
+                "s0 ses-M00".into(),
+                "s9 ses-M00".into()
+            ]))
+        );
+        assert_eq!(
+            select(&crop, &[listed("s1", AD)]),
+            Err(SelectError::Diagnosis {
+                subject: "s1 ses-M00".into(),
+                listed: AD,
+                cropped: CN
+            })
+        );
+    }
 
     #[test]
     fn golden_meta() {

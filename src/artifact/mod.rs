@@ -12,13 +12,13 @@
 //! | a volume's `.pt` | [`pt`] | `synth` | [`dataset::Dataset::read_image`] |
 //! | `population.tsv` | [`population::Population`] | `demographics` | `report` |
 //! | `checks.tsv` | [`checks::Checks`] | `demographics` | `report` |
-//! | `subjects.tsv` | [`subjects::Subjects`] | `age_filter` | `evaluate`, `soft_vote` |
 //! | `participants.tsv` (any upstream) | [`subjects::SubjectList::read_participants`] | a `cmd` stage, by hand | `split` |
-//! | `{train,validation,test}.tsv` of a split or fold | [`subjects::SubjectList`], [`subjects::SubjectSets`] | `split`, `kfold` | `kfold`, learning stages |
 //! | `folds.tsv` | [`folds::Folds`] | `kfold` | people, tests |
 //! | `checks.tsv` of a split or fold | [`balance::BalanceChecks`] | `split`, `kfold` | people, tests |
+//! | `subjects.tsv` | [`subjects::Subjects`] | `age_filter` | `evaluate`, `soft_vote`, `gmm` |
+//! | a subject list's `train.tsv`, `validation.tsv`, `test.tsv` | [`subjects::SubjectSets`] | `split`, `kfold`, any cmd | `train_cnn`, `evaluate`, `train_ae`, `extract_codes` |
 //! | `meta.json` of a crop | [`crop::CropMeta`] | `crop` | `train_cnn`, `evaluate`, `train_ae`, `extract_codes`, `report` |
-//! | `{train,validation}.tsv` of a crop | [`crop::CropSubjects`] | `crop` | the worker's crop loader |
+//! | `{train,validation,all}.tsv` of a crop | [`crop::CropSubjects`] | `crop` | the worker's crop loader |
 //! | `history.tsv` | [`history::History`] | `train_cnn`, `train_ae` | `report` |
 //! | `predictions.tsv` | [`predictions::Predictions`] | `evaluate`, `soft_vote` | `soft_vote` |
 //! | `codes.tsv` | [`codes::Codes`] | `extract_codes` | `gmm` |

@@ -13,7 +13,12 @@
 //! `converged`, the lab's `compute_metrics(labels, cluster index)` as `lab`,
 //! the same under the best cluster → label matching as `matched` with the
 //! mapping in `cluster_to_label`, `adjusted_rand_index`, and a per-cluster
-//! summary.
+//! summary. Codes of a subject-list set (the `extract_codes` metrics say
+//! `"set": "test"`, say) also get the `matched` metrics under that set's name
+//! and `"set"`, so that a paper table reads `test.balanced_accuracy` of the
+//! AE + GMM row as it does of the CNNs'. With an `age_filter` need, `old`
+//! holds the same matched metrics (the whole set's mapping) on the subjects it
+//! lists, as `evaluate`'s `old`.
 //!
 //! linfa's EM computes responsibilities as `ln(Σ exp(·))` without the
 //! log-sum-exp shift (80-dim densities of spread 1e4 underflow to 0 → NaN),
@@ -41,6 +46,7 @@ use super::{Metrics, OpCtx, OpError};
 use crate::artifact::assignments::{self, Assignment, Assignments};
 use crate::artifact::codes::{self, Codes as CodesFile};
 use crate::artifact::dataset::Dataset;
+use crate::artifact::subjects::{self, Subjects};
 
 /// Params, defaulting to scikit-learn's `GaussianMixture` as the lab uses it.
 #[derive(Debug, Clone, Deserialize)]
@@ -157,7 +163,61 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         &fitted,
         demographics.as_deref(),
     )?;
-    Ok(summarise(&codes, &fitted, &params, demographics.as_deref()))
+    let mut metrics = summarise(&codes, &fitted, &params, demographics.as_deref());
+    if let Some(filter) = optional_age_filter(ctx)? {
+        metrics.insert(
+            "old".into(),
+            old_metrics(ctx.stage, &codes, &fitted, params.n_components, filter)?,
+        );
+    }
+    let set = crate::artifact::metrics::read_in(&codes_input.dir)?
+        .and_then(|m| m.get("set").and_then(|s| s.as_str()).map(str::to_string));
+    if let Some(set) = set {
+        if let Some(matched) = metrics.get("matched").cloned() {
+            metrics.insert(set.clone(), matched);
+        }
+        metrics.insert("set".into(), set.into());
+    }
+    Ok(metrics)
+}
+
+/// The one upstream `age_filter` stage, if `needs` has one.
+fn optional_age_filter<'a>(ctx: &OpCtx<'a>) -> Result<Option<&'a super::Input>, OpError> {
+    match ctx.inputs_by_op("age_filter").len() {
+        0 => Ok(None),
+        _ => ctx.input_by_op("age_filter").map(Some),
+    }
+}
+
+/// The matched metrics on the codes of the subjects `filter` lists (the ≥ 62 subgroup),
+/// under the cluster → label mapping of the whole set.
+fn old_metrics(
+    stage: &str,
+    codes: &Codes,
+    fitted: &Clustering,
+    k: usize,
+    filter: &super::Input,
+) -> Result<serde_json::Value, OpError> {
+    let kept = Subjects::read(&filter.dir.join(subjects::FILE))?;
+    let keep = kept.ids();
+    let mapping = best_cluster_to_label(&codes.labels, &fitted.clusters, k).unwrap_or_default();
+    let (mut truth, mut predicted) = (Vec::new(), Vec::new());
+    for (i, id) in codes.ids.iter().enumerate() {
+        if keep.contains(id.as_str()) {
+            truth.push(codes.labels.get(i).copied().unwrap_or(-1));
+            let cluster = fitted.clusters.get(i).copied().unwrap_or(usize::MAX);
+            predicted.push(mapping.get(cluster).copied().unwrap_or(-1));
+        }
+    }
+    if truth.is_empty() {
+        return Err(OpError::Msg(format!(
+            "stage `{stage}`: none of the {} subjects listed by `{}` has codes; give the \
+             age_filter stage the split the codes were extracted from",
+            keep.len(),
+            filter.stage
+        )));
+    }
+    Ok(json!(compute_metrics(&truth, &predicted)))
 }
 
 fn summarise(
@@ -735,6 +795,59 @@ mod tests {
             ("sub-000", "0", "60", "")
         );
         assert_eq!(text.lines().count(), 25);
+        assert!(metrics.get("set").is_none(), "lab codes: no set");
+
+        // Codes of a subject list's set: the matched metrics again, under the set's name.
+        std::fs::write(inputs[0].dir.join("metrics.json"), r#"{"set": "test"}"#).unwrap();
+        let out2 = dir.path().join("out2");
+        std::fs::create_dir_all(&out2).unwrap();
+        let metrics = run(&OpCtx { out: &out2, ..ctx }).unwrap();
+        assert_eq!(metrics["set"], "test");
+        assert_eq!(metrics["test"], metrics["matched"]);
+
+        // The ≥ 62 subgroup: the subjects an age_filter lists, under the whole set's mapping.
+        let old = dir.path().join("old");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(
+            old.join(subjects::FILE),
+            "participant_id\tsession_id\tdiagnosis\tage\nsub-001\tses-M00\tAD\t80\nsub-002\tses-M00\tCN\t70\nsub-005\tses-M00\tAD\t80\n",
+        )
+        .unwrap();
+        let with_old = [
+            inputs[0].clone(),
+            Input {
+                stage: "old".into(),
+                op: Some("age_filter".into()),
+                dir: old.clone(),
+                content: None,
+            },
+        ];
+        let out3 = dir.path().join("out3");
+        std::fs::create_dir_all(&out3).unwrap();
+        let metrics = run(&OpCtx {
+            inputs: &with_old,
+            out: &out3,
+            ..ctx
+        })
+        .unwrap();
+        assert_eq!(metrics["old"]["n"], 3);
+        assert_eq!(metrics["old"]["accuracy"], 1.0);
+        std::fs::write(
+            old.join(subjects::FILE),
+            "participant_id\tsession_id\tdiagnosis\tage\nsub-999\tses-M00\tAD\t80\n",
+        )
+        .unwrap();
+        let e = run(&OpCtx {
+            inputs: &with_old,
+            out: &out3,
+            ..ctx
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("none of the 1 subjects listed by `old` has codes"),
+            "{e}"
+        );
     }
 
     #[test]

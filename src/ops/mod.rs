@@ -303,7 +303,7 @@ static DATA_OPS: &[OpDef] = &[
         version: 1,
         kind: OpKind::Native(crop::run),
         check_params: |p| parse_params::<crop::CropParams>(p).map(|_| ()),
-        summary: "hippocampus patches (left_hc / right_hc) with a shift margin, as safetensors",
+        summary: "hippocampus patches (left_hc / right_hc) with a shift margin, as safetensors; of the lab's splits or (`subjects: all`) of every subject",
     },
 ];
 

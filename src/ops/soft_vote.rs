@@ -11,6 +11,9 @@
 //! order). Metrics: `validation` (the lab's `compute_metrics` on every
 //! subject), `old` (the same on the `age_filter` subjects, when one is
 //! needed) and `members` (the evaluate stages' names, in `needs` order).
+//! Members that evaluated a subject-list set (their metrics say `"set":
+//! "test"`, say) key the vote's metrics by that set instead of `validation`,
+//! and `"set"` names it; members must agree on it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -46,11 +49,16 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             Predictions::read(&member.dir.join(PREDICTIONS))?.0,
         ));
     }
+    // Before matching subjects: two sets' subjects differ, and this says why.
+    let set = members_set(ctx.stage, &members)?;
     let voted = soft_vote(&tables)?;
     Predictions(voted.clone()).write(&ctx.out.join(PREDICTIONS))?;
 
     let mut metrics = Metrics::new();
-    metrics.insert("validation".into(), metrics_json(&voted));
+    metrics.insert(
+        set.as_deref().unwrap_or("validation").into(),
+        metrics_json(&voted),
+    );
     if let Some(filter) = optional_input(ctx, "age_filter")? {
         let old = subset(&voted, &filter.dir.join(subjects::FILE))?;
         metrics.insert("old".into(), metrics_json(&old));
@@ -59,7 +67,33 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         "members".into(),
         serde_json::Value::Array(members.iter().map(|m| m.stage.clone().into()).collect()),
     );
+    if let Some(set) = set {
+        metrics.insert("set".into(), set.into());
+    }
     Ok(metrics)
+}
+
+/// The subject-list set the members evaluated (their metrics' `"set"`), `None` for the lab's
+/// validation split; members that disagree are refused (their votes would mix two sets).
+fn members_set(stage: &str, members: &[&Input]) -> Result<Option<String>, OpError> {
+    let mut sets = Vec::with_capacity(members.len());
+    for member in members {
+        let set = crate::artifact::metrics::read_in(&member.dir)?
+            .and_then(|m| m.get("set").and_then(|s| s.as_str()).map(str::to_string));
+        sets.push((member.stage.as_str(), set));
+    }
+    let first = sets.first().and_then(|(_, s)| s.clone());
+    if let Some((other, set)) = sets.iter().find(|(_, s)| *s != first) {
+        let first_stage = sets.first().map_or("", |(s, _)| *s);
+        let name = |s: &Option<String>| s.clone().unwrap_or_else(|| "the lab's validation".into());
+        return Err(OpError::Msg(format!(
+            "stage `{stage}` (soft_vote): `{first_stage}` evaluated {} set but `{other}` {} set; \
+             give the evaluate stages the same `set:` and subject list",
+            name(&first),
+            name(set)
+        )));
+    }
+    Ok(first)
 }
 
 /// The single upstream stage made by `op`, if `needs` has one.
@@ -270,6 +304,35 @@ mod tests {
         assert_eq!(old["sensitivity"], 1.0);
         assert_eq!(old["specificity"], 0.0);
         assert_eq!(metrics["members"], serde_json::json!(["left", "right"]));
+    }
+
+    #[test]
+    fn a_subject_list_set_keys_the_metrics_and_members_must_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        for m in ["left", "right"] {
+            write(&dir.path().join(m), "metrics.json", r#"{"set": "test"}"#);
+        }
+        let metrics = run_stage(dir.path(), &predictions(LEFT), &predictions(RIGHT), None).unwrap();
+        assert_eq!(metrics["test"]["n"], 4);
+        assert_eq!(metrics["set"], "test");
+        assert!(metrics.get("validation").is_none());
+        write(
+            &dir.path().join("right"),
+            "metrics.json",
+            r#"{"set": "validation"}"#,
+        );
+        let e = run_stage(dir.path(), &predictions(LEFT), &predictions(RIGHT), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`left` evaluated test set but `right` validation set"),
+            "{e}"
+        );
+        write(&dir.path().join("right"), "metrics.json", "{}");
+        let e = run_stage(dir.path(), &predictions(LEFT), &predictions(RIGHT), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("but `right` the lab's validation set"), "{e}");
     }
 
     #[test]

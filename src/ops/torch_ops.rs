@@ -83,26 +83,26 @@ torch_ops! {
         // 2: Adam as one fused kernel; initial weights drawn on the CPU on every device.
         version: 2,
         params: TrainCnnParams,
-        summary: "train the lab's CNN on one `crop` stage (Adam, best epoch by training loss)",
+        summary: "train the lab's CNN on one `crop` stage, or a subject list's train set of it (Adam, best epoch by training loss)",
     }
     Evaluate {
         name: "evaluate",
         version: 1,
         params: EvaluateParams,
-        summary: "a `train_cnn` model on the validation split: predictions and lab metrics",
+        summary: "a `train_cnn` model on the validation split or a subject list's `set`: predictions and lab metrics",
     }
     TrainAe {
         name: "train_ae",
         // 2: Adam as one fused kernel; initial weights drawn on the CPU on every device.
         version: 2,
         params: TrainAeParams,
-        summary: "train the lab's autoencoder on one `crop` stage (Adam, summed MSE)",
+        summary: "train the lab's autoencoder on one `crop` stage, or a subject list's train set of it (Adam, summed MSE)",
     }
     ExtractCodes {
         name: "extract_codes",
         version: 1,
         params: ExtractCodesParams,
-        summary: "a `train_ae` model's 80-value codes of one split, for clustering",
+        summary: "a `train_ae` model's 80-value codes of one split or subject-list set, for clustering",
     }
 }
 

@@ -40,6 +40,27 @@ impl Split {
     }
 }
 
+/// Which file of a subject list (a `split`/`kfold` member: `train.tsv`,
+/// `validation.tsv`, `test.tsv`) a stage evaluates; only with a subject-list need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectSet {
+    Train,
+    Validation,
+    Test,
+}
+
+impl SubjectSet {
+    /// The set's name: the list's file stem and the key of the stage's metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            SubjectSet::Train => "train",
+            SubjectSet::Validation => "validation",
+            SubjectSet::Test => "test",
+        }
+    }
+}
+
 fn default_cnn_lr() -> f64 {
     1e-4
 }
@@ -54,9 +75,6 @@ fn default_train_batch() -> usize {
 }
 fn default_eval_batch() -> usize {
     32
-}
-fn default_split() -> Split {
-    Split::Train
 }
 
 /// The params of a training op: the same fields and checks, each op with its own default `lr`
@@ -107,7 +125,8 @@ training_params!(
     default_lr: "default_ae_lr"
 );
 
-/// `evaluate`: a trained CNN on the validation split (and the old subjects).
+/// `evaluate`: a trained CNN on the validation split (and the old subjects),
+/// or on set `set` of a subject-list need.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateParams {
@@ -116,14 +135,22 @@ pub struct EvaluateParams {
     pub batch_size: usize,
     #[serde(default)]
     pub device: DeviceChoice,
+    /// With a subject-list need: the set to evaluate (default `validation`).
+    /// Absent keeps the keys of pipelines written before subject lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<SubjectSet>,
 }
 
-/// `extract_codes`: the autoencoder's 80-value codes of one split.
+/// `extract_codes`: the autoencoder's 80-value codes of one split of a lab
+/// crop (`split`, default `train`), or of one set of a subject-list need
+/// (`set`, default `train`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractCodesParams {
-    #[serde(default = "default_split")]
-    pub split: Split,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<SubjectSet>,
     #[serde(default = "default_eval_batch")]
     pub batch_size: usize,
     #[serde(default)]
@@ -159,6 +186,14 @@ impl ExtractCodesParams {
     pub fn from_params(p: &Params) -> Result<Self, String> {
         let t: Self = parse_params(p)?;
         check_batch(t.batch_size)?;
+        if let (Some(split), Some(set)) = (t.split, t.set) {
+            return Err(format!(
+                "`split: {}` and `set: {}` both given; `split` picks a split of a lab crop, `set` \
+                 a file of a subject-list need: keep the one that matches this stage's needs",
+                split.stem(),
+                set.name()
+            ));
+        }
         Ok(t)
     }
 }
@@ -181,7 +216,7 @@ mod tests {
         let a = TrainAeParams::from_params(&Params::new()).unwrap();
         assert_eq!((a.lr, a.epochs, a.batch_size), (1e-2, 30, 4));
         let c = ExtractCodesParams::from_params(&Params::new()).unwrap();
-        assert_eq!(c.split, Split::Train);
+        assert_eq!((c.split, c.set), (None, None));
         assert_eq!(c.device, DeviceChoice::Auto);
     }
 
@@ -197,5 +232,13 @@ mod tests {
         assert!(e.unwrap_err().contains("unknown variant `gpu`"));
         let e = ExtractCodesParams::from_params(&params(serde_json::json!({"split": "test"})));
         assert!(e.is_err());
+        let e = EvaluateParams::from_params(&params(serde_json::json!({"set": "holdout"})));
+        assert!(e.unwrap_err().contains("`train`, `validation`, `test`"));
+        let e = ExtractCodesParams::from_params(&params(serde_json::json!({"set": "test"})));
+        assert_eq!(e.unwrap().set, Some(SubjectSet::Test));
+        let e = ExtractCodesParams::from_params(&params(
+            serde_json::json!({"set": "test", "split": "train"}),
+        ));
+        assert!(e.unwrap_err().contains("both given"));
     }
 }

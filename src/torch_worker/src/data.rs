@@ -7,13 +7,19 @@
 //! a training batch takes each patch at a random offset within the margin,
 //! like the lab's `CropLeftHC(random_shift)` in train mode.
 //!
+//! A stage with a subject list takes its subjects from the crop instead
+//! ([`CropSplit::load_selected`]): from `all.*` (a crop made with `subjects:
+//! all`) or else from the lab crop's `train.*` and `validation.*` together,
+//! in participant_id/session_id order whatever the list's order.
+//!
 //! All patches are moved to the job's device once, on load: a GPU run then
 //! slices batches on the device without host copies.
 
 use std::path::{Path, PathBuf};
 
 pub use hcpipe::artifact::crop::CropMeta;
-use hcpipe::artifact::crop::{CropSubject, CropSubjects};
+use hcpipe::artifact::crop::{select, CropSubject, CropSubjects, SelectError, ALL};
+use hcpipe::artifact::subjects::ListedSubject;
 use hcpipe::ops::torch_params::Split;
 use tch::{Device, Kind, Tensor};
 
@@ -43,17 +49,28 @@ fn tensor_named(file: &Path, tensors: &mut Vec<(String, Tensor)>, name: &str) ->
     Ok(tensors.swap_remove(pos).1)
 }
 
-impl CropSplit {
-    /// Load `split` of the `crop` artifact in `dir` onto `device`, checking
-    /// that shapes, labels and the subject table agree.
-    pub fn load(dir: &Path, split: Split, device: Device) -> Result<CropSplit> {
-        let meta = CropMeta::read(dir)?;
-        let file: PathBuf = dir.join(format!("{}.safetensors", split.stem()));
+/// One patches file of a crop, on the CPU, checked against `meta.json` and its table.
+struct CropFile {
+    patches: Tensor,
+    labels: Tensor,
+    subjects: Vec<Subject>,
+}
+
+impl CropFile {
+    /// `<stem>.safetensors` and `<stem>.tsv` of the crop in `dir`.
+    fn read(dir: &Path, stem: &str, meta: &CropMeta) -> Result<CropFile> {
+        let file: PathBuf = dir.join(format!("{stem}.safetensors"));
         if !file.is_file() {
+            let why = if dir.join(format!("{ALL}.safetensors")).is_file() {
+                "it was made with `subjects: all`, which crops every subject into `all.*`: give \
+                 this stage a subject list (a `split` or `kfold` stage) in its `needs` to choose \
+                 its subjects, or crop with the default `subjects: lab`"
+            } else {
+                "rebuild it"
+            };
             return Err(msg(format!(
-                "{}: missing; the `crop` stage did not write its {} split (rebuild it)",
+                "{}: missing; the `crop` stage did not write its {stem} split ({why})",
                 file.display(),
-                split.stem()
             )));
         }
         let mut tensors = Tensor::read_safetensors(&file)
@@ -79,20 +96,117 @@ impl CropSplit {
                 labels.size()
             )));
         }
-        if n == 0 {
+        let label_values = Vec::<i64>::try_from(&labels)
+            .context(|| format!("{}: reading `labels`", file.display()))?;
+        let subjects = read_subjects(&dir.join(format!("{stem}.tsv")), &label_values)?;
+        Ok(CropFile {
+            patches,
+            labels,
+            subjects,
+        })
+    }
+}
+
+impl CropSplit {
+    /// Load `split` of the `crop` artifact in `dir` onto `device`, checking
+    /// that shapes, labels and the subject table agree.
+    pub fn load(dir: &Path, split: Split, device: Device) -> Result<CropSplit> {
+        let meta = CropMeta::read(dir)?;
+        let f = CropFile::read(dir, split.stem(), &meta)?;
+        if f.subjects.is_empty() {
             return Err(msg(format!(
                 "{}: the {} split is empty",
-                file.display(),
+                dir.join(format!("{}.safetensors", split.stem())).display(),
                 split.stem()
             )));
         }
-        let label_values = Vec::<i64>::try_from(&labels)
-            .context(|| format!("{}: reading `labels`", file.display()))?;
-        let subjects = read_subjects(&dir.join(format!("{}.tsv", split.stem())), &label_values)?;
         Ok(CropSplit {
             meta,
-            patches: patches.to_device(device),
-            labels: labels.to_device(device),
+            patches: f.patches.to_device(device),
+            labels: f.labels.to_device(device),
+            subjects: f.subjects,
+            device,
+        })
+    }
+
+    /// The subjects `wanted` (set `set` of subject list `list`) of the crop
+    /// `crop` in `dir`, sorted by participant_id then session_id, onto `device`.
+    pub fn load_selected(
+        dir: &Path,
+        crop: &str,
+        set: &str,
+        list: &str,
+        wanted: &[ListedSubject],
+        device: Device,
+    ) -> Result<CropSplit> {
+        let meta = CropMeta::read(dir)?;
+        let all = dir.join(format!("{ALL}.safetensors")).is_file();
+        let stems: &[&str] = if all {
+            &[ALL]
+        } else {
+            &["train", "validation"]
+        };
+        let mut files = Vec::with_capacity(stems.len());
+        for stem in stems {
+            files.push(CropFile::read(dir, stem, &meta)?);
+        }
+        let available: Vec<Subject> = files.iter().flat_map(|f| f.subjects.clone()).collect();
+        let rows = select(&available, wanted).map_err(|e| match e {
+            SelectError::Missing(missing) => {
+                let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
+                let more = match missing.len().saturating_sub(shown.len()) {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
+                let fix = if all {
+                    format!(
+                        "`{crop}` holds every subject of its dataset (`subjects: all`), so the \
+                         list was made from another dataset: make it from the dataset `{crop}` needs"
+                    )
+                } else {
+                    format!(
+                        "`{crop}` holds the lab's train and validation splits only: give it \
+                         `subjects: all` to crop every subject of the dataset"
+                    )
+                };
+                msg(format!(
+                    "set `{set}` of subject list `{list}` names {} subject(s) that crop `{crop}` \
+                     does not hold: {}{more}. {fix}",
+                    missing.len(),
+                    shown.join(", ")
+                ))
+            }
+            SelectError::Diagnosis {
+                subject,
+                listed,
+                cropped,
+            } => msg(format!(
+                "set `{set}` of subject list `{list}` gives {subject} the diagnosis {} but crop \
+                 `{crop}` has {}; make the list and the crop from the same dataset",
+                listed.as_str(),
+                cropped.as_str()
+            )),
+        })?;
+        if rows.is_empty() {
+            return Err(msg(format!(
+                "set `{set}` of subject list `{list}` is empty; a stage needs at least one subject"
+            )));
+        }
+        let index = Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let (patches, labels): (Vec<Tensor>, Vec<Tensor>) =
+            files.into_iter().map(|f| (f.patches, f.labels)).unzip();
+        let subjects = rows
+            .iter()
+            .filter_map(|&i| available.get(i).cloned())
+            .collect();
+        Ok(CropSplit {
+            meta,
+            patches: Tensor::cat(&patches, 0)
+                .index_select(0, &index)
+                .to_device(device),
+            labels: Tensor::cat(&labels, 0)
+                .index_select(0, &index)
+                .to_device(device),
             subjects,
             device,
         })

@@ -1,11 +1,15 @@
-//! `evaluate`: a `train_cnn` model on the validation split of its `crop`.
+//! `evaluate`: a `train_cnn` model on the validation split of its `crop`, or,
+//! with a subject-list need, on its set `set` (default `validation`) taken
+//! from the crop.
 //!
 //! Artifact: `predictions.tsv` (`participant_id true_label predicted_label
-//! proba0 proba1`, one row per validation patch) and metrics
+//! proba0 proba1`, one row per evaluated patch) and metrics
 //! `{"validation": {...}, "old": {...}}` with the lab's `compute_metrics`
 //! plus `mean_loss` (summed cross-entropy / n, as the lab's `test`). "old"
 //! restricts to the subjects an upstream `age_filter` stage lists (the lab's
-//! check on participants aged 62 and over).
+//! check on participants aged 62 and over). With a subject list the first
+//! key is the set's name (`test`, ...) and `"set"` names it too, so that
+//! `soft_vote` keys its metrics the same way.
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,12 +18,12 @@ use hcpipe::artifact::metrics;
 use hcpipe::artifact::predictions::{self, Prediction, Predictions};
 use hcpipe::artifact::subjects::{self, Subjects};
 use hcpipe::ops::metrics::compute_metrics;
-use hcpipe::ops::torch_params::{EvaluateParams, Split};
+use hcpipe::ops::torch_params::{EvaluateParams, Split, SubjectSet};
 use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::{json, Value};
 use tch::nn::VarStore;
 
-use super::{common_metrics, finite};
+use super::{common_metrics, finite, load_patches};
 use crate::data::CropSplit;
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
@@ -40,7 +44,17 @@ pub fn run(ctx: &OpCtx, p: EvaluateParams) -> Result<Metrics> {
         }
     };
     let device = crate::device::pick(p.device, ctx.threads)?;
-    let data = CropSplit::load(&crop.dir, Split::Validation, device)?;
+    // A subject list's set `set` (default validation), else the lab crop's validation split.
+    let patches = load_patches(
+        ctx,
+        crop,
+        device,
+        Split::Validation,
+        p.set,
+        SubjectSet::Validation,
+    )?;
+    let (data, set) = (patches.data, patches.set);
+    let set_name = set.map_or("validation", SubjectSet::name);
     check_same_crop(ctx.stage, &model.dir, &model.stage, &data, &crop.stage)?;
 
     let vs = VarStore::new(device);
@@ -65,7 +79,7 @@ pub fn run(ctx: &OpCtx, p: EvaluateParams) -> Result<Metrics> {
     let truth = data.labels_host();
     let all: Vec<usize> = (0..data.len()).collect();
     let mut m = Metrics::new();
-    m.insert("validation".into(), subset_metrics(&truth, &c, &all));
+    m.insert(set_name.into(), subset_metrics(&truth, &c, &all));
     if let Some(filter) = old_filter {
         let kept = Subjects::read(&filter.dir.join(subjects::FILE))?;
         let keep = kept.ids();
@@ -77,9 +91,13 @@ pub fn run(ctx: &OpCtx, p: EvaluateParams) -> Result<Metrics> {
             })
             .collect();
         if old.is_empty() {
+            let fix = match set {
+                None => "give the age_filter stage `split: validation`",
+                Some(_) => "give the age_filter stage the split these subjects come from",
+            };
             return Err(msg(format!(
-                "stage `{}`: none of the {} subjects listed by `{}` is in the validation split of \
-                 `{}`; give the age_filter stage `split: validation`",
+                "stage `{}`: none of the {} subjects listed by `{}` is in the {set_name} set of \
+                 `{}`; {fix}",
                 ctx.stage,
                 keep.len(),
                 filter.stage,
@@ -90,6 +108,9 @@ pub fn run(ctx: &OpCtx, p: EvaluateParams) -> Result<Metrics> {
     }
     m.extend(common_metrics(device, started));
     m.insert("region".into(), json!(data.meta.region));
+    if let Some(set) = set {
+        m.insert("set".into(), json!(set.name()));
+    }
     Ok(m)
 }
 

@@ -1,19 +1,20 @@
 //! `extract_codes`: the autoencoder's codes of one split, for clustering.
 //!
 //! Artifact: `codes.tsv` (`participant_id label f0 … f79`), the lab's
-//! `compute_dataset_features` in eval mode on unshifted patches.
+//! `compute_dataset_features` in eval mode on unshifted patches. The split is
+//! the lab crop's `split` (default `train`), or with a subject-list need its
+//! set `set` (default `train`), which the metrics name as `"set"` (for `gmm`).
 
 use std::time::Instant;
 
 use hcpipe::artifact::codes::{self, Codes};
-use hcpipe::ops::torch_params::ExtractCodesParams;
+use hcpipe::ops::torch_params::{ExtractCodesParams, Split, SubjectSet};
 use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::json;
 use tch::nn::VarStore;
 use tch::Device;
 
-use super::common_metrics;
-use crate::data::CropSplit;
+use super::{common_metrics, load_patches};
 use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
 
@@ -22,7 +23,16 @@ pub fn run(ctx: &OpCtx, p: ExtractCodesParams) -> Result<Metrics> {
     let model = ctx.input_by_op("train_ae")?;
     let crop = ctx.input_by_op("crop")?;
     let device = crate::device::pick(p.device, ctx.threads)?;
-    let data = CropSplit::load(&crop.dir, p.split, device)?;
+    if p.split.is_some() && super::subject_list(ctx)?.is_some() {
+        return Err(crate::error::msg(format!(
+            "stage `{}`: `split` picks a split of a lab crop, but a subject list is among its \
+             needs; name the list's file with `set: train|validation|test` instead",
+            ctx.stage
+        )));
+    }
+    let split = p.split.unwrap_or(Split::Train);
+    let patches = load_patches(ctx, crop, device, split, p.set, SubjectSet::Train)?;
+    let (data, set) = (patches.data, patches.set);
 
     let vs = VarStore::new(device);
     let ae = AutoEncoder::new(&vs.root());
@@ -60,7 +70,10 @@ pub fn run(ctx: &OpCtx, p: ExtractCodesParams) -> Result<Metrics> {
     .write(&ctx.out.join(codes::FILE))?;
 
     let mut m = common_metrics(device, started);
-    m.insert("split".into(), json!(p.split.stem()));
+    match set {
+        None => m.insert("split".into(), json!(split.stem())),
+        Some(set) => m.insert("set".into(), json!(set.name())),
+    };
     m.insert("n".into(), json!(n));
     m.insert("code_size".into(), json!(width));
     m.insert("region".into(), json!(data.meta.region));

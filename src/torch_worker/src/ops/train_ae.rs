@@ -1,4 +1,5 @@
-//! `train_ae`: the lab's AutoEncoder trained on one `crop` stage.
+//! `train_ae`: the lab's AutoEncoder trained on one `crop` stage (its train split, or the
+//! `train` set of a subject-list need).
 //!
 //! Artifact: `weights.safetensors` (best epoch, lab names `encoder.*`,
 //! `decoder.*`), `history.tsv` (epoch, loss). The loss is the lab's `testAE`:
@@ -6,12 +7,14 @@
 
 use std::time::Instant;
 
-use hcpipe::ops::torch_params::{Split, TrainAeParams};
+use hcpipe::ops::torch_params::{Split, SubjectSet, TrainAeParams};
 use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::json;
 use tch::Reduction;
 
-use super::{common_metrics, finite, resolve_shift, training_metrics};
+use super::{
+    check_both_classes, common_metrics, finite, load_patches, resolve_shift, training_metrics,
+};
 use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
@@ -39,7 +42,10 @@ pub fn run(ctx: &OpCtx, p: TrainAeParams) -> Result<Metrics> {
     let started = Instant::now();
     let crop = ctx.input_by_op("crop")?;
     let device = crate::device::pick(p.device, ctx.threads)?;
-    let data = CropSplit::load(&crop.dir, Split::Train, device)?;
+    // A subject list's `train` set, else the lab crop's train split.
+    let patches = load_patches(ctx, crop, device, Split::Train, None, SubjectSet::Train)?;
+    check_both_classes(ctx, &patches)?;
+    let data = patches.data;
     let schedule = Schedule {
         lr: p.lr,
         epochs: p.epochs,

@@ -1,18 +1,20 @@
-//! `train_cnn`: the lab's CustomNetwork trained on one `crop` stage.
+//! `train_cnn`: the lab's CustomNetwork trained on one `crop` stage (its train split, or the
+//! `train` set of a subject-list need).
 //!
 //! Artifact: `weights.safetensors` (the best epoch's weights, lab names),
 //! `history.tsv` (epoch, loss, balanced_accuracy on the training split).
 
 use std::time::Instant;
 
-use hcpipe::ops::torch_params::{Split, TrainCnnParams};
+use hcpipe::ops::torch_params::{Split, SubjectSet, TrainCnnParams};
 use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::json;
 use tch::nn::ModuleT;
 use tch::{Reduction, Tensor};
 
-use super::{common_metrics, finite, resolve_shift, training_metrics};
-use crate::data::CropSplit;
+use super::{
+    check_both_classes, common_metrics, finite, load_patches, resolve_shift, training_metrics,
+};
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
 use crate::train::{classifier_stats, eval_batch, fit, seeded_store, write_history, Schedule};
@@ -21,7 +23,10 @@ pub fn run(ctx: &OpCtx, p: TrainCnnParams) -> Result<Metrics> {
     let started = Instant::now();
     let crop = ctx.input_by_op("crop")?;
     let device = crate::device::pick(p.device, ctx.threads)?;
-    let data = CropSplit::load(&crop.dir, Split::Train, device)?;
+    // A subject list's `train` set, else the lab crop's train split.
+    let patches = load_patches(ctx, crop, device, Split::Train, None, SubjectSet::Train)?;
+    check_both_classes(ctx, &patches)?;
+    let data = patches.data;
     if !CustomNetwork::accepts(data.meta.patch_dims()) {
         return Err(msg(format!(
             "stage `{}`: the lab's CNN needs patches that pool to 4×5×4 (e.g. 30×40×30); \

@@ -7,4 +7,5 @@ mod cli;
 mod gpu;
 mod learning;
 mod parity;
+mod subjects;
 mod support;
