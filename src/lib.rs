@@ -3,6 +3,7 @@
 //! The runner's architecture, one module per concern; each imports only the modules listed
 //! before it (README "Layout"; `tests/module_graph.rs` fails on a cycle):
 //! - [`artifact`]: the files ops hand to each other, one typed format per file.
+//! - [`stats`]: statistical tests on plain numbers (paired tests for `diff`).
 //! - [`ops`]: the built-in stage kinds and the torch ops' table; tensor ops run in the
 //!   `hcpipe-torch` worker.
 //! - [`cache`]: stage keys, the content-addressed store, locks, stat cache.
@@ -36,6 +37,7 @@ pub mod plan;
 pub mod record;
 pub mod run;
 pub mod spec;
+pub mod stats;
 pub mod ui;
 
 pub use error::Error;

@@ -287,7 +287,8 @@ static RESULT_OPS: &[OpDef] = &[
     OpDef {
         name: "soft_vote",
         // 2: predictions.tsv through artifact::predictions (numbers in Display form, as evaluate's).
-        version: 2,
+        // 3: metrics gain `roc_auc`.
+        version: 3,
         kind: OpKind::Native(soft_vote::run),
         check_params: |p| parse_params::<soft_vote::SoftVoteParams>(p).map(|_| ()),
         summary: "averages the probabilities of several `evaluate` stages (the lab's soft voting)",
