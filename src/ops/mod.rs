@@ -23,6 +23,7 @@
 //! the whole pipeline at load time with the list of valid names.
 
 pub mod age_filter;
+pub mod aggregate;
 pub mod cluster_metrics;
 pub mod collect;
 pub mod crop;
@@ -306,6 +307,13 @@ static RESULT_OPS: &[OpDef] = &[
         kind: OpKind::Native(collect::run),
         check_params: collect::check,
         summary: "one table (TSV + Markdown) of gathered stages' metrics, a row per matrix member",
+    },
+    OpDef {
+        name: "aggregate",
+        version: 1,
+        kind: OpKind::Native(aggregate::run),
+        check_params: aggregate::check_params,
+        summary: "the paper table: mean ± SD (and pooled) of gathered stages' metrics over folds and seeds; TSV, Markdown, LaTeX, JSON",
     },
     OpDef {
         name: "report",

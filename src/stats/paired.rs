@@ -209,7 +209,15 @@ mod tests {
     /// (name, a, b, scipy wilcoxon(b, a) statistic and p, scipy ttest_rel(b, a) t and p).
     /// Printed once by scipy 1.17.1 (numpy 2.4.6):
     /// `w = stats.wilcoxon(b, a); t = stats.ttest_rel(b, a)`.
-    type Case = (&'static str, &'static [f64], &'static [f64], f64, f64, f64, f64);
+    type Case = (
+        &'static str,
+        &'static [f64],
+        &'static [f64],
+        f64,
+        f64,
+        f64,
+        f64,
+    );
     const PAIRS: &[Case] = &[
         (
             // no ties, no zeros, n = 8: scipy's exact distribution
@@ -326,7 +334,10 @@ mod tests {
         };
         assert_eq!(method(&by_name("exact_no_ties")), WilcoxonMethod::Exact);
         // a zero with 6 pairs: scipy's permutation test, an exact enumeration
-        assert_eq!(method(&by_name("zero_small_permutation")), WilcoxonMethod::Exact);
+        assert_eq!(
+            method(&by_name("zero_small_permutation")),
+            WilcoxonMethod::Exact
+        );
         assert_eq!(method(&by_name("ties_n15_normal")), WilcoxonMethod::Normal);
         for (name, d, ..) in DIFFS {
             let want = if *name == "ties_zeros_n20" {

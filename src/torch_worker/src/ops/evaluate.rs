@@ -98,7 +98,11 @@ pub fn run(ctx: &OpCtx, p: EvaluateParams) -> Result<Metrics> {
 /// (summed cross-entropy / n) over the patches `idx`.
 fn subset_metrics(truth: &[i64], c: &Classified, idx: &[usize]) -> Value {
     let pick = |v: &[i64]| -> Vec<i64> { idx.iter().filter_map(|&i| v.get(i).copied()).collect() };
-    let proba1: Vec<f64> = idx.iter().filter_map(|&i| c.proba.get(i)).map(|p| p[1]).collect();
+    let proba1: Vec<f64> = idx
+        .iter()
+        .filter_map(|&i| c.proba.get(i))
+        .map(|p| p[1])
+        .collect();
     let loss: f64 = idx.iter().filter_map(|&i| c.losses.get(i)).sum();
     let s = scored_metrics(&pick(truth), &pick(&c.predicted), &proba1);
     let b = s.binary;
