@@ -3,6 +3,7 @@
 
 mod common;
 
+pub mod aggregate;
 mod cache_trust;
 mod caching;
 mod commit_safety;
