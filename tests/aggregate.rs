@@ -117,8 +117,14 @@ fn the_table_equals_numpy_over_the_members() {
     for (label, column, mean, sd) in numpy {
         let c = cell(&table, label, column);
         assert_eq!(c["n"], 6, "{c}");
-        assert!((c["mean"].as_f64().unwrap() - mean).abs() < 1e-12, "{label}: {c}");
-        assert!((c["sd"].as_f64().unwrap() - sd).abs() < 1e-12, "{label}: {c}");
+        assert!(
+            (c["mean"].as_f64().unwrap() - mean).abs() < 1e-12,
+            "{label}: {c}"
+        );
+        assert!(
+            (c["sd"].as_f64().unwrap() - sd).abs() < 1e-12,
+            "{label}: {c}"
+        );
     }
     // And recomputed from the members' own artifacts, member by member.
     for (label, stage, column, metric) in [
@@ -147,14 +153,20 @@ fn the_table_equals_numpy_over_the_members() {
         assert!((c["sd"].as_f64().unwrap() - sd).abs() < 1e-12);
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         assert_eq!(c["min"].as_f64().unwrap(), min);
-        let (lo, hi) = (c["ci95"]["lo"].as_f64().unwrap(), c["ci95"]["hi"].as_f64().unwrap());
+        let (lo, hi) = (
+            c["ci95"]["lo"].as_f64().unwrap(),
+            c["ci95"]["hi"].as_f64().unwrap(),
+        );
         // scipy.stats.t.ppf(0.975, 5) = 2.5705818356363146
         let half = 2.5705818356363146 * sd / 6f64.sqrt();
         assert!((lo - (mean - half)).abs() < 1e-9 && (hi - (mean + half)).abs() < 1e-9);
     }
     // axis values of a member, and the pooled row over all 24 predictions
     let left = cell(&table, "left CNN", 0);
-    assert_eq!(left["members"][3]["axes"], serde_json::json!({"fold": 1, "seed": 1}));
+    assert_eq!(
+        left["members"][3]["axes"],
+        serde_json::json!({"fold": 1, "seed": 1})
+    );
     let pooled = table["rows"]
         .as_array()
         .unwrap()
@@ -174,9 +186,15 @@ fn the_table_equals_numpy_over_the_members() {
     );
     assert!(md.contains("| right CNN (pooled) | 6 | 0.500 |"), "{md}");
     let tex = std::fs::read_to_string(dir.join("table.tex")).unwrap();
-    assert!(tex.contains("left CNN & 6 & $0.675 \\pm 0.063$ [0.609, 0.742] (0.600--0.751)"), "{tex}");
+    assert!(
+        tex.contains("left CNN & 6 & $0.675 \\pm 0.063$ [0.609, 0.742] (0.600--0.751)"),
+        "{tex}"
+    );
     let tsv = std::fs::read_to_string(dir.join("table.tsv")).unwrap();
-    assert!(tsv.contains("right CNN\teval_right\tmean\ttest\tbalanced_accuracy\t6\t0.59\t"), "{tsv}");
+    assert!(
+        tsv.contains("right CNN\teval_right\tmean\ttest\tbalanced_accuracy\t6\t0.59\t"),
+        "{tsv}"
+    );
     // a second run is all cached
     let again = p.run(&["run", "p.yaml", "--json"]).ok();
     assert!(again.ran().is_empty(), "{:?}", again.ran());
@@ -225,12 +243,24 @@ fn the_table_equals_live_numpy_when_numpy_is_here() {
             "import numpy as np; x = np.array([{}]); print(repr(float(x.mean())), repr(float(x.std(ddof=1))))",
             values.join(", ")
         );
-        let out = Command::new(&python).args(["-c", &script]).output().unwrap();
+        let out = Command::new(&python)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
-        let numbers: Vec<f64> = text.split_whitespace().map(|s| s.parse().unwrap()).collect();
+        let numbers: Vec<f64> = text
+            .split_whitespace()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let c = cell(&table, label, column);
-        assert!((c["mean"].as_f64().unwrap() - numbers[0]).abs() < 1e-12, "{c} vs {text}");
-        assert!((c["sd"].as_f64().unwrap() - numbers[1]).abs() < 1e-12, "{c} vs {text}");
+        assert!(
+            (c["mean"].as_f64().unwrap() - numbers[0]).abs() < 1e-12,
+            "{c} vs {text}"
+        );
+        assert!(
+            (c["sd"].as_f64().unwrap() - numbers[1]).abs() < 1e-12,
+            "{c} vs {text}"
+        );
     }
 }
 
@@ -244,13 +274,17 @@ fn bad_tables_fail_the_stage_naming_what_to_fix() {
     let r = p.run(&["run", "p.yaml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
-        r.stderr.contains("stage `table` (aggregate): row 2 names stage `eval_rihgt`")
+        r.stderr
+            .contains("stage `table` (aggregate): row 2 names stage `eval_rihgt`")
             && r.stderr.contains("did you mean `eval_right`?"),
         "{}",
         r.stderr
     );
     // Typos in params fail at load time, before anything runs.
-    p.write("p.yaml", &PIPELINE.replace("interval: true", "intervals: true"));
+    p.write(
+        "p.yaml",
+        &PIPELINE.replace("interval: true", "intervals: true"),
+    );
     let r = p.run(&["run", "p.yaml"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("intervals"), "{}", r.stderr);
