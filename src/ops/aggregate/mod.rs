@@ -32,7 +32,7 @@
 //! a metric no member has gets a "did you mean".
 
 mod members;
-mod render;
+pub mod render;
 mod summary;
 
 use std::collections::BTreeMap;

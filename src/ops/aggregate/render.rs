@@ -95,7 +95,7 @@ fn fixed(x: f64, digits: usize) -> String {
 }
 
 /// The row's name as shown: the pooled variant always says so.
-fn shown_label(row: &Row) -> String {
+pub fn shown_label(row: &Row) -> String {
     match row {
         Row::Mean { label, .. } => label.clone(),
         Row::Pooled { label, .. } => format!("{label} (pooled)"),
@@ -103,7 +103,7 @@ fn shown_label(row: &Row) -> String {
 }
 
 /// Members in a row: the largest `n` of its cells (cells a row lacks are empty, not smaller).
-fn row_n(row: &Row) -> Option<usize> {
+pub fn row_n(row: &Row) -> Option<usize> {
     match row {
         Row::Mean { cells, .. } => cells.iter().flatten().map(|c| c.n).max(),
         Row::Pooled { cells, .. } => cells.iter().flatten().map(|c| c.n_members).max(),
@@ -156,8 +156,25 @@ fn by_set(table: &PaperTable) -> Vec<(&str, Vec<(usize, &Column)>)> {
     sets
 }
 
-/// The legend both renderings print under the table.
-fn legend(table: &PaperTable) -> String {
+/// A row's cells as `table.md` shows them (`–` for an empty one), for the report too.
+pub fn cell_texts(table: &PaperTable, row: &Row, digits: usize) -> Vec<String> {
+    (0..table.columns.len())
+        .map(|i| match row {
+            Row::Mean { cells, .. } => cells
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(|c| mean_text(c, digits, " ± ") + &extra_text(c, digits, table.interval, "–")),
+            Row::Pooled { cells, .. } => cells
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(|c| pooled_text(c, digits)),
+        })
+        .map(|c| c.unwrap_or_else(|| "–".to_string()))
+        .collect()
+}
+
+/// The legend every rendering prints under the table.
+pub fn legend(table: &PaperTable) -> String {
     let mut s = "Mean ± SD over each row's n members (sample SD, ddof = 1)".to_string();
     if table.interval {
         s.push_str("; [lo, hi]: 95 % t-interval of the mean; (min–max) over the members");
@@ -182,18 +199,10 @@ pub fn markdown(table: &PaperTable, digits: usize) -> String {
         let _ = writeln!(md, "| | n | {} |", heads.join(" | "));
         let _ = writeln!(md, "|---|---:|{}", "---:|".repeat(cols.len()));
         for row in &table.rows {
+            let all = cell_texts(table, row, digits);
             let cells: Vec<String> = cols
                 .iter()
-                .map(|(i, _)| match row {
-                    Row::Mean { cells, .. } => cells.get(*i).and_then(Option::as_ref).map(|c| {
-                        mean_text(c, digits, " ± ") + &extra_text(c, digits, table.interval, "–")
-                    }),
-                    Row::Pooled { cells, .. } => cells
-                        .get(*i)
-                        .and_then(Option::as_ref)
-                        .map(|c| pooled_text(c, digits)),
-                })
-                .map(|c| c.unwrap_or_else(|| "–".to_string()))
+                .map(|(i, _)| all.get(*i).cloned().unwrap_or_default())
                 .collect();
             let n = row_n(row).map(|n| n.to_string()).unwrap_or_default();
             let _ = writeln!(
