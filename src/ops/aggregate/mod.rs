@@ -193,6 +193,23 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             "it gathered no members; give it `needs: [STAGE, ...]` and `gather: true`".into(),
         ));
     }
+    // A member of a fan-out (`table[fold=0]`, its needs projected onto fold 0) would make a
+    // table per member, each over one member: the stage must gather instead.
+    if let Some((_, own)) = split_name(ctx.stage).filter(|(_, own)| !own.is_empty()) {
+        let projected = ctx.inputs.iter().all(|i| {
+            split_name(&i.stage)
+                .is_some_and(|(_, axes)| own.iter().all(|(k, v)| axes.get(k) == Some(v)))
+        });
+        if projected {
+            return Err(fail(format!(
+                "this stage is one member of a fan-out ({}), so it sees only its own members'                  results; give it `gather: true` to tabulate every member",
+                own.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )));
+        }
+    }
     // Members by stage, in `needs` order.
     let mut by_stage: BTreeMap<&str, Vec<&Input>> = BTreeMap::new();
     for input in ctx.inputs {

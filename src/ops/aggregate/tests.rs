@@ -319,6 +319,35 @@ fn an_empty_gather_or_a_member_without_metrics_is_an_error() {
 }
 
 #[test]
+fn a_fanned_out_table_is_told_to_gather() {
+    let mut f = Fixture::new();
+    f.member(
+        "left[fold=0]",
+        json!({"test": {"balanced_accuracy": 0.5}}),
+        None,
+    );
+    let params =
+        json!({"rows": [{"stage": "left"}], "sets": ["test"], "metrics": ["balanced_accuracy"]});
+    let params = params.as_object().unwrap().clone();
+    let out = f.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let ctx = |stage| OpCtx {
+        stage,
+        params: &params,
+        inputs: &f.inputs,
+        out: &out,
+        threads: 1,
+    };
+    let e = run(&ctx("table[fold=0]")).unwrap_err().to_string();
+    assert!(
+        e.contains("one member of a fan-out (fold=0)") && e.contains("gather: true"),
+        "{e}"
+    );
+    // a table with its own axis (not its members') is fine
+    run(&ctx("table[digits=2]")).unwrap();
+}
+
+#[test]
 fn set_keys_read_a_set_under_another_name_and_one_member_has_no_sd() {
     let mut f = Fixture::new();
     three_folds_two_seeds(&mut f);
