@@ -4,6 +4,12 @@
 //! A side is either a run record (its params, keys and metrics) or a git
 //! revision of the pipeline file, read with `git show` and planned against
 //! the cache without running anything (metrics come from cached entries).
+//!
+//! When both sides have a cached `aggregate` stage (the paper table), each of its cells is
+//! compared too ([`TableCellDiff`]): before → after (mean ± SD), the delta of the means, and
+//! the paired Wilcoxon signed-rank and t tests over the members the two sides share (matched
+//! by their axis values, so `fold=0,seed=1` is compared with `fold=0,seed=1`), with n and p;
+//! a cell whose members differ between the sides says which.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +17,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::artifact::table::{self, PaperTable};
 use crate::cache::statcache::StatCache;
 use crate::cache::{stale, Cache, CacheError, KeyInputs, StageKey, StaleReason};
 use crate::dag::Dag;
@@ -21,6 +28,9 @@ use crate::plan::{all_deps, plan_with, Planned};
 use crate::record::RunRecord;
 use crate::spec::load::load_pipeline_text;
 
+mod tables;
+pub use tables::{CellSide, PairedTests, TableCellDiff};
+
 /// One stage as one side of a diff sees it.
 pub struct SideStage {
     pub name: String,
@@ -30,6 +40,34 @@ pub struct SideStage {
     /// that are not cached).
     pub inputs: Option<KeyInputs>,
     pub metrics: Option<Metrics>,
+    /// The paper table of a cached `aggregate` stage.
+    pub table: Option<PaperTable>,
+}
+
+/// The `table.json` of a cached `aggregate` stage; a table that cannot be read is a note.
+fn aggregate_table(
+    cache: &Cache,
+    entry: Option<&crate::cache::Entry>,
+    notes: &mut Vec<String>,
+) -> Option<PaperTable> {
+    let entry = entry?;
+    if entry.inputs.op.as_deref() != Some("aggregate") {
+        return None;
+    }
+    let read = cache
+        .ensure_artifact(entry, false)
+        .map_err(|e| e.to_string())
+        .and_then(|dir| PaperTable::read(&dir.join(table::FILE)).map_err(|e| e.to_string()));
+    match read {
+        Ok(t) => Some(t),
+        Err(e) => {
+            notes.push(format!(
+                "the table of `{}` cannot be compared: {e}",
+                entry.stage
+            ));
+            None
+        }
+    }
 }
 
 /// One side of a diff.
@@ -44,6 +82,7 @@ pub struct Side {
 impl Side {
     /// A side from a run record.
     pub fn from_run(cache: &Cache, run: &RunRecord) -> Side {
+        let mut notes = Vec::new();
         let stages = run
             .stages
             .iter()
@@ -54,11 +93,13 @@ impl Side {
                 } else {
                     Some(s.metrics.clone())
                 };
+                let table = aggregate_table(cache, entry.as_ref(), &mut notes);
                 SideStage {
                     name: s.stage.clone(),
                     key: (!s.key.0.is_empty()).then(|| s.key.clone()),
                     inputs: entry.map(|e| e.inputs),
                     metrics,
+                    table,
                 }
             })
             .collect();
@@ -66,7 +107,7 @@ impl Side {
             label: run.id.clone(),
             params: run.params.clone(),
             stages,
-            notes: Vec::new(),
+            notes,
         }
     }
 
@@ -114,12 +155,11 @@ impl Side {
             Ok(deps)
         };
         let planned = plan_with(&dag, cache, &|_| false, &mut deps_at)?;
-        notes.dedup();
         let stages = dag
             .topo_order()
             .iter()
             .map(|&id| {
-                let (key, inputs, metrics) = match &planned.stages[id.0] {
+                let (key, inputs, metrics, table) = match &planned.stages[id.0] {
                     Planned::Known {
                         inputs,
                         key,
@@ -128,17 +168,20 @@ impl Side {
                         Some(key.clone()),
                         Some(inputs.clone()),
                         cached.as_ref().map(|e| e.metrics.clone()),
+                        aggregate_table(cache, cached.as_deref(), &mut notes),
                     ),
-                    Planned::Pending { partial, .. } => (None, Some(partial.clone()), None),
+                    Planned::Pending { partial, .. } => (None, Some(partial.clone()), None, None),
                 };
                 SideStage {
                     name: dag.stage(id).name.clone(),
                     key,
                     inputs,
                     metrics,
+                    table,
                 }
             })
             .collect();
+        notes.dedup();
         Ok(Side {
             label: rev.to_string(),
             params: dag.pipeline.params.clone(),
@@ -179,6 +222,8 @@ pub struct Diff {
     pub params: Vec<ParamChange>,
     pub stages: Vec<StageChange>,
     pub metrics: Vec<MetricRow>,
+    /// The cells of the `aggregate` stages both sides hold (see [`TableCellDiff`]).
+    pub tables: Vec<TableCellDiff>,
     /// Deps taken from the working tree because git could not give them, and similar.
     pub notes: Vec<String>,
 }
@@ -203,6 +248,8 @@ pub fn diff(a: &Side, b: &Side) -> Diff {
         a.stages.iter().map(|s| s.name.as_str()).collect();
     let mut stages = Vec::new();
     let mut metrics = Vec::new();
+    let mut tables = Vec::new();
+    let mut notes: Vec<String> = a.notes.iter().chain(&b.notes).cloned().collect();
     for sa in &a.stages {
         let name = &sa.name;
         match b_by_name.get(name.as_str()) {
@@ -219,6 +266,14 @@ pub fn diff(a: &Side, b: &Side) -> Diff {
                     why,
                 });
                 metric_rows(name, sa.metrics.as_ref(), sb.metrics.as_ref(), &mut metrics);
+                match (&sa.table, &sb.table) {
+                    (Some(ta), Some(tb)) => tables.extend(tables::compare(name, ta, tb)),
+                    (Some(_), None) | (None, Some(_)) => notes.push(format!(
+                        "the table of `{name}` is cached on one side only; run the other \
+                         side to compare its cells"
+                    )),
+                    (None, None) => {}
+                }
             }
         }
     }
@@ -231,7 +286,6 @@ pub fn diff(a: &Side, b: &Side) -> Diff {
             });
         }
     }
-    let mut notes: Vec<String> = a.notes.iter().chain(&b.notes).cloned().collect();
     notes.dedup();
     Diff {
         a: a.label.clone(),
@@ -239,6 +293,7 @@ pub fn diff(a: &Side, b: &Side) -> Diff {
         params,
         stages,
         metrics,
+        tables,
         notes,
     }
 }
@@ -370,6 +425,16 @@ pub fn render(d: &Diff) -> String {
             })
             .collect();
         out.push_str(&table(&["stage", "metric", &d.a, &d.b, "delta"], &rows));
+    }
+    let mut stages: Vec<&str> = d.tables.iter().map(|c| c.stage.as_str()).collect();
+    stages.dedup();
+    for stage in stages {
+        let mine: Vec<&TableCellDiff> = d.tables.iter().filter(|c| c.stage == stage).collect();
+        out.push_str(&format!(
+            "\ntable `{stage}`: mean ± SD over members; p: two-sided Wilcoxon signed-rank and \
+             paired t over the n members both sides have (matched by axis values)\n"
+        ));
+        out.push_str(&tables::render(&mine, &d.a, &d.b));
     }
     out
 }

@@ -3,7 +3,8 @@
 //! The runner's architecture, one module per concern; each imports only the modules listed
 //! before it (README "Layout"; `tests/module_graph.rs` fails on a cycle):
 //! - [`artifact`]: the files ops hand to each other, one typed format per file.
-//! - [`stats`]: statistical tests (balance of two parts of a population), plain functions.
+//! - [`stats`]: statistical tests on plain numbers (balance of two parts of a population,
+//!   paired tests for `diff`).
 //! - [`ops`]: the built-in stage kinds and the torch ops' table; tensor ops run in the
 //!   `hcpipe-torch` worker.
 //! - [`cache`]: stage keys, the content-addressed store, locks, stat cache.

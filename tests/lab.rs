@@ -60,6 +60,7 @@ fn the_whole_lab_runs_and_a_second_run_is_all_cached() {
         "sensitivity",
         "specificity",
         "balanced_accuracy",
+        "roc_auc",
     ] {
         let x = vote["validation"][k].as_f64().unwrap_or(-1.0);
         assert!((0.0..=1.0).contains(&x), "soft vote {k} = {x}: {vote}");

@@ -3,6 +3,7 @@
 
 mod common;
 
+pub mod aggregate;
 mod artifact_docs;
 mod cache_trust;
 mod caching;

@@ -329,6 +329,53 @@ fn report_autoencoder_section() {
 }
 
 #[test]
+fn report_paper_table_section_and_strip_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = fixtures::aggregate(dir.path());
+    let ran = run_report(dir.path(), &[input("table", "aggregate", &t)], no_params());
+    let m = ran.ok();
+    assert_eq!(
+        m["sections"],
+        serde_json::json!(["provenance", "paper-table-0"])
+    );
+    assert_eq!(ran.images(), ["paper_table_0_0.png"]);
+    ran.check_images(480);
+    let html = ran.html();
+    // left CNN: 0.6 + 0.05 fold + 0.01 seed over 3 folds × 2 seeds: mean 0.655, SD 0.045
+    assert!(
+        html.contains(
+            "<tr><th>left CNN</th><td>6</td><td>0.655 ± 0.045</td><td>0.755 ± 0.045</td></tr>"
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains("<tr><th>left CNN (pooled)</th><td>6</td><td>0.660</td><td>–</td></tr>"),
+        "{html}"
+    );
+    assert!(html.contains("sample SD, ddof = 1") && html.contains("Note: row `soft vote`"));
+    // one colour per fold (tab10's first three), and the black mean bars
+    let img = image::open(ran.out.join("paper_table_0_0.png"))
+        .unwrap()
+        .to_rgb8();
+    let count = |c: [u8; 3]| img.pixels().filter(|p| p.0 == c).count();
+    for fold_colour in [[0x1f, 0x77, 0xb4], [0xff, 0x7f, 0x0e], [0x2c, 0xa0, 0x2c]] {
+        assert!(
+            count(fold_colour) > 100,
+            "{fold_colour:?}: {}",
+            count(fold_colour)
+        );
+    }
+    assert_eq!(count([0xd6, 0x27, 0x28]), 0, "three folds, three colours");
+
+    std::fs::write(t.join("table.json"), "{}").unwrap();
+    let msg = run_report(dir.path(), &[input("table", "aggregate", &t)], no_params()).err();
+    assert!(
+        msg.contains("table.json") && msg.contains("not an aggregate table"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn report_clustering_section() {
     let dir = tempfile::tempdir().unwrap();
     let g = fixtures::gmm(dir.path(), true);

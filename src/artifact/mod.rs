@@ -23,6 +23,7 @@
 //! | `predictions.tsv` | [`predictions::Predictions`] | `evaluate`, `soft_vote` | `soft_vote` |
 //! | `codes.tsv` | [`codes::Codes`] | `extract_codes` | `gmm` |
 //! | `assignments.tsv` | [`assignments::Assignments`] | `gmm` | `report` |
+//! | `table.json` | [`table::PaperTable`] | `aggregate` | `report`, `hcpipe diff` |
 //! | `metrics.json` | [`metrics`] | every op (a native op's through the runner) | `evaluate`, `collect`, `report` |
 //!
 //! Every TSV is read by one reader, [`tsv::Table`] (the `csv` crate, tab
@@ -45,6 +46,7 @@ pub mod population;
 pub mod predictions;
 pub mod pt;
 pub mod subjects;
+pub mod table;
 pub mod tsv;
 
 use std::path::{Path, PathBuf};

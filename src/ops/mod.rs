@@ -23,6 +23,7 @@
 //! the whole pipeline at load time with the list of valid names.
 
 pub mod age_filter;
+pub mod aggregate;
 pub mod cluster_metrics;
 pub mod collect;
 pub mod crop;
@@ -311,7 +312,8 @@ static RESULT_OPS: &[OpDef] = &[
     OpDef {
         name: "soft_vote",
         // 2: predictions.tsv through artifact::predictions (numbers in Display form, as evaluate's).
-        version: 2,
+        // 3: metrics gain `roc_auc`.
+        version: 3,
         kind: OpKind::Native(soft_vote::run),
         check_params: |p| parse_params::<soft_vote::SoftVoteParams>(p).map(|_| ()),
         summary: "averages the probabilities of several `evaluate` stages (the lab's soft voting)",
@@ -329,6 +331,13 @@ static RESULT_OPS: &[OpDef] = &[
         kind: OpKind::Native(collect::run),
         check_params: collect::check,
         summary: "one table (TSV + Markdown) of gathered stages' metrics, a row per matrix member",
+    },
+    OpDef {
+        name: "aggregate",
+        version: 1,
+        kind: OpKind::Native(aggregate::run),
+        check_params: aggregate::check_params,
+        summary: "the paper table: mean ± SD (and pooled) of gathered stages' metrics over folds and seeds; TSV, Markdown, LaTeX, JSON",
     },
     OpDef {
         name: "report",

@@ -9,7 +9,7 @@
 //!
 //! Artifact: `predictions.tsv` (same columns, in the first member's subject
 //! order). Metrics: `validation` (the lab's `compute_metrics` on every
-//! subject), `old` (the same on the `age_filter` subjects, when one is
+//! subject, and `roc_auc` of the voted P(AD)), `old` (the same on the `age_filter` subjects, when one is
 //! needed) and `members` (the evaluate stages' names, in `needs` order).
 //! Members that evaluated a subject-list set (their metrics say `"set":
 //! "test"`, say) key the vote's metrics by that set instead of `validation`,
@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 
-use super::metrics::compute_metrics;
+use super::metrics::scored_metrics;
 use super::{Input, Metrics, OpCtx, OpError};
 use crate::artifact::predictions::FILE as PREDICTIONS;
 pub use crate::artifact::predictions::{Prediction, Predictions};
@@ -107,8 +107,10 @@ fn optional_input<'a>(ctx: &OpCtx<'a>, op: &str) -> Result<Option<&'a Input>, Op
 fn metrics_json(rows: &[Prediction]) -> serde_json::Value {
     let truth: Vec<i64> = rows.iter().map(|r| r.true_label).collect();
     let predicted: Vec<i64> = rows.iter().map(|r| r.predicted_label).collect();
-    // BinaryMetrics is plain numbers; serialising it cannot fail.
-    serde_json::to_value(compute_metrics(&truth, &predicted)).unwrap_or(serde_json::Value::Null)
+    let proba1: Vec<f64> = rows.iter().map(|r| r.proba1).collect();
+    // ScoredMetrics is plain numbers; serialising it cannot fail.
+    serde_json::to_value(scored_metrics(&truth, &predicted, &proba1))
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// Averages the members' probabilities subject by subject.
@@ -298,11 +300,14 @@ mod tests {
         assert_eq!(validation["sensitivity"], 0.5);
         assert_eq!(validation["specificity"], 0.5);
         assert_eq!(validation["n"], 4);
+        // AD {s1 0.7, s2 0.5} vs CN {s3 0.55, s4 0.15}: pairs won 1 + 1 + 0 + 1 of 4
+        assert_eq!(validation["roc_auc"], 0.75);
         // old = {s1 (tp), s3 (fp)}
         let old = &metrics["old"];
         assert_eq!(old["n"], 2);
         assert_eq!(old["sensitivity"], 1.0);
         assert_eq!(old["specificity"], 0.0);
+        assert_eq!(old["roc_auc"], 1.0);
         assert_eq!(metrics["members"], serde_json::json!(["left", "right"]));
     }
 

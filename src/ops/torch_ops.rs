@@ -87,7 +87,8 @@ torch_ops! {
     }
     Evaluate {
         name: "evaluate",
-        version: 1,
+        // 2: metrics gain `roc_auc`.
+        version: 2,
         params: EvaluateParams,
         summary: "a `train_cnn` model on the validation split or a subject list's `set`: predictions and lab metrics",
     }
@@ -133,7 +134,7 @@ mod tests {
             table,
             [
                 ("train_cnn", 2),
-                ("evaluate", 1),
+                ("evaluate", 2),
                 ("train_ae", 2),
                 ("extract_codes", 1)
             ]

@@ -287,3 +287,86 @@ pub fn gmm(dir: &Path, with_demographics: bool) -> PathBuf {
     write(&d.join("metrics.json"), &m.to_string());
     d
 }
+
+/// An `aggregate` stage's table.json: "left CNN" and "soft vote" over 3 folds × 2 seeds on
+/// `test` (balanced accuracy, ROC AUC), and the left CNN's pooled row.
+pub fn aggregate(dir: &Path) -> PathBuf {
+    use hcpipe::artifact::table::{Cell, Column, MemberValue, PaperTable, PooledCell, Row};
+    let cell = |stage: &str, base: f64| {
+        let mut members = Vec::new();
+        for fold in 0..3 {
+            for seed in 0..2 {
+                members.push(MemberValue {
+                    member: format!("{stage}[fold={fold},seed={seed}]"),
+                    axes: serde_json::json!({"fold": fold, "seed": seed})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                    value: base + 0.05 * fold as f64 + 0.01 * seed as f64,
+                });
+            }
+        }
+        let n = members.len() as f64;
+        let mean = members.iter().map(|m| m.value).sum::<f64>() / n;
+        let sd = (members
+            .iter()
+            .map(|m| (m.value - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0))
+            .sqrt();
+        Some(Cell {
+            n: members.len(),
+            mean,
+            sd: Some(sd),
+            min: base,
+            max: base + 0.11,
+            ci95: None,
+            members,
+        })
+    };
+    let column = |metric: &str, header: &str| Column {
+        set: "test".into(),
+        metric: metric.into(),
+        header: header.into(),
+    };
+    let table = PaperTable {
+        schema: 1,
+        columns: vec![
+            column("balanced_accuracy", "balanced accuracy"),
+            column("roc_auc", "ROC AUC"),
+        ],
+        interval: false,
+        rows: vec![
+            Row::Mean {
+                label: "left CNN".into(),
+                stage: "eval_left".into(),
+                axes: vec!["fold".into(), "seed".into()],
+                cells: vec![cell("eval_left", 0.6), cell("eval_left", 0.7)],
+            },
+            Row::Pooled {
+                label: "left CNN".into(),
+                stage: "eval_left".into(),
+                members: vec![],
+                cells: vec![
+                    Some(PooledCell {
+                        value: 0.66,
+                        n_members: 6,
+                        n_predictions: 120,
+                    }),
+                    None,
+                ],
+            },
+            Row::Mean {
+                label: "soft vote".into(),
+                stage: "vote".into(),
+                axes: vec!["fold".into(), "seed".into()],
+                cells: vec![cell("vote", 0.65), None],
+            },
+        ],
+        notes: vec!["row `soft vote` has no `test.roc_auc` in any member: cell left empty".into()],
+    };
+    let out = dir.join("aggregate");
+    std::fs::create_dir_all(&out).unwrap();
+    table.write(&out.join("table.json")).unwrap();
+    out
+}

@@ -354,3 +354,120 @@ pub fn scatter(
     draw().map_err(|e| fail(path, e))?;
     root.present().map_err(|e| fail(path, e))
 }
+
+/// One category of a strip plot: its name, its points (each with the group that colours it)
+/// and the mean ± SD drawn over them.
+#[derive(Debug, Clone)]
+pub struct Strip {
+    pub label: String,
+    /// (group index, value); a group is a legend entry (`fold 0`).
+    pub points: Vec<(usize, f64)>,
+    pub mean: f64,
+    pub sd: Option<f64>,
+}
+
+/// A strip plot: each category's points spread side by side in its column (in the order
+/// given, so the picture is the same bytes every time), coloured by group, with a black bar at
+/// the mean and whiskers at ± SD.
+pub fn strips(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    strips: &[Strip],
+    groups: &[String],
+) -> Result<(), String> {
+    font()?;
+    let width = (160 * strips.len() as u32).clamp(480, 1400);
+    let root = BitMapBackend::new(path, (width, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    let draw = || -> Result<(), DrawingAreaErrorKind<_>> {
+        let all = strips.iter().flat_map(|s| {
+            let whiskers = s.sd.map(|sd| [s.mean - sd, s.mean + sd]);
+            s.points
+                .iter()
+                .map(|p| p.1)
+                .chain(whiskers.into_iter().flatten())
+        });
+        let (y0, y1) = span(all);
+        let n = strips.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FAMILY, 17))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, y0..y1)?;
+        // Ticks at every half step at most, so each column's centre (an integer) has one.
+        let names = |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-9 && i >= 0.0 {
+                strips
+                    .get(i as usize)
+                    .map(|s| s.label.clone())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(2 * n + 1)
+            .x_label_formatter(&names)
+            .y_desc(y_label)
+            .y_label_formatter(&ticks(y0, y1))
+            .label_style((FAMILY, 12))
+            .axis_desc_style((FAMILY, 13))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (g, name) in groups.iter().enumerate() {
+            let c = colour(g);
+            let points: Vec<(f64, f64)> = strips
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| {
+                    let k = s.points.len().max(1) as f64;
+                    s.points
+                        .iter()
+                        .enumerate()
+                        .filter(move |(_, p)| p.0 == g && p.1.is_finite())
+                        .map(move |(j, p)| (i as f64 - 0.3 + 0.6 * (j as f64 + 0.5) / k, p.1))
+                })
+                .collect();
+            chart
+                .draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))?
+                .label(name.clone())
+                .legend(move |(x, y)| Circle::new((x + 6, y), 4, c.filled()));
+        }
+        for (i, s) in strips.iter().enumerate() {
+            let x = i as f64;
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(x - 0.35, s.mean), (x + 0.35, s.mean)],
+                BLACK.stroke_width(2),
+            )))?;
+            if let Some(sd) = s.sd {
+                for (a, b) in [
+                    ((x, s.mean - sd), (x, s.mean + sd)),
+                    ((x - 0.08, s.mean - sd), (x + 0.08, s.mean - sd)),
+                    ((x - 0.08, s.mean + sd), (x + 0.08, s.mean + sd)),
+                ] {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![a, b],
+                        BLACK.stroke_width(1),
+                    )))?;
+                }
+            }
+        }
+        if groups.len() > 1 {
+            chart
+                .configure_series_labels()
+                .label_font((FAMILY, 11))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.4))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()?;
+        }
+        Ok(())
+    };
+    draw().map_err(|e| fail(path, e))?;
+    root.present().map_err(|e| fail(path, e))
+}

@@ -18,7 +18,9 @@
 //! - `evaluate` and `soft_vote`: the validation metrics, all subjects and
 //!   the age-filtered ones;
 //! - `train_ae`: the loss curve and one subject's input vs reconstruction;
-//! - `gmm`: age vs MMS coloured by cluster and the clustering metrics.
+//! - `gmm`: age vs MMS coloured by cluster and the clustering metrics;
+//! - `aggregate`: the paper table (mean ± SD over folds and seeds, pooled rows labelled) and a
+//!   strip plot per set of each row's members' balanced accuracy, coloured by fold.
 //!
 //! One file per section of the page; every upstream file is read through
 //! its type in [`crate::artifact`].
@@ -32,6 +34,7 @@ mod clustering;
 mod figures;
 mod html;
 mod images;
+mod paper_table;
 mod population;
 mod provenance;
 mod read;
@@ -89,6 +92,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         "soft_vote",
         "train_ae",
         "gmm",
+        "aggregate",
     ];
     if !ctx
         .inputs
@@ -118,6 +122,9 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     }
     for (i, input) in ctx.inputs_by_op("gmm").iter().enumerate() {
         clustering::clustering(ctx, input, i, &mut page)?;
+    }
+    for (i, input) in ctx.inputs_by_op("aggregate").iter().enumerate() {
+        paper_table::paper_table(ctx, input, i, &mut page)?;
     }
 
     let mut metrics = Metrics::new();

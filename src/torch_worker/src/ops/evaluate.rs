@@ -5,7 +5,8 @@
 //! Artifact: `predictions.tsv` (`participant_id true_label predicted_label
 //! proba0 proba1`, one row per evaluated patch) and metrics
 //! `{"validation": {...}, "old": {...}}` with the lab's `compute_metrics`
-//! plus `mean_loss` (summed cross-entropy / n, as the lab's `test`). "old"
+//! plus `roc_auc` (of P(AD); null with one class only) and `mean_loss`
+//! (summed cross-entropy / n, as the lab's `test`). "old"
 //! restricts to the subjects an upstream `age_filter` stage lists (the lab's
 //! check on participants aged 62 and over). With a subject list the first
 //! key is the set's name (`test`, ...) and `"set"` names it too, so that
@@ -17,7 +18,7 @@ use std::time::Instant;
 use hcpipe::artifact::metrics;
 use hcpipe::artifact::predictions::{self, Prediction, Predictions};
 use hcpipe::artifact::subjects::{self, Subjects};
-use hcpipe::ops::metrics::compute_metrics;
+use hcpipe::ops::metrics::scored_metrics;
 use hcpipe::ops::torch_params::{EvaluateParams, Split, SubjectSet};
 use hcpipe::ops::{Metrics, OpCtx};
 use serde_json::{json, Value};
@@ -114,16 +115,24 @@ pub fn run(ctx: &OpCtx, p: EvaluateParams) -> Result<Metrics> {
     Ok(m)
 }
 
-/// The lab's metrics and mean loss (summed cross-entropy / n) over the patches `idx`.
+/// The lab's metrics, the ROC AUC of P(AD) (null with one class only) and the mean loss
+/// (summed cross-entropy / n) over the patches `idx`.
 fn subset_metrics(truth: &[i64], c: &Classified, idx: &[usize]) -> Value {
     let pick = |v: &[i64]| -> Vec<i64> { idx.iter().filter_map(|&i| v.get(i).copied()).collect() };
+    let proba1: Vec<f64> = idx
+        .iter()
+        .filter_map(|&i| c.proba.get(i))
+        .map(|p| p[1])
+        .collect();
     let loss: f64 = idx.iter().filter_map(|&i| c.losses.get(i)).sum();
-    let b = compute_metrics(&pick(truth), &pick(&c.predicted));
+    let s = scored_metrics(&pick(truth), &pick(&c.predicted), &proba1);
+    let b = s.binary;
     json!({
         "accuracy": b.accuracy,
         "sensitivity": b.sensitivity,
         "specificity": b.specificity,
         "balanced_accuracy": b.balanced_accuracy,
+        "roc_auc": s.roc_auc,
         "mean_loss": finite(loss / idx.len().max(1) as f64),
         "n": b.n,
     })

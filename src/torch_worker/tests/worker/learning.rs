@@ -113,6 +113,26 @@ fn separable_signal_is_learnt_and_evaluated() {
     }
     let mean = e["validation"]["mean_loss"].as_f64().unwrap();
     assert!((loss / 8.0 - mean).abs() < 1e-6, "{loss} vs {mean}");
+    // roc_auc recomputed from the written P(AD) by counting (AD, CN) pairs, a tie counting 1/2.
+    let scored: Vec<(bool, f64)> = rows
+        .iter()
+        .map(|r| (r[1] == "1", r[4].parse().unwrap()))
+        .collect();
+    let (mut won, mut pairs) = (0.0, 0.0);
+    for &(_, p_ad) in scored.iter().filter(|s| s.0) {
+        for &(_, p_cn) in scored.iter().filter(|s| !s.0) {
+            pairs += 1.0;
+            won += if p_ad > p_cn {
+                1.0
+            } else if p_ad == p_cn {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    let auc = e["validation"]["roc_auc"].as_f64().unwrap();
+    assert!((won / pairs - auc).abs() < 1e-12, "{won}/{pairs} vs {auc}");
 
     // A model evaluated on another region's crop is refused.
     let right = work.path().join("crop_right");
