@@ -135,7 +135,10 @@ fn a_killed_download_resumes_with_a_range_request_and_the_same_bytes() {
         .find_map(|l| l.strip_prefix("range: bytes="))
         .and_then(|r| r.trim().trim_end_matches('-').parse().ok())
         .unwrap_or_else(|| panic!("the second run did not resume: {requests:?}"));
-    assert!(from >= before_kill, "resumed from {from}, had {before_kill}");
+    assert!(
+        from >= before_kill,
+        "resumed from {from}, had {before_kill}"
+    );
     assert!(requests[0].contains("if-range: \"v1\""), "{requests:?}");
     assert_eq!(fetched(&p), body(1));
     // The partial file is gone once used.

@@ -30,6 +30,6 @@ mod slurm;
 mod soak;
 mod spec_safety;
 mod splits;
-mod tutorial;
 mod subjects;
+mod tutorial;
 mod verify_gc;

@@ -722,3 +722,66 @@ fn show_prints_where_the_newest_report_is() {
         run.stdout
     );
 }
+
+#[test]
+fn report_shows_a_users_own_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = fixtures::evaluate(dir.path(), "l", 0.8, true);
+    // A user's classifier: predictions.tsv and history.tsv in the documented
+    // formats, its own metrics.json without the lab's groups.
+    let mine = dir.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(
+        mine.join("predictions.tsv"),
+        "participant_id\ttrue_label\tpredicted_label\tproba0\tproba1\n\
+         sub-1\t1\t1\t0.2\t0.8\nsub-2\t0\t0\t0.9\t0.1\nsub-3\t1\t0\t0.6\t0.4\nsub-4\t0\t0\t0.7\t0.3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        mine.join("history.tsv"),
+        "epoch\tloss\tbalanced_accuracy\n0\t0.9\t0.5\n1\t0.5\t0.75\n",
+    )
+    .unwrap();
+    std::fs::write(
+        mine.join("metrics.json"),
+        r#"{"auc": 0.875, "old": {"n": 3}}"#,
+    )
+    .unwrap();
+    let inputs = [
+        input("eval_left", "evaluate", &l),
+        Input {
+            stage: "my_cnn".into(),
+            op: None,
+            dir: mine.clone(),
+            content: None,
+        },
+    ];
+    let ran = run_report(dir.path(), &inputs, no_params());
+    let html = ran.html();
+    let sections = ran.ok()["sections"].clone();
+    assert!(
+        ["training", "validation", "own"]
+            .iter()
+            .all(|s| sections.as_array().unwrap().contains(&(*s).into())),
+        "{sections}"
+    );
+    // Its metrics, flattened.
+    assert!(html.contains("<h3>my_cnn</h3>"), "no own-stage heading");
+    assert!(
+        html.contains("<td>auc</td><td>0.875</td>") || html.contains("<th>auc</th><td>0.875</td>"),
+        "{html}"
+    );
+    // Its validation row, computed from its predictions: 3 of 4 right,
+    // sensitivity 1/2, specificity 2/2, balanced accuracy 0.75.
+    let start = html.find("<tr><th>my_cnn").expect("no validation row");
+    let row = &html[start..start + html[start..].find("</tr>").unwrap()];
+    assert!(
+        row.starts_with(
+            "<tr><th>my_cnn</th><td>4</td><td>0.750</td><td>0.750</td><td>0.500</td><td>1.000</td>"
+        ),
+        "{row}"
+    );
+    // A user stage alone is something to show.
+    let ran = run_report(dir.path(), &inputs[1..], no_params());
+    ran.ok();
+}

@@ -107,7 +107,7 @@ fn the_own_stage_tutorial_runs_and_its_stages_write_what_the_readme_says() {
         std::fs::copy(examples.join(name), project.path().join(name)).unwrap();
     }
     let text = std::fs::read_to_string(examples.join("own-stage.yaml")).unwrap();
-    // Everything but the vote first (see the TODO below): the file up to its last stage.
+    // Everything but the vote first (then the vote alone must be what runs): the file up to its last stage.
     let (before_vote, _) = text
         .split_once("\n  vote:\n")
         .expect("own-stage.yaml ends with the `vote` stage");
@@ -210,20 +210,6 @@ fn the_own_stage_tutorial_runs_and_its_stages_write_what_the_readme_says() {
         others.iter().all(|(_, status)| status == "cached"),
         "{others:?}"
     );
-    // TODO(issue 20 item 2): `soft_vote` still refuses an upstream that is not an `evaluate`
-    // stage, by its op name. Until that is fixed this tolerates exactly that refusal; once it
-    // is, delete the `if` branch so that the vote is required to run.
-    if full.code != 0
-        && full
-            .stderr
-            .contains("needs at least two upstream `evaluate` stages")
-    {
-        eprintln!(
-            "TODO(issue 20 item 2): soft_vote refused the user's stage by op name:\n{}",
-            full.stderr
-        );
-        return;
-    }
     let full = full.ok();
     assert_eq!(full.ran(), ["vote[lr=0.001]", "vote[lr=0.01]"]);
     for (lr, rows_mine) in &mine {

@@ -134,7 +134,8 @@ pub struct Clustering {
 pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     let params: GmmParams = ctx.params()?;
     params.check().map_err(OpError::Params)?;
-    let codes_input = ctx.input_by_op("extract_codes")?;
+    // By artifact, not op: a user's stage writing codes.tsv feeds it too.
+    let codes_input = ctx.input_with_file(CODES)?;
     let codes_path = codes_input.dir.join(CODES);
     let codes = read_codes(&codes_path)?;
     let demographics = match ctx.input_by_any_op(&["fetch", "synth"]) {

@@ -128,6 +128,41 @@ impl<'a> OpCtx<'a> {
             .collect()
     }
 
+    /// Every upstream artifact holding `file` (`predictions.tsv`,
+    /// `codes.tsv`, ...), in `needs` order: how ops that combine results find
+    /// them, so that a user's own stage writing the documented format
+    /// (docs/artifacts.md) is as good an input as a built-in op's.
+    pub fn inputs_with_file(&self, file: &str) -> Vec<&'a Input> {
+        self.inputs
+            .iter()
+            .filter(|i| i.dir.join(file).is_file())
+            .collect()
+    }
+
+    /// The only upstream artifact holding `file`, or an error naming what
+    /// each need holds and where the format is documented.
+    pub fn input_with_file(&self, file: &str) -> Result<&'a Input, OpError> {
+        match self.inputs_with_file(file).as_slice() {
+            [one] => Ok(one),
+            [] => Err(OpError::Msg(format!(
+                "stage `{}` needs an upstream stage whose artifact holds `{file}` (a built-in op's, \
+                 or your own stage's writing that format: docs/artifacts.md); its needs are {}",
+                self.stage,
+                self.describe_inputs()
+            ))),
+            several => Err(OpError::Msg(format!(
+                "stage `{}` needs exactly one upstream stage holding `{file}` but has {} ({}); keep one in `needs`",
+                self.stage,
+                several.len(),
+                several
+                    .iter()
+                    .map(|i| format!("`{}`", i.stage))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
     /// The first upstream stage made by any of `ops` (e.g. the dataset,
     /// which `fetch` or `synth` may have made).
     pub fn input_by_any_op(&self, ops: &[&str]) -> Result<&'a Input, OpError> {

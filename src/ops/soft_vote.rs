@@ -1,7 +1,9 @@
 //! `soft_vote`: the lab's `softvoting` of several classifiers.
 //!
-//! Needs two or more `evaluate` stages (typically the left- and the
-//! right-hippocampus CNN) and optionally one `age_filter` stage. Each member's
+//! Needs two or more stages whose artifact holds a `predictions.tsv`
+//! (typically the left- and the right-hippocampus CNN's `evaluate` stages;
+//! a user's own stage writing that format, docs/artifacts.md, counts the
+//! same) and optionally one `age_filter` stage. Each member's
 //! `predictions.tsv` (`participant_id true_label predicted_label proba0
 //! proba1`) is matched to the others by `participant_id`; the vote's `proba0`
 //! and `proba1` are the members' means, and its prediction is
@@ -33,10 +35,25 @@ pub struct SoftVoteParams {}
 /// The op's entry point (see the module docs).
 pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     let _params: SoftVoteParams = ctx.params()?;
-    let members = ctx.inputs_by_op("evaluate");
+    let members = ctx.inputs_with_file(PREDICTIONS);
     if members.len() < 2 {
+        let without: Vec<String> = ctx
+            .inputs
+            .iter()
+            .filter(|i| !members.iter().any(|m| m.stage == i.stage))
+            .filter(|i| i.op.as_deref() != Some("age_filter"))
+            .map(|i| format!("`{}`", i.stage))
+            .collect();
+        let hint = if without.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} wrote no predictions.tsv; the format is in docs/artifacts.md)",
+                without.join(", ")
+            )
+        };
         return Err(OpError::Msg(format!(
-            "stage `{}` (soft_vote) needs at least two upstream `evaluate` stages to vote, it has {}; \
+            "stage `{}` (soft_vote) needs at least two upstream stages with a `predictions.tsv` to vote, it has {}{hint}; \
              list e.g. the left and the right evaluate stages in its `needs`",
             ctx.stage,
             members.len()
@@ -409,7 +426,10 @@ mod tests {
             scratch: None,
         };
         let msg = run(&ctx).unwrap_err().to_string();
-        assert!(msg.contains("at least two upstream `evaluate`"), "{msg}");
+        assert!(
+            msg.contains("at least two upstream stages with a `predictions.tsv`"),
+            "{msg}"
+        );
     }
 
     #[test]

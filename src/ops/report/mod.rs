@@ -19,6 +19,9 @@
 //!   the age-filtered ones;
 //! - `train_ae`: the loss curve and one subject's input vs reconstruction;
 //! - `gmm`: age vs MMS coloured by cluster and the clustering metrics;
+//! - a user's own stages (`cmd`): their metrics; their `predictions.tsv`
+//!   and classifier `history.tsv` join the validation and training sections,
+//!   which find their members by those files, not by op;
 //! - `aggregate`: the paper table (mean ± SD over folds and seeds, pooled rows labelled) and a
 //!   strip plot per set of each row's members' balanced accuracy, coloured by fold.
 //!
@@ -34,6 +37,7 @@ mod clustering;
 mod figures;
 mod html;
 mod images;
+mod own;
 mod paper_table;
 mod population;
 mod provenance;
@@ -94,13 +98,15 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         "gmm",
         "aggregate",
     ];
-    if !ctx
-        .inputs
-        .iter()
-        .any(|i| i.op.as_deref().is_some_and(|o| shown.contains(&o)))
-    {
+    if !ctx.inputs.iter().any(|i| match i.op.as_deref() {
+        Some(op) => shown.contains(&op),
+        // A user's stage shows what it wrote in the documented formats.
+        None => ["metrics.json", "predictions.tsv", "history.tsv"]
+            .iter()
+            .any(|f| i.dir.join(f).is_file()),
+    }) {
         return Err(OpError::Msg(format!(
-            "stage `{}` (report) has nothing to show: its `needs` hold no stage made by {}; \
+            "stage `{}` (report) has nothing to show: its `needs` hold no stage made by {}, nor a cmd stage of yours that wrote metrics.json, predictions.tsv or history.tsv; \
              add the stages whose results the page should show",
             ctx.stage,
             shown.join(", ")
@@ -126,6 +132,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     for (i, input) in ctx.inputs_by_op("aggregate").iter().enumerate() {
         paper_table::paper_table(ctx, input, i, &mut page)?;
     }
+    own::own_stages(ctx, &mut page)?;
 
     let mut metrics = Metrics::new();
     metrics.insert("sections".into(), json!(page.sections));

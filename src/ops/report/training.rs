@@ -1,5 +1,7 @@
-//! The training section: each `train_cnn` stage's loss and balanced
-//! accuracy per epoch (so per sweep member), all overlaid when there are several.
+//! The training section: the loss and balanced accuracy per epoch of each
+//! stage whose `history.tsv` has both (`train_cnn`, or a user's classifier
+//! writing that format; so per sweep member), all overlaid when there are
+//! several. An autoencoder's history (no balanced accuracy) is the autoencoder section's.
 
 use super::figures::{self, CurvePanel, Series};
 use super::html::{num, Page};
@@ -8,22 +10,26 @@ use crate::artifact::history::{self, History};
 use crate::ops::{OpCtx, OpError};
 
 pub(super) fn training(ctx: &OpCtx, page: &mut Page) -> Result<(), OpError> {
-    let trains = ctx.inputs_by_op("train_cnn");
+    let mut trains = Vec::new();
+    for input in ctx.inputs_with_file(history::FILE) {
+        let path = input.dir.join(history::FILE);
+        let h = History::read(&path)?;
+        if h.is_classifier() {
+            trains.push((input, h));
+        } else if input.op.as_deref() == Some("train_cnn") {
+            return Err(OpError::Msg(format!(
+                "{}: no column `balanced_accuracy`; a train_cnn history has one per epoch",
+                path.display()
+            )));
+        }
+    }
     if trains.is_empty() {
         return Ok(());
     }
     page.section("training", "Training curves");
     let mut histories = Vec::new();
     let mut rows = Vec::new();
-    for (i, input) in trains.iter().enumerate() {
-        let path = input.dir.join(history::FILE);
-        let h = History::read(&path)?;
-        if !h.is_classifier() {
-            return Err(OpError::Msg(format!(
-                "{}: no column `balanced_accuracy`; a train_cnn history has one per epoch",
-                path.display()
-            )));
-        }
+    for (i, (input, h)) in trains.into_iter().enumerate() {
         let device = device_of(input).unwrap_or_else(|| "unknown device".into());
         let file = format!("train_{i}.png");
         draw(figures::curves(

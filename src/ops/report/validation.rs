@@ -1,10 +1,15 @@
 //! The validation section: the lab's metrics of every `evaluate` and
-//! `soft_vote` stage, on all validation subjects and the age-filtered ones.
+//! `soft_vote` stage, and of a user's own stage whose artifact holds a
+//! `predictions.tsv`, on all evaluated subjects and the age-filtered ones.
+//! A stage whose metrics.json lacks the lab's metrics (a user's stage) has
+//! them computed from its predictions.
 
 use serde_json::Value;
 
 use super::html::{num, Page};
 use crate::artifact::metrics;
+use crate::artifact::predictions::{self, Predictions};
+use crate::ops::metrics::scored_metrics;
 use crate::ops::{Input, OpCtx, OpError};
 
 const METRIC_COLUMNS: [(&str, &str); 6] = [
@@ -33,9 +38,12 @@ fn metric_cells(group: Option<&Value>) -> Vec<String> {
 
 pub(super) fn validation(ctx: &OpCtx, page: &mut Page) -> Result<(), OpError> {
     let members: Vec<&Input> = ctx
-        .inputs_by_op("evaluate")
-        .into_iter()
-        .chain(ctx.inputs_by_op("soft_vote"))
+        .inputs
+        .iter()
+        .filter(|i| match i.op.as_deref() {
+            Some(op) => op == "evaluate" || op == "soft_vote",
+            None => i.dir.join(predictions::FILE).is_file(),
+        })
         .collect();
     if members.is_empty() {
         return Ok(());
@@ -45,16 +53,25 @@ pub(super) fn validation(ctx: &OpCtx, page: &mut Page) -> Result<(), OpError> {
     let mut any_old = false;
     let mut tables = Vec::new();
     for m in &members {
-        let path = m.dir.join(metrics::FILE);
-        let metrics = metrics::read(&path)?;
-        let all = metrics.get("validation").ok_or_else(|| {
-            OpError::Msg(format!(
-                "{}: no `validation` metrics; expected what `evaluate`/`soft_vote` write",
-                path.display()
-            ))
-        })?;
+        let metrics = metrics::read_in(&m.dir)?.unwrap_or_default();
+        // The group of the evaluated set: `validation`, or a subject list's
+        // set named by `"set"`; a user's stage may have neither.
+        let set = metrics
+            .get("set")
+            .and_then(Value::as_str)
+            .unwrap_or("validation");
+        let all = match metrics.get(set) {
+            Some(group) if group.is_object() => group.clone(),
+            _ if m.op.is_none() => from_predictions(m)?,
+            _ => {
+                return Err(OpError::Msg(format!(
+                    "{}: no `{set}` metrics; expected what `evaluate`/`soft_vote` write",
+                    m.dir.join(metrics::FILE).display()
+                )))
+            }
+        };
         any_old |= metrics.contains_key("old");
-        tables.push((m, metrics.clone(), all.clone()));
+        tables.push((m, metrics.clone(), all));
     }
     for (m, metrics, all) in &tables {
         let mut row = vec![format!(
@@ -81,4 +98,14 @@ pub(super) fn validation(ctx: &OpCtx, page: &mut Page) -> Result<(), OpError> {
     page.para("The soft vote averages its members' probabilities; it has no loss. – marks a value a stage does not report.");
     page.end_section();
     Ok(())
+}
+
+/// The lab's metrics (and ROC AUC) of a stage's own `predictions.tsv`.
+fn from_predictions(m: &Input) -> Result<Value, OpError> {
+    let rows = Predictions::read(&m.dir.join(predictions::FILE))?.0;
+    let truth: Vec<i64> = rows.iter().map(|r| r.true_label).collect();
+    let predicted: Vec<i64> = rows.iter().map(|r| r.predicted_label).collect();
+    let proba1: Vec<f64> = rows.iter().map(|r| r.proba1).collect();
+    serde_json::to_value(scored_metrics(&truth, &predicted, &proba1))
+        .map_err(|e| OpError::Msg(format!("stage `{}`: {e}", m.stage)))
 }

@@ -98,18 +98,21 @@ fn load_patches(
         });
     };
     let set = set.unwrap_or(default_set);
-    let wanted = sets.get(set.name()).map(|l| l.0.as_slice()).ok_or_else(|| {
-        msg(format!(
-            "stage `{}`: subject list `{}` has no `{}` set (no {}.tsv in {}; it has {}); pick \
+    let wanted = sets
+        .get(set.name())
+        .map(|l| l.0.as_slice())
+        .ok_or_else(|| {
+            msg(format!(
+                "stage `{}`: subject list `{}` has no `{}` set (no {}.tsv in {}; it has {}); pick \
              one of those with `set:`",
-            ctx.stage,
-            list.stage,
-            set.name(),
-            set.name(),
-            list.dir.display(),
-            sets.names().join(", ")
-        ))
-    })?;
+                ctx.stage,
+                list.stage,
+                set.name(),
+                set.name(),
+                list.dir.display(),
+                sets.names().join(", ")
+            ))
+        })?;
     let data = CropSplit::load_selected(
         &crop.dir,
         &crop.stage,
