@@ -5,6 +5,7 @@
 //! - [`artifact`]: the files ops hand to each other, one typed format per file.
 //! - [`stats`]: statistical tests on plain numbers (balance of two parts of a population,
 //!   paired tests for `diff`).
+//! - [`suggest`]: "did you mean": the valid name nearest to a typo.
 //! - [`ops`]: the built-in stage kinds and the torch ops' table; tensor ops run in the
 //!   `hcpipe-torch` worker.
 //! - [`cache`]: stage keys, the content-addressed store, locks, stat cache.
@@ -39,6 +40,7 @@ pub mod record;
 pub mod run;
 pub mod spec;
 pub mod stats;
+pub mod suggest;
 pub mod ui;
 
 pub use error::Error;

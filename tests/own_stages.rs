@@ -146,3 +146,53 @@ stages:
     let show = p.run(&["show", "p.yaml", "sw"]).ok();
     assert_eq!(show.stdout.matches("sw[").count(), 4, "{}", show.stdout);
 }
+
+#[test]
+fn collect_sorts_naturally_formats_columns_alike_and_refuses_a_typo_column() {
+    let p = Project::new();
+    let pipeline = |column: &str| {
+        format!(
+            r#"name: p
+stages:
+  sw:
+    matrix: {{n: [16, 2, 1]}}
+    cmd: 'echo "{{\"auc\": $(( ${{matrix.n}} % 2 )).${{matrix.n}}, \"n\": ${{matrix.n}}, \"one\": 1}}" > {{out}}/metrics.json'
+  table:
+    op: collect
+    needs: [sw]
+    gather: true
+    params: {{columns: [{column}, sw.n]}}
+"#
+        )
+    };
+    p.write("p.yaml", &pipeline("sw.auc"));
+    p.run(&["run", "p.yaml"]).ok();
+    let show = p.run(&["show", "p.yaml", "table", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+    let dir = std::path::PathBuf::from(v["path"].as_str().unwrap());
+    let table = std::fs::read_to_string(dir.join("table.tsv")).unwrap();
+    // Rows 1, 2, 16 (not 1, 16, 2); auc has fractions, so every cell has four
+    // decimals, 0.16 included; n is whole, so none.
+    assert_eq!(
+        table,
+        "n\tsw.auc\tsw.n\n1\t1.1000\t1\n2\t0.2000\t2\n16\t0.1600\t16\n",
+        "{table}"
+    );
+
+    p.write("p.yaml", &pipeline("sw.acu"));
+    let r = p.run(&["run", "p.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no member of `sw` has the metric `sw.acu`")
+            && r.stderr.contains("did you mean `sw.auc`?"),
+        "{}",
+        r.stderr
+    );
+    p.write("p.yaml", &pipeline("sv.auc"));
+    let r = p.run(&["run", "p.yaml"]);
+    assert!(
+        r.stderr.contains("names stage `sv`, which it does not gather (did you mean `sw`?)"),
+        "{}",
+        r.stderr
+    );
+}

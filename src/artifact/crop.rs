@@ -100,7 +100,7 @@ pub struct CropMeta {
     pub stored_shape: [usize; 3],
 }
 
-pub const META: &str = "meta.json";
+pub const META: &str = super::CROP_META;
 
 impl CropMeta {
     /// The meta of `region`'s lab box stored with a margin of `shift`.

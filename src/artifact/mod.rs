@@ -33,6 +33,11 @@
 //! value read back is the value written. Errors name the file and, where
 //! there is one, the line.
 
+/// A crop artifact's `meta.json` ([`crop::CropMeta`]); here, not in `crop`,
+/// because [`subjects`] must tell a crop's `train.tsv` from a subject list's
+/// and `crop` reads subject lists (no file cycle).
+pub const CROP_META: &str = "meta.json";
+
 pub mod assignments;
 pub mod balance;
 pub mod checks;

@@ -278,7 +278,7 @@ impl SubjectSets {
         let file = |name: &str| dir.join(format!("{name}.tsv"));
         let is_sets = file("train").is_file()
             && (file("validation").is_file() || file("test").is_file())
-            && !dir.join(super::crop::META).exists();
+            && !dir.join(super::CROP_META).exists();
         if !is_sets {
             return Ok(None);
         }
@@ -480,7 +480,7 @@ mod tests {
         );
         std::fs::remove_file(d.join("validation.tsv")).unwrap();
         // A crop's train.tsv/validation.tsv are not subject sets.
-        std::fs::write(d.join(super::super::crop::META), "{}").unwrap();
+        std::fs::write(d.join(super::super::CROP_META), "{}").unwrap();
         assert!(SubjectSets::open(d).unwrap().is_none());
     }
 }

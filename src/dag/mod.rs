@@ -118,7 +118,7 @@ impl Dag {
             .iter()
             .map(|s| s.name.as_str())
             .chain(bases.iter().copied());
-        Err(match crate::spec::suggest::closest(name, names) {
+        Err(match crate::suggest::closest(name, names) {
             Some(near) => format!(
                 "no stage `{name}` in {}; did you mean `{near}`?",
                 shown.display()

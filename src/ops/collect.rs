@@ -1,9 +1,14 @@
 //! `collect`: one table from the metrics of gathered stages — a sweep's
 //! results side by side (`pipelines/lr-sweep.yaml`).
 //!
-//! Rows are matrix members, keyed by their values (`lr=0.001`); each column
-//! is `BASE.dotted.metric.path`, read from the `metrics.json` of the member
-//! of stage `BASE` with those values. Writes `table.tsv` and `table.md`.
+//! Rows are matrix members, keyed by their values (`lr=0.001`), in natural
+//! order (numbers by value, so `2` before `16`); each column is
+//! `BASE.dotted.metric.path`, read from the `metrics.json` of the member of
+//! stage `BASE` with those values. A column whose numbers are all whole is
+//! written without decimals, any other column with four for every number.
+//! A column that no member has is an error naming the nearest metric paths
+//! (a typo must not become a blank column). Writes `table.tsv` and
+//! `table.md`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -70,6 +75,22 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             ctx.stage
         )));
     }
+    for col in &p.columns {
+        check_column(ctx.stage, col, &rows)?;
+    }
+    let mut rows: Vec<(String, BTreeMap<String, Value>)> = rows.into_iter().collect();
+    rows.sort_by(|(a, _), (b, _)| natural_cmp(a, b));
+    // Per column: whole numbers only → no decimals; else four for every number.
+    let whole: Vec<bool> = p
+        .columns
+        .iter()
+        .map(|col| {
+            rows.iter()
+                .filter_map(|(_, by_base)| lookup(by_base, col))
+                .filter_map(Value::as_number)
+                .all(|n| n.is_i64() || n.is_u64())
+        })
+        .collect();
     let headers: Vec<String> = if p.headers.is_empty() {
         p.columns.clone()
     } else {
@@ -95,13 +116,11 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             .iter()
             .map(|k| kv.get(k.as_str()).unwrap_or(&"").to_string())
             .collect();
-        for col in &p.columns {
-            let (base, path) = col.split_once('.').unwrap_or((col, ""));
-            let v = by_base
-                .get(base)
-                .and_then(|m| path.split('.').try_fold(m, |v, k| v.get(k)));
-            match v {
-                Some(Value::Number(n)) => cells.push(format_number(n.as_f64().unwrap_or(f64::NAN))),
+        for (col, &whole) in p.columns.iter().zip(&whole) {
+            match lookup(by_base, col) {
+                Some(Value::Number(n)) => {
+                    cells.push(format_number(n.as_f64().unwrap_or(f64::NAN), whole))
+                }
                 Some(Value::String(s)) => cells.push(s.clone()),
                 Some(other) => cells.push(other.to_string()),
                 None => {
@@ -112,13 +131,6 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
         }
         let _ = writeln!(tsv, "{}", cells.join("\t"));
         let _ = writeln!(md, "| {} |", cells.join(" | "));
-    }
-    if missing.len() == rows.len() * p.columns.len() {
-        return Err(OpError::Msg(format!(
-            "stage `{}`: none of the columns were found ({}); check the STAGE.metric paths against the gathered stages' metrics.json",
-            ctx.stage,
-            p.columns.join(", ")
-        )));
     }
     std::fs::write(ctx.out.join("table.tsv"), tsv)
         .map_err(|e| OpError::io(ctx.out.join("table.tsv"), e))?;
@@ -132,10 +144,149 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     Ok(m)
 }
 
-fn format_number(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
+/// The value at `BASE.metric.path` in a row's metrics by base stage.
+fn lookup<'v>(by_base: &'v BTreeMap<String, Value>, col: &str) -> Option<&'v Value> {
+    let (base, path) = col.split_once('.').unwrap_or((col, ""));
+    by_base
+        .get(base)
+        .and_then(|m| path.split('.').try_fold(m, |v, k| v.get(k)))
+}
+
+/// A column no row has is a mistake (a typo, a stage not gathered): an error
+/// naming the gathered stages or the nearest metric paths of its stage.
+fn check_column(
+    stage: &str,
+    col: &str,
+    rows: &BTreeMap<String, BTreeMap<String, Value>>,
+) -> Result<(), OpError> {
+    if rows.values().any(|by_base| lookup(by_base, col).is_some()) {
+        return Ok(());
+    }
+    let (base, _) = col.split_once('.').unwrap_or((col, ""));
+    let bases: std::collections::BTreeSet<&str> = rows
+        .values()
+        .flat_map(|b| b.keys().map(String::as_str))
+        .collect();
+    if !bases.contains(base) {
+        let near = crate::suggest::closest(base, bases.iter().copied())
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        return Err(OpError::Msg(format!(
+            "stage `{stage}` (collect): column `{col}` names stage `{base}`, which it does not gather{near}; \
+             it gathers {}",
+            bases.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    for by_base in rows.values() {
+        if let Some(m) = by_base.get(base) {
+            metric_paths(base, m, &mut paths);
+        }
+    }
+    let near = crate::suggest::closest(col, paths.iter().map(String::as_str))
+        .map(|c| format!("did you mean `{c}`? "))
+        .unwrap_or_default();
+    let listed: Vec<&str> = paths.iter().map(String::as_str).take(30).collect();
+    Err(OpError::Msg(format!(
+        "stage `{stage}` (collect): no member of `{base}` has the metric `{col}`; {near}its metrics are: {}",
+        if listed.is_empty() {
+            "none (it wrote no metrics.json)".to_string()
+        } else {
+            listed.join(", ")
+        }
+    )))
+}
+
+/// Every leaf's `BASE.dotted.path` in a metrics object.
+fn metric_paths(prefix: &str, v: &Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                metric_paths(&format!("{prefix}.{k}"), v, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+/// Member values (`lr=0.001,seed=2`) compared axis by axis, numbers by
+/// value and other text with runs of digits compared as numbers.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let parts = |s: &str| -> Vec<String> { s.split(',').map(str::to_string).collect() };
+    let (a, b) = (parts(a), parts(b));
+    for (x, y) in a.iter().zip(&b) {
+        let vx = x.split_once('=').map_or(x.as_str(), |(_, v)| v);
+        let vy = y.split_once('=').map_or(y.as_str(), |(_, v)| v);
+        let ord = match (vx.parse::<f64>(), vy.parse::<f64>()) {
+            (Ok(p), Ok(q)) => p.total_cmp(&q),
+            _ => natural_text_cmp(vx, vy),
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// `run2` before `run10`: digit runs by value, the rest by character.
+fn natural_text_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        match (a.chars().next(), b.chars().next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let da = a.len() - a.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                let db = b.len() - b.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                let (na, nb) = (&a[..da], &b[..db]);
+                let (ta, tb) = (na.trim_start_matches('0'), nb.trim_start_matches('0'));
+                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb));
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+                a = &a[da..];
+                b = &b[db..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(&y);
+                }
+                a = &a[x.len_utf8()..];
+                b = &b[y.len_utf8()..];
+            }
+        }
+    }
+}
+
+fn format_number(x: f64, whole_column: bool) -> String {
+    if whole_column && x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{x:.0}")
     } else {
         format!("{x:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_values_sort_naturally() {
+        let mut v = vec!["n=16", "n=2", "n=1e-3", "n=-1"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["n=-1", "n=1e-3", "n=2", "n=16"]);
+        let mut v = vec!["r=run10,s=1", "r=run2,s=2", "r=run2,s=10", "r=a"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["r=a", "r=run2,s=2", "r=run2,s=10", "r=run10,s=1"]);
+    }
+
+    #[test]
+    fn numbers_are_formatted_per_column() {
+        assert_eq!(format_number(1.0, true), "1");
+        assert_eq!(format_number(1.0, false), "1.0000");
+        assert_eq!(format_number(0.98956, false), "0.9896");
     }
 }

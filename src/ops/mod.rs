@@ -362,7 +362,7 @@ static RESULT_OPS: &[OpDef] = &[
     },
     OpDef {
         name: "collect",
-        version: 1,
+        version: 2,
         kind: OpKind::Native(collect::run),
         check_params: collect::check,
         summary: "one table (TSV + Markdown) of gathered stages' metrics, a row per matrix member",

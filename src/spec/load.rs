@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use super::raw::RawPipeline;
-use super::suggest::closest;
 use super::{validate, Pipeline, SpecError};
+use crate::suggest::closest;
 
 /// Pipeline files larger than this are refused before parsing.
 const MAX_PIPELINE_BYTES: u64 = 4 * 1024 * 1024;

@@ -18,7 +18,6 @@ pub mod matrix;
 pub mod paths;
 pub mod raw;
 pub mod subst;
-pub mod suggest;
 pub mod validate;
 
 use std::collections::BTreeMap;

@@ -99,7 +99,7 @@ fn lookup<'a>(path: &str, scope: &'a Scope) -> Result<&'a Value, String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let hint = super::suggest::closest(name, map_keys.iter().map(|k| k.as_str()))
+        let hint = crate::suggest::closest(name, map_keys.iter().map(|k| k.as_str()))
             .map(|c| format!(" (did you mean `{c}`?)"))
             .unwrap_or_default();
         format!("`${{{path}}}`: no {ns} named `{name}`{hint}; valid: {valid}")

@@ -13,9 +13,9 @@ use super::matrix::{combinations, member_name, product};
 use super::paths::normalize;
 use super::raw::{RawPipeline, RawStage};
 use super::subst::{display_value, subst_string, subst_value, Scope};
-use super::suggest::closest;
 use super::{Loc, Pipeline, Resources, SpecError, StageKind, StageSpec};
 use crate::ops::{self, Params};
+use crate::suggest::closest;
 
 /// A pipeline expands to at most this many stages (matrix members counted
 /// one by one), checked before any matrix is expanded: a 9-key matrix of 10

@@ -119,16 +119,7 @@ pub fn lookup(metrics: &Map<String, Value>, set: &str, metric: &str) -> Lookup {
     }
 }
 
-/// The candidate nearest to `word` when it is near enough to be a typo (as the pipeline
-/// loader's "did you mean").
-pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.to_string())
-}
+pub use crate::suggest::closest;
 
 #[cfg(test)]
 mod tests {
