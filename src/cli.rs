@@ -55,9 +55,24 @@ enum Command {
     Gc(GcArgs),
     /// List the built-in ops.
     Ops,
+    /// Print a shell completion script: `hcpipe completions bash > ~/.local/share/bash-completion/completions/hcpipe`.
+    Completions(CompletionsArgs),
     /// Run one stage from a job file (used by the Slurm executor).
     #[command(hide = true)]
     Exec(ExecArgs),
+    /// A pipeline's stage names, one per line (base names, then members): for shell completion.
+    #[command(hide = true)]
+    Stages(StagesArgs),
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+struct StagesArgs {
+    pipeline: PathBuf,
 }
 
 #[derive(Args)]
@@ -189,8 +204,55 @@ pub fn main() -> Result<(), Error> {
             Ok(())
         }
         Command::Exec(args) => cmd_exec(&args.job),
+        Command::Completions(args) => {
+            print_completions(args.shell);
+            Ok(())
+        }
+        Command::Stages(args) => {
+            let dag = load_dag(&args.pipeline, &[])?;
+            let mut names: Vec<&str> = Vec::new();
+            for s in &dag.pipeline.stages {
+                if s.base != s.name && !names.contains(&s.base.as_str()) {
+                    names.push(&s.base);
+                }
+            }
+            names.extend(dag.pipeline.stages.iter().map(|s| s.name.as_str()));
+            for n in names {
+                println!("{n}");
+            }
+            Ok(())
+        }
     }
 }
+
+/// clap_complete's script for `shell`; for bash, wrapped so that a stage
+/// argument (`show PIPELINE STAGE`, `--force STAGE`) completes to the named
+/// pipeline's stages (`hcpipe stages PIPELINE`, a hidden command).
+fn print_completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory;
+    let mut out = std::io::stdout();
+    clap_complete::generate(shell, &mut Cli::command(), "hcpipe", &mut out);
+    if shell == clap_complete::Shell::Bash {
+        print!("{}", BASH_STAGES);
+    }
+}
+
+const BASH_STAGES: &str = r#"
+# Stage names for `hcpipe show PIPELINE <TAB>` and `--force <TAB>`.
+_hcpipe_stages() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local sub="${COMP_WORDS[1]}" pipeline="${COMP_WORDS[2]}"
+    if [[ -f "$pipeline" && "$cur" != -* ]] &&
+       { [[ "$prev" == --force ]] || { [[ "$sub" == show && $COMP_CWORD -eq 3 ]]; }; }; then
+        local IFS=$'
+'
+        COMPREPLY=( $(compgen -W "$(hcpipe stages "$pipeline" 2>/dev/null)" -- "$cur") )
+        return 0
+    fi
+    _hcpipe "$@"
+}
+complete -F _hcpipe_stages -o bashdefault -o default hcpipe
+"#;
 
 fn init_logging(verbose: u8) {
     let default = match verbose {

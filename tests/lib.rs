@@ -8,6 +8,7 @@ mod artifact_docs;
 mod cache_trust;
 mod caching;
 mod commit_safety;
+mod completions;
 mod concurrency;
 mod data_pipeline;
 mod diff;

@@ -174,8 +174,7 @@ stages:
     // Rows 1, 2, 16 (not 1, 16, 2); auc has fractions, so every cell has four
     // decimals, 0.16 included; n is whole, so none.
     assert_eq!(
-        table,
-        "n\tsw.auc\tsw.n\n1\t1.1000\t1\n2\t0.2000\t2\n16\t0.1600\t16\n",
+        table, "n\tsw.auc\tsw.n\n1\t1.1000\t1\n2\t0.2000\t2\n16\t0.1600\t16\n",
         "{table}"
     );
 
@@ -183,7 +182,8 @@ stages:
     let r = p.run(&["run", "p.yaml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
-        r.stderr.contains("no member of `sw` has the metric `sw.acu`")
+        r.stderr
+            .contains("no member of `sw` has the metric `sw.acu`")
             && r.stderr.contains("did you mean `sw.auc`?"),
         "{}",
         r.stderr
@@ -191,7 +191,8 @@ stages:
     p.write("p.yaml", &pipeline("sv.auc"));
     let r = p.run(&["run", "p.yaml"]);
     assert!(
-        r.stderr.contains("names stage `sv`, which it does not gather (did you mean `sw`?)"),
+        r.stderr
+            .contains("names stage `sv`, which it does not gather (did you mean `sw`?)"),
         "{}",
         r.stderr
     );
