@@ -449,6 +449,7 @@ fn show_pipeline(
         Some(name) => dag.select(name, pipeline).map_err(Error::Usage)?,
         None => dag.topo_order().to_vec(),
     };
+    let mut results = Vec::new();
     for id in ids {
         let s = dag.stage(id);
         // The current key's result, else the newest run's result for this stage.
@@ -488,10 +489,23 @@ fn show_pipeline(
             path.display()
         );
         if !entry.metrics.is_empty() {
-            println!(
-                "  metrics: {}",
-                serde_json::Value::Object(entry.metrics.clone())
-            );
+            println!("  metrics:");
+            print!("{}", crate::ui::metrics::indented(&entry.metrics, 4));
+        }
+        results.push((s.name.clone(), entry.metrics.clone(), path));
+    }
+    // After the whole pipeline: the classifiers' results side by side and
+    // where the report is, what a reader of `make demo` looks for.
+    if stage.is_none() && !json {
+        let table = crate::ui::metrics::results_table(&results);
+        if !table.is_empty() {
+            println!("\n{table}");
+        }
+        if let Some((name, _, path)) = results
+            .iter()
+            .find(|(_, _, p)| p.join("report.html").is_file())
+        {
+            println!("report ({name}): {}", path.join("report.html").display());
         }
     }
     Ok(())

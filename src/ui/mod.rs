@@ -1,5 +1,6 @@
 //! Everything printed for people: run progress and tables. (The HTML
 //! report a pipeline writes is an op, `ops::report`.)
 
+pub mod metrics;
 pub mod progress;
 pub mod table;
