@@ -30,8 +30,8 @@ build: $(TORCH_STAMP)
 
 demo: build
 	target/release/hcpipe run pipelines/demo.yaml
-	@echo; echo "soft voting (left + right hippocampus CNNs) on the validation split:"
-	@target/release/hcpipe show pipelines/demo.yaml soft_vote
+	@echo; echo "results (validation split; old = the subjects aged 62 and over):"
+	@target/release/hcpipe show pipelines/demo.yaml | sed -n '/^stage  *set/,$$p'
 
 # The paper table (issue 16) on synthetic data: 3 folds × 2 seeds of both
 # CNNs, soft vote, AE + GMM per fold, then mean ± SD over folds and seeds.
