@@ -38,7 +38,7 @@ demo: build
 paper-demo: build
 	target/release/hcpipe run pipelines/paper-demo.yaml
 	@echo; echo "the paper table (mean ± SD over folds and seeds) on the test set:"
-	@target/release/hcpipe show pipelines/paper-demo.yaml table
+	@cat "$$(target/release/hcpipe show pipelines/paper-demo.yaml table | sed -n 's/^  path: //p')/table.md"
 
 # The browser test needs Chromium and the Slurm tests a one-node Slurm; both
 # scripts are idempotent, need root to install, and the tests skip with a
