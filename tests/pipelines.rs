@@ -56,3 +56,21 @@ fn lr_sweep_expands_three_members_and_gathers_them() {
         "{text}"
     );
 }
+
+#[test]
+fn paper_pipelines_fan_out_folds_and_seeds_into_one_table() {
+    for (name, folds, seeds) in [("paper-demo.yaml", 3, 2), ("paper.yaml", 5, 3)] {
+        let text = dag(name);
+        let members = |stage: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{stage}[")))
+                .count()
+        };
+        assert_eq!(members("folds"), folds, "{name}:\n{text}");
+        assert_eq!(members("cnn_left"), folds * seeds, "{name}:\n{text}");
+        assert_eq!(members("eval_right"), folds * seeds, "{name}:\n{text}");
+        assert!(text.contains("table (aggregate)"), "{name}:\n{text}");
+        // Each hemisphere is cropped once, whatever the grid.
+        assert_eq!(members("crop_left"), 0, "{name}:\n{text}");
+    }
+}
