@@ -131,7 +131,11 @@ fn dependants_inherit_axes_and_add_their_own() {
     let cnn: Vec<&str> = dag
         .stdout
         .lines()
-        .filter_map(|l| l.split_whitespace().next().filter(|w| w.starts_with("cnn[")))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .next()
+                .filter(|w| w.starts_with("cnn["))
+        })
         .collect();
     assert_eq!(
         cnn,
@@ -220,13 +224,27 @@ fn reordering_needs_renames_no_member() {
     let p = Project::new();
     p.write("p.yaml", &two("[a, b]"));
     let first = p.run(&["run", "p.yaml", "--json"]).ok();
-    assert!(first.ran().contains(&"c[lr=3,seed=2]".to_string()), "{:?}", first.ran());
+    assert!(
+        first.ran().contains(&"c[lr=3,seed=2]".to_string()),
+        "{:?}",
+        first.ran()
+    );
     p.write("p.yaml", &two("[b, a]"));
     let again = p.run(&["run", "p.yaml", "--json"]).ok();
     // Same names; `needs` order is in the key (a gather's `{in.X}` order), so c re-runs.
-    let mut names: Vec<String> = again.statuses().into_iter().map(|(s, _)| s).filter(|s| !s.is_empty()).collect();
+    let mut names: Vec<String> = again
+        .statuses()
+        .into_iter()
+        .map(|(s, _)| s)
+        .filter(|s| !s.is_empty())
+        .collect();
     names.sort();
-    let mut before: Vec<String> = first.statuses().into_iter().map(|(s, _)| s).filter(|s| !s.is_empty()).collect();
+    let mut before: Vec<String> = first
+        .statuses()
+        .into_iter()
+        .map(|(s, _)| s)
+        .filter(|s| !s.is_empty())
+        .collect();
     before.sort();
     assert_eq!(names, before);
 }
@@ -248,12 +266,16 @@ fn upstreams_that_disagree_on_an_axis_are_an_error() {
     // Listing the values to run settles it; each must be one both have.
     p.write(
         "p.yaml",
-        &p.read("p.yaml").replace("needs: [a, b]", "needs: [a, b]\n    matrix: {seed: [1, 0]}"),
+        &p.read("p.yaml")
+            .replace("needs: [a, b]", "needs: [a, b]\n    matrix: {seed: [1, 0]}"),
     );
     let ok = p.run(&["run", "p.yaml", "--json"]).ok();
     assert_eq!(ok.status_of("c[seed=0]"), "ran");
     assert_eq!(ok.status_of("c[seed=1]"), "ran");
-    p.write("p.yaml", &p.read("p.yaml").replace("seed: [1, 0]}", "seed: [1, 7]}"));
+    p.write(
+        "p.yaml",
+        &p.read("p.yaml").replace("seed: [1, 0]}", "seed: [1, 7]}"),
+    );
     let r = p.run(&["run", "p.yaml"]);
     assert_eq!(r.code, 2);
     assert!(
@@ -275,7 +297,13 @@ fn an_own_axis_may_run_a_subset_of_an_inherited_one() {
     let r = p.run(&["run", "p.yaml", "--json"]).ok();
     assert_eq!(
         r.ran(),
-        ["score[seed=0]", "score[seed=2]", "t[seed=0]", "t[seed=1]", "t[seed=2]"]
+        [
+            "score[seed=0]",
+            "score[seed=2]",
+            "t[seed=0]",
+            "t[seed=1]",
+            "t[seed=2]"
+        ]
     );
     assert_eq!(artifact_file(&p, "score[seed=2]", "x"), "2\n");
 }

@@ -174,8 +174,9 @@ fn visit(
             }
             None => {
                 let (first, first_values, _) = from[0];
-                if let Some(&(other, values, n)) =
-                    from[1..].iter().find(|(_, v, _)| !same_values(v, first_values))
+                if let Some(&(other, values, n)) = from[1..]
+                    .iter()
+                    .find(|(_, v, _)| !same_values(v, first_values))
                 {
                     errors.push(AxisError {
                         site: Site::Need(n),
@@ -286,8 +287,18 @@ mod tests {
     fn dependants_inherit_in_needs_order_then_own() {
         let r = resolve_all(vec![
             ("crop", decl(&[], false, &[])),
-            ("folds", decl(&["crop"], false, &[("fold", vec![json!(0), json!(1)])])),
-            ("cnn", decl(&["crop", "folds"], false, &[("seed", vec![json!(0), json!(1), json!(2)])])),
+            (
+                "folds",
+                decl(&["crop"], false, &[("fold", vec![json!(0), json!(1)])]),
+            ),
+            (
+                "cnn",
+                decl(
+                    &["crop", "folds"],
+                    false,
+                    &[("seed", vec![json!(0), json!(1), json!(2)])],
+                ),
+            ),
             ("eval", decl(&["cnn", "folds"], false, &[])),
             ("table", decl(&["eval"], true, &[])),
         ]);
@@ -295,7 +306,11 @@ mod tests {
         assert_eq!(
             names(&r[2]),
             [
-                ("fold".into(), vec![json!(0), json!(1)], Some("folds".into())),
+                (
+                    "fold".into(),
+                    vec![json!(0), json!(1)],
+                    Some("folds".into())
+                ),
                 ("seed".into(), vec![json!(0), json!(1), json!(2)], None),
             ]
         );
@@ -303,7 +318,11 @@ mod tests {
             names(&r[3]),
             [
                 ("fold".into(), vec![json!(0), json!(1)], Some("cnn".into())),
-                ("seed".into(), vec![json!(0), json!(1), json!(2)], Some("cnn".into())),
+                (
+                    "seed".into(),
+                    vec![json!(0), json!(1), json!(2)],
+                    Some("cnn".into())
+                ),
             ]
         );
         assert_eq!(names(&r[4]), [], "a gather inherits nothing");
@@ -311,7 +330,10 @@ mod tests {
         let members = combinations(r[2].as_ref().unwrap());
         assert_eq!(members.len(), 6);
         // The first axis varies slowest.
-        assert_eq!(members[1], BTreeMap::from([("fold".into(), json!(0)), ("seed".into(), json!(1))]));
+        assert_eq!(
+            members[1],
+            BTreeMap::from([("fold".into(), json!(0)), ("seed".into(), json!(1))])
+        );
     }
 
     #[test]
@@ -320,7 +342,10 @@ mod tests {
             ("eval", decl(&["train"], false, &[])),
             ("train", decl(&[], false, &[("lr", vec![json!(0.1)])])),
         ]);
-        assert_eq!(names(&r[0]), [("lr".into(), vec![json!(0.1)], Some("train".into()))]);
+        assert_eq!(
+            names(&r[0]),
+            [("lr".into(), vec![json!(0.1)], Some("train".into()))]
+        );
     }
 
     #[test]
@@ -331,7 +356,14 @@ mod tests {
             ("a", a.clone()),
             ("b", b.clone()),
             ("c", decl(&["a", "b"], false, &[])),
-            ("d", decl(&["a", "b"], false, &[("seed", vec![json!(0)]), ("lr", vec![json!(1)])])),
+            (
+                "d",
+                decl(
+                    &["a", "b"],
+                    false,
+                    &[("seed", vec![json!(0)]), ("lr", vec![json!(1)])],
+                ),
+            ),
         ]);
         let order = |i: usize| -> Vec<String> { names(&r[i]).into_iter().map(|a| a.0).collect() };
         assert_eq!(order(2), ["seed", "lr"]);
@@ -344,12 +376,22 @@ mod tests {
         let r = resolve_all(vec![
             ("a", decl(&[], false, &[("seed", vec![json!(0), json!(1)])])),
             ("b", decl(&[], false, &[("seed", vec![json!(1), json!(0)])])),
-            ("c", decl(&[], false, &[("seed", vec![json!(0), json!(1), json!(2)])])),
+            (
+                "c",
+                decl(&[], false, &[("seed", vec![json!(0), json!(1), json!(2)])]),
+            ),
             ("ok", decl(&["a", "b"], false, &[])),
             ("bad", decl(&["x", "a", "c"], false, &[])),
-            ("picked", decl(&["a", "c"], false, &[("seed", vec![json!(1)])])),
+            (
+                "picked",
+                decl(&["a", "c"], false, &[("seed", vec![json!(1)])]),
+            ),
         ]);
-        assert_eq!(names(&r[3])[0].1, vec![json!(0), json!(1)], "any order agrees");
+        assert_eq!(
+            names(&r[3])[0].1,
+            vec![json!(0), json!(1)],
+            "any order agrees"
+        );
         let err = r[4].as_ref().unwrap_err();
         assert_eq!(err[0].site, Site::Need(2));
         assert_eq!(
@@ -363,11 +405,24 @@ mod tests {
     fn an_own_axis_may_pick_inherited_values_but_not_invent_them() {
         let r = resolve_all(vec![
             ("a", decl(&[], false, &[("seed", vec![json!(0), json!(1)])])),
-            ("same", decl(&["a"], false, &[("seed", vec![json!(0), json!(1)])])),
+            (
+                "same",
+                decl(&["a"], false, &[("seed", vec![json!(0), json!(1)])]),
+            ),
             ("sub", decl(&["a"], false, &[("seed", vec![json!(1)])])),
-            ("new", decl(&["a"], false, &[("seed", vec![json!(1), json!(5), json!("x")])])),
+            (
+                "new",
+                decl(
+                    &["a"],
+                    false,
+                    &[("seed", vec![json!(1), json!(5), json!("x")])],
+                ),
+            ),
         ]);
-        assert_eq!(names(&r[1]), [("seed".into(), vec![json!(0), json!(1)], None)]);
+        assert_eq!(
+            names(&r[1]),
+            [("seed".into(), vec![json!(0), json!(1)], None)]
+        );
         assert_eq!(names(&r[2]), [("seed".into(), vec![json!(1)], None)]);
         let err = r[3].as_ref().unwrap_err();
         assert_eq!(err[0].site, Site::Matrix);
@@ -382,7 +437,14 @@ mod tests {
     fn an_explicit_matrix_expands_in_sorted_key_order() {
         let r = resolve_all(vec![(
             "train",
-            decl(&[], false, &[("seed", vec![json!(1), json!(2)]), ("lr", vec![json!(0.0001), json!(0.001)])]),
+            decl(
+                &[],
+                false,
+                &[
+                    ("seed", vec![json!(1), json!(2)]),
+                    ("lr", vec![json!(0.0001), json!(0.001)]),
+                ],
+            ),
         )]);
         let names: Vec<String> = combinations(r[0].as_ref().unwrap())
             .iter()

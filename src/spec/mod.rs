@@ -105,6 +105,10 @@ pub struct Resources {
     pub time: Option<String>,
     pub partition: Option<String>,
     pub account: Option<String>,
+    /// With Slurm, at most this many members of a job array run at once
+    /// (`%N`); `None`: as many as `--jobs` allows. Not in the key: it says
+    /// how fast, not what.
+    pub array_throttle: Option<u32>,
 }
 
 impl Resources {

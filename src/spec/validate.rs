@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::cmd_text::{placeholders, Quoting, Ref};
 use super::axes::{self, AxisError, Decl, Site};
+use super::cmd_text::{placeholders, Quoting, Ref};
 use super::matrix::member_name;
 use super::paths::normalize;
 use super::raw::{RawPipeline, RawStage};
@@ -99,7 +99,11 @@ pub fn validate(
             let decl = Decl {
                 needs: s.needs.iter().map(|n| n.value.clone()).collect(),
                 gather: s.gather,
-                own: s.matrix.as_ref().map(|m| m.value.clone()).unwrap_or_default(),
+                own: s
+                    .matrix
+                    .as_ref()
+                    .map(|m| m.value.clone())
+                    .unwrap_or_default(),
             };
             (base.clone(), decl)
         })
@@ -145,7 +149,11 @@ pub fn validate(
                 for AxisError { site, message } in errors {
                     let at = match site {
                         Site::Matrix => matrix_loc,
-                        Site::Need(n) => stage.needs.get(n).map(|n| loc_of(&n.referenced)).unwrap_or(loc),
+                        Site::Need(n) => stage
+                            .needs
+                            .get(n)
+                            .map(|n| loc_of(&n.referenced))
+                            .unwrap_or(loc),
                     };
                     problems.add(at, base, message);
                 }
@@ -284,6 +292,10 @@ pub fn validate(
             } else {
                 (gpu * 1000.0).round() as u32
             };
+            if r.array_throttle == Some(0) {
+                problems.add(loc, base, "resources.array_throttle = 0: give at least 1 (the most members of this stage's Slurm job array that run at once), or leave it out for no limit");
+                continue;
+            }
             let resources = Resources {
                 cpu: r.cpu.unwrap_or(1).max(1),
                 gpu_milli,
@@ -291,6 +303,7 @@ pub fn validate(
                 time: r.time.clone(),
                 partition: r.partition.clone(),
                 account: r.account.clone(),
+                array_throttle: r.array_throttle,
             };
             members_of
                 .entry(base.clone())
@@ -386,7 +399,10 @@ pub fn validate(
                         continue;
                     }
                     let key = values_key(&me.matrix, up_keys);
-                    match by_values.get(need.as_str()).and_then(|index| index.get(&key)) {
+                    match by_values
+                        .get(need.as_str())
+                        .and_then(|index| index.get(&key))
+                    {
                         Some(&one) => resolved.push(stages[one].name.clone()),
                         None => {
                             let picked: BTreeMap<String, Value> = stages[members[0]]
