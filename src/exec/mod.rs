@@ -360,11 +360,7 @@ pub fn run_dag(
             let res = &dag.stage(id).resources;
             match group_of[id.0] {
                 Some(g) => {
-                    // A group holds slots for min(width, members left) members.
-                    let group = &mut groups[g];
-                    group.left -= 1;
-                    if group.width > group.left {
-                        group.width -= 1;
+                    if groups[g].finished() {
                         slots.give_back(res);
                     }
                 }
@@ -416,6 +412,21 @@ struct Group {
     width: usize,
     /// Members not finished yet.
     left: usize,
+}
+
+impl Group {
+    /// One member finished; whether one member's slots go back. A group holds
+    /// slots for min(width, members left): while more members wait than run,
+    /// a waiting one takes the finished one's place (Slurm's `%width`).
+    fn finished(&mut self) -> bool {
+        self.left = self.left.saturating_sub(1);
+        if self.width > self.left {
+            self.width -= 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Per stage: an index shared by the members of its matrix stage, or `None`
@@ -624,4 +635,23 @@ fn build_job(
         threads,
         force,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_gives_slots_back_only_when_fewer_members_wait_than_run() {
+        let mut g = Group { width: 3, left: 5 };
+        let back: Vec<bool> = (0..5).map(|_| g.finished()).collect();
+        assert_eq!(back, [false, false, true, true, true]);
+        assert_eq!(
+            back.iter().filter(|b| **b).count(),
+            3,
+            "every slot taken comes back"
+        );
+        let mut all = Group { width: 4, left: 4 };
+        assert!((0..4).all(|_| all.finished()));
+    }
 }

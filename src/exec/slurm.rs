@@ -828,6 +828,7 @@ mod tests {
             time: Some("1:00:00".into()),
             partition: Some("gpu".into()),
             account: None,
+            array_throttle: None,
         };
         let args = exec.sbatch_args(
             "train[fold=0]",
@@ -852,6 +853,13 @@ mod tests {
         let args = exec.sbatch_args("a", &no_gpu, Path::new("/l"), Path::new("/s"));
         assert!(args.contains(&"--cpus-per-task=1".to_string()));
         assert!(!args.iter().any(|a| a.starts_with("--gres")));
+    }
+
+    #[test]
+    fn max_array_size_is_read_from_the_config() {
+        let config = "MailProg                = /bin/mail\nMaxArraySize            = 4001\nMaxJobCount             = 10000\n";
+        assert_eq!(parse_max_array_size(config), Some(4001));
+        assert_eq!(parse_max_array_size("MaxJobCount = 1\n"), None);
     }
 
     #[test]

@@ -127,14 +127,15 @@ fn visit(
     // Inherited axes, first upstream's values; later upstreams must agree.
     let mut inherited: Vec<Axis> = Vec::new();
     // Axis name → every upstream that has it, with its values (for the errors).
-    let mut sources: BTreeMap<&str, Vec<(&str, &[Value], usize)>> = BTreeMap::new();
+    let mut sources: BTreeMap<&str, Vec<Source>> = BTreeMap::new();
     for &(n, u) in &ups {
         let up_name = decls[u].0.as_str();
         for axis in upstream_axes(u) {
-            sources
-                .entry(axis.name.as_str())
-                .or_default()
-                .push((up_name, &axis.values, n));
+            sources.entry(axis.name.as_str()).or_default().push(Source {
+                stage: up_name,
+                values: &axis.values,
+                need: n,
+            });
             if !inherited.iter().any(|a| a.name == axis.name) {
                 inherited.push(Axis {
                     name: axis.name.clone(),
@@ -150,7 +151,10 @@ fn visit(
         match decl.own.get(&axis.name) {
             // The stage lists the values itself: each must be one every upstream has.
             Some(own) => {
-                for (up, values, _) in from {
+                for Source {
+                    stage: up, values, ..
+                } in from
+                {
                     let missing: Vec<&Value> = own.iter().filter(|v| !values.contains(v)).collect();
                     if !missing.is_empty() {
                         errors.push(AxisError {
@@ -173,10 +177,14 @@ fn visit(
                 });
             }
             None => {
-                let (first, first_values, _) = from[0];
-                if let Some(&(other, values, n)) = from[1..]
+                let (first, first_values) = (from[0].stage, from[0].values);
+                if let Some(&Source {
+                    stage: other,
+                    values,
+                    need: n,
+                }) = from[1..]
                     .iter()
-                    .find(|(_, v, _)| !same_values(v, first_values))
+                    .find(|s| !same_values(s.values, first_values))
                 {
                     errors.push(AxisError {
                         site: Site::Need(n),
@@ -212,6 +220,13 @@ fn visit(
     } else {
         Err(errors)
     });
+}
+
+/// An upstream that has an axis: which, its values, and its index in `needs`.
+struct Source<'a> {
+    stage: &'a str,
+    values: &'a [Value],
+    need: usize,
 }
 
 /// The same values, in any order (each list holds each value once).
