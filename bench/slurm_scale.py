@@ -108,7 +108,8 @@ def foreign_jobs(since, workdir):
     except OSError:
         return None
     for line in lines:
-        f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        # `Key=Value` pairs; a value (WorkDir) may hold spaces.
+        f = dict(re.findall(r"(\w+)=(.*?)(?= \w+=|\s*$)", line))
         try:
             t = datetime.datetime.strptime(f.get("SubmitTime", ""), "%Y-%m-%dT%H:%M:%S").timestamp()
         except ValueError:
@@ -120,7 +121,8 @@ def foreign_jobs(since, workdir):
 
 
 def measure(label, exe, n, keep):
-    work = Path(tempfile.mkdtemp(prefix=f"hcpipe-slurm-{label}-"))
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", label)
+    work = Path(tempfile.mkdtemp(prefix=f"hcpipe-slurm-{slug}-"))
     try:
         (work / "p.yaml").write_text(pipeline_text(n))
         calls_log = work / "calls.log"
@@ -214,6 +216,10 @@ def main():
     ap.add_argument("--baseline-label", default="main")
     ap.add_argument("--label", default="this branch")
     ap.add_argument("--keep", action="store_true", help="keep the work folders")
+    ap.add_argument(
+        "--reuse-baseline", action="store_true",
+        help="take the baseline's figures from bench/data/slurm-scale.json instead of measuring it again",
+    )
     ap.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
     a = ap.parse_args()
     up = subprocess.run(["bash", str(ROOT / "scripts" / "slurm-local"), "start"], capture_output=True, text=True)
@@ -222,7 +228,13 @@ def main():
     started = time.time()
     load_before = runner.loadavg()
     results = []
-    runs = [(a.baseline_label, Path(a.baseline))] if a.baseline else []
+    runs = [(a.baseline_label, Path(a.baseline))] if a.baseline and not a.reuse_baseline else []
+    if a.reuse_baseline:
+        old = json.loads((ROOT / "bench" / "data" / "slurm-scale.json").read_text())
+        kept = [r for r in old if r["label"] == a.baseline_label and r["n"] == a.n]
+        if not kept:
+            runner.die(f"no `{a.baseline_label}` figures for n={a.n} in bench/data/slurm-scale.json")
+        results.extend(kept)
     runs.append((a.label, HCPIPE))
     for label, exe in runs:
         print(f"{label}: {a.n} members with {exe} ...", flush=True)
