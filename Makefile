@@ -14,7 +14,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo paper-demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab bench-scale gpu-bundle torch soak fuzz fuzz-cache
+.PHONY: all build demo paper-demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab bench-scale bench-slurm-scale gpu-bundle torch soak fuzz fuzz-cache
 
 all: build
 
@@ -126,6 +126,13 @@ bench-demo: build
 bench-scale:
 	cargo build --release
 	$(PYTHON) bench/scale.py
+
+# A 1,000-member matrix on scripts/slurm-local (issues 15, 16): sbatch calls,
+# submit time, squeue calls per poll, slurmctld RPCs (BENCHMARKS.md, "Slurm at
+# scale"). As root; BASELINE=path/to/other/hcpipe measures that build too.
+bench-slurm-scale:
+	cargo build --release
+	$(PYTHON) bench/slurm_scale.py $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-lab: build $(LAB_STAMP)
 	$(PYTHON) bench/lab_cpu.py

@@ -414,3 +414,206 @@ fn slurm_runs_the_whole_tiny_lab_with_the_keys_of_a_local_run() {
     let again = slurm_run(&p, &["run", "p.yaml", "--json"]).ok();
     assert!(again.ran().is_empty(), "{}", again.stdout);
 }
+
+/// A 6-member matrix whose member `i=3` fails until the file `fixed` exists
+/// (not a dep, so its key does not change), over `prep`, gathered by `table`.
+const ARRAY: &str = r#"
+name: arr
+stages:
+  prep: {cmd: "echo prep > {out}/p"}
+  m:
+    cmd: "[ ${matrix.i} != 3 ] || [ -e fixed ] || { echo member 3 fails >&2; exit 3; }; cat {in.prep}/p > {out}/x; echo ${matrix.i} >> {out}/x"
+    needs: [prep]
+    matrix: {i: [0, 1, 2, 3, 4, 5]}
+    resources: {array_throttle: 4}
+  table: {cmd: "while read -r d; do cat \"$d/x\"; done < {in.m:list} > {out}/t", needs: [m], gather: true}
+"#;
+
+/// `sbatch` on PATH logs its arguments to `sbatch.log`, then runs the real one.
+fn sbatch_logger(p: &Project) -> String {
+    let real = Command::new("sh")
+        .args(["-c", "command -v sbatch"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let log = p.path().join("sbatch.log");
+    let bin = p.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("sbatch");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// The submissions `sbatch.log` recorded (not `sbatch --version`), and empties it.
+fn sbatch_calls(p: &Project) -> Vec<String> {
+    let log = p.path().join("sbatch.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    std::fs::write(&log, "").unwrap();
+    text.lines()
+        .filter(|l| *l != "--version")
+        .map(str::to_string)
+        .collect()
+}
+
+/// (sbatch calls, job arrays, array tasks, polls, squeue calls) from the `-v` line.
+fn slurm_calls(stderr: &str) -> [u64; 5] {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.split("slurm: ").nth(1))
+        .unwrap_or_else(|| panic!("no `slurm:` line in:\n{stderr}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    [n[0], n[1], n[2], n[3], n[4]]
+}
+
+#[test]
+fn a_matrix_goes_to_slurm_as_one_job_array_and_a_rerun_runs_only_failed_members() {
+    if !slurm_up() {
+        return;
+    }
+    let p = Project::new();
+    p.write("p.yaml", ARRAY);
+    let path = sbatch_logger(&p);
+    let run = |args: &[&str]| {
+        let mut c = slurm_cmd(&p, args);
+        Run::from(c.env("PATH", &path).output().expect("spawn hcpipe"))
+    };
+    let r = run(&["-v", "run", "p.yaml", "--json"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.ran(),
+        ["m[i=0]", "m[i=1]", "m[i=2]", "m[i=4]", "m[i=5]", "prep"],
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.status_of("m[i=3]"), "failed");
+    assert_eq!(r.status_of("table"), "skipped");
+    // Two submissions: `prep`, then the six members as one array of at most 4 at once.
+    let calls = sbatch_calls(&p);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[0].contains("--job-name=hcpipe-prep"), "{calls:?}");
+    assert!(
+        calls[1].contains("--job-name=hcpipe-m ") && calls[1].contains(" --array=0-5%4 "),
+        "{calls:?}"
+    );
+    let [sbatch, arrays, tasks, polls, squeue] = slurm_calls(&r.stderr);
+    assert_eq!((sbatch, arrays, tasks), (2, 1, 6));
+    assert_eq!(polls, squeue, "one squeue per poll");
+    // The failing task is named as Slurm names it (ARRAY_TASK), with its own log.
+    let array_id = r
+        .stderr
+        .split("submitted as Slurm job array ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", r.stderr))
+        .to_string();
+    assert!(
+        r.stderr
+            .contains(&format!("stage `m[i=3]` failed: Slurm job {array_id}_3: "))
+            && r.stderr.contains("| member 3 fails"),
+        "{}",
+        r.stderr
+    );
+    // Each task is one finished Slurm job.
+    let jobs = wait_done_jobs(&p, 7);
+    let mut names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["hcpipe-m"; 6]
+            .iter()
+            .chain(&["hcpipe-prep"])
+            .copied()
+            .collect::<Vec<_>>(),
+        "{jobs:?}"
+    );
+    assert_eq!(
+        jobs.iter().filter(|j| j.state == "FAILED").count(),
+        1,
+        "{jobs:?}"
+    );
+    // Only the failed task's files (and the array's script) are kept.
+    let mut kept: Vec<String> = std::fs::read_dir(p.cache().join("slurm"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(kept.iter().all(|k| k.starts_with("m.")), "{kept:?}");
+    assert!(kept.iter().any(|k| k.ends_with(".3.log")), "{kept:?}");
+    assert!(kept.iter().any(|k| k.ends_with(".sh")), "{kept:?}");
+
+    // Fixed: the re-run runs member 3 alone (a plain job) and the gather.
+    p.write("fixed", "");
+    let again = run(&["run", "p.yaml", "--json"]).ok();
+    assert_eq!(again.ran(), ["m[i=3]", "table"], "{}", again.stdout);
+    let calls = sbatch_calls(&p);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].contains("--job-name=hcpipe-m[i=3]") && !calls[0].contains("--array"),
+        "{calls:?}"
+    );
+    let t = p.run(&["show", "p.yaml", "table", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(t.stdout.trim()).unwrap();
+    let table = std::fs::read_to_string(Path::new(v["path"].as_str().unwrap()).join("t")).unwrap();
+    assert_eq!(
+        table,
+        (0..6).map(|i| format!("prep\n{i}\n")).collect::<String>()
+    );
+}
+
+#[test]
+fn an_arrays_width_is_what_jobs_allows() {
+    if !slurm_up() {
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &ARRAY
+            .replace("    resources: {array_throttle: 4}\n", "")
+            .replace("[0, 1, 2, 3, 4, 5]", "[0, 1, 2, 4, 5]"),
+    );
+    let path = sbatch_logger(&p);
+    let mut c = slurm_cmd(&p, &["run", "p.yaml", "--json", "--jobs", "2"]);
+    let r = Run::from(c.env("PATH", &path).output().unwrap()).ok();
+    assert_eq!(r.ran().len(), 7, "{}", r.stdout);
+    let calls = sbatch_calls(&p);
+    // prep, the array (2 of 5 at once: --jobs 2 CPUs), table.
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls[1].contains(" --array=0-4%2 "), "{calls:?}");
+}
+
+#[test]
+fn array_throttle_must_be_positive() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &ARRAY.replace("array_throttle: 4", "array_throttle: 0"),
+    );
+    let r = p.run(&["status", "p.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("stage `m`: resources.array_throttle = 0: give at least 1"),
+        "{}",
+        r.stderr
+    );
+}

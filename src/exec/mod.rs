@@ -44,6 +44,19 @@ pub type Finished = (StageId, Outcome);
 pub trait Executor {
     fn name(&self) -> &'static str;
     fn launch(&mut self, id: StageId, job: Job, done: Sender<(StageId, Outcome)>);
+    /// Whether members of one matrix stage that are ready together should be
+    /// launched together, through [`Executor::launch_group`] (Slurm: one job array).
+    fn groups(&self) -> bool {
+        false
+    }
+    /// Launch members of one matrix stage (same resources) together, of
+    /// which at most `width` may run at once: the scheduler holds slots for
+    /// `width` of them, however many wait in the executor's queue.
+    fn launch_group(&mut self, jobs: Vec<(StageId, Job)>, _width: usize, done: Sender<Finished>) {
+        for (id, job) in jobs {
+            self.launch(id, job, done.clone());
+        }
+    }
     /// Called between outcomes (at least every `poll_interval`); Slurm polls the queue here.
     fn poll(&mut self, _done: &Sender<(StageId, Outcome)>) {}
     fn poll_interval(&self) -> Duration {
@@ -144,6 +157,20 @@ pub fn run_dag(
     // Stages whose key is known and not cached, waiting for slots, in topological order.
     let mut queued: BTreeSet<usize> = BTreeSet::new();
     let order = dag.topo_order();
+    // With an executor that launches groups: each matrix stage's queued
+    // members (by topological position), so a launch finds a member's
+    // siblings without scanning the queue.
+    let grouping = executor.groups();
+    let base_of: Vec<Option<usize>> = if grouping {
+        base_indices(dag)
+    } else {
+        vec![None; n]
+    };
+    let mut queued_of: Vec<BTreeSet<usize>> =
+        vec![BTreeSet::new(); base_of.iter().flatten().max().map_or(0, |m| m + 1)];
+    // The group each launched member belongs to, and each group's slot holding.
+    let mut group_of: Vec<Option<usize>> = vec![None; n];
+    let mut groups: Vec<Group> = Vec::new();
 
     let mut running = 0usize;
     let mut saved = usize::MAX;
@@ -175,6 +202,9 @@ pub fn run_dag(
             {
                 state[id.0] = State::Skipped;
                 queued.remove(&p);
+                if let Some(b) = base_of[id.0] {
+                    queued_of[b].remove(&p);
+                }
                 let key = resolved[id.0]
                     .as_ref()
                     .map(|r| r.1.clone())
@@ -214,6 +244,9 @@ pub fn run_dag(
                 }
             }
             queued.insert(p);
+            if let Some(b) = base_of[id.0] {
+                queued_of[b].insert(p);
+            }
         }
         // Launch queued stages that fit the free slots, in topological order;
         // once no CPU slot is free nothing else can start.
@@ -229,33 +262,68 @@ pub fn run_dag(
                 continue;
             }
             queued.remove(&p);
-            let Some((inputs, key)) = resolved[id.0].clone() else {
+            // This stage, and with a grouping executor every queued sibling
+            // of its matrix stage: they share its resources.
+            let mut members = vec![p];
+            if let Some(b) = base_of[id.0] {
+                queued_of[b].remove(&p);
+                for q in std::mem::take(&mut queued_of[b]) {
+                    queued.remove(&q);
+                    members.push(q);
+                }
+            }
+            // One slot share is taken; a group takes up to its throttle's worth more.
+            let throttle = res.array_throttle.map_or(usize::MAX, |t| t as usize);
+            let mut taken = 1;
+            while taken < members.len().min(throttle) && slots.try_take(res) {
+                taken += 1;
+            }
+            let mut jobs = Vec::with_capacity(members.len());
+            for q in members {
+                let id = order[q];
+                let Some((inputs, key)) = resolved[id.0].clone() else {
+                    continue;
+                };
+                match build_job(
+                    dag,
+                    cache,
+                    id,
+                    (inputs, key.clone()),
+                    &done,
+                    forced(id),
+                    slots.threads_for(res),
+                    &mut verified,
+                ) {
+                    Ok(job) => jobs.push((id, job)),
+                    Err(message) => {
+                        state[id.0] = State::Failed;
+                        let failure = Failure::msg(message);
+                        settle(dag, id, &key, End::Failed(&failure), record, reporter);
+                        doom(&children[id.0], &state, &pos, &mut check);
+                    }
+                }
+            }
+            // Slots beyond what the launched members can use go back.
+            let width = taken.min(jobs.len());
+            for _ in width..taken {
                 slots.give_back(res);
-                continue;
-            };
-            match build_job(
-                dag,
-                cache,
-                id,
-                (inputs, key.clone()),
-                &done,
-                forced(id),
-                slots.threads_for(res),
-                &mut verified,
-            ) {
-                Ok(job) => {
-                    state[id.0] = State::Running;
-                    running += 1;
-                    reporter.started(&dag.stage(id).name);
-                    executor.launch(id, job, tx.clone());
+            }
+            for (id, _) in &jobs {
+                state[id.0] = State::Running;
+                running += 1;
+                reporter.started(&dag.stage(*id).name);
+            }
+            if jobs.len() > 1 {
+                for (id, _) in &jobs {
+                    group_of[id.0] = Some(groups.len());
                 }
-                Err(message) => {
-                    slots.give_back(res);
-                    state[id.0] = State::Failed;
-                    let failure = Failure::msg(message);
-                    settle(dag, id, &key, End::Failed(&failure), record, reporter);
-                    doom(&children[id.0], &state, &pos, &mut check);
-                }
+                groups.push(Group {
+                    width,
+                    left: jobs.len(),
+                });
+                executor.launch_group(jobs, width, tx.clone());
+            } else if let Some((id, job)) = jobs.pop() {
+                executor.launch(id, job, tx.clone());
             }
         }
         if running == 0 && check.is_empty() {
@@ -284,36 +352,46 @@ pub fn run_dag(
         };
         let received = rx.recv_timeout(wait);
         executor.poll(&tx);
-        let Ok((id, outcome)) = received else {
-            continue;
-        };
-        running -= 1;
-        slots.give_back(&dag.stage(id).resources);
-        let key = resolved[id.0]
-            .as_ref()
-            .map(|r| r.1.clone())
-            .unwrap_or_else(StageKey::unknown);
-        match outcome {
-            Ok((status, entry)) => {
-                state[id.0] = State::Done;
-                if status == StageStatus::Ran {
-                    verified.insert(entry.key.clone());
+        // Every outcome at hand, before launching again: stages that become
+        // ready together launch together (one Slurm job array, not one each).
+        let outcomes: Vec<Finished> = received.into_iter().chain(rx.try_iter()).collect();
+        for (id, outcome) in outcomes {
+            running -= 1;
+            let res = &dag.stage(id).resources;
+            match group_of[id.0] {
+                Some(g) => {
+                    if groups[g].finished() {
+                        slots.give_back(res);
+                    }
                 }
-                settle(
-                    dag,
-                    id,
-                    &key,
-                    End::Finished(status, &entry),
-                    record,
-                    reporter,
-                );
-                done[id.0] = Some(entry);
-                ready_children(&children[id.0], &mut unmet, &pos, &mut check);
+                None => slots.give_back(res),
             }
-            Err(failure) => {
-                state[id.0] = State::Failed;
-                settle(dag, id, &key, End::Failed(&failure), record, reporter);
-                doom(&children[id.0], &state, &pos, &mut check);
+            let key = resolved[id.0]
+                .as_ref()
+                .map(|r| r.1.clone())
+                .unwrap_or_else(StageKey::unknown);
+            match outcome {
+                Ok((status, entry)) => {
+                    state[id.0] = State::Done;
+                    if status == StageStatus::Ran {
+                        verified.insert(entry.key.clone());
+                    }
+                    settle(
+                        dag,
+                        id,
+                        &key,
+                        End::Finished(status, &entry),
+                        record,
+                        reporter,
+                    );
+                    done[id.0] = Some(entry);
+                    ready_children(&children[id.0], &mut unmet, &pos, &mut check);
+                }
+                Err(failure) => {
+                    state[id.0] = State::Failed;
+                    settle(dag, id, &key, End::Failed(&failure), record, reporter);
+                    doom(&children[id.0], &state, &pos, &mut check);
+                }
             }
         }
     }
@@ -326,6 +404,45 @@ pub fn run_dag(
         counts.record_writes
     );
     state.iter().all(|s| *s == State::Done)
+}
+
+/// Members of one matrix stage launched together (a Slurm job array).
+struct Group {
+    /// How many members' slots the group holds: at most this many run at once.
+    width: usize,
+    /// Members not finished yet.
+    left: usize,
+}
+
+impl Group {
+    /// One member finished; whether one member's slots go back. A group holds
+    /// slots for min(width, members left): while more members wait than run,
+    /// a waiting one takes the finished one's place (Slurm's `%width`).
+    fn finished(&mut self) -> bool {
+        self.left = self.left.saturating_sub(1);
+        if self.width > self.left {
+            self.width -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per stage: an index shared by the members of its matrix stage, or `None`
+/// for a plain stage (which is launched alone).
+fn base_indices(dag: &Dag) -> Vec<Option<usize>> {
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    dag.ids()
+        .map(|id| {
+            let s = dag.stage(id);
+            if s.matrix.is_empty() {
+                return None;
+            }
+            let next = index.len();
+            Some(*index.entry(s.base.as_str()).or_insert(next))
+        })
+        .collect()
 }
 
 /// How often a run record is rewritten at most while stages finish.
@@ -522,4 +639,23 @@ fn build_job(
         threads,
         force,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_gives_slots_back_only_when_fewer_members_wait_than_run() {
+        let mut g = Group { width: 3, left: 5 };
+        let back: Vec<bool> = (0..5).map(|_| g.finished()).collect();
+        assert_eq!(back, [false, false, true, true, true]);
+        assert_eq!(
+            back.iter().filter(|b| **b).count(),
+            3,
+            "every slot taken comes back"
+        );
+        let mut all = Group { width: 4, left: 4 };
+        assert!((0..4).all(|_| all.finished()));
+    }
 }

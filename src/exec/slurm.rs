@@ -1,23 +1,34 @@
 //! The Slurm executor: each stage is one `sbatch` job that runs
-//! `hcpipe exec --job FILE` on a compute node against the same (shared) cache.
+//! `hcpipe exec --job FILE` on a compute node against the same (shared) cache;
+//! the members of one matrix stage that are ready together are one job
+//! array (`sbatch --array=0-N[%W]`), task `i` running member `i`.
 //!
 //! What this module owns:
 //! - the files of a submission, all under `<cache>/slurm/`: the job
 //!   (`NAME.job.json`, an [`ExecJob`]), the batch script (`NAME.sh`), Slurm's
 //!   log (`NAME.log`) and the outcome `hcpipe exec` writes (`NAME.result.json`,
-//!   a [`JobResult`]); they are removed after a success and kept after a failure;
+//!   a [`JobResult`]); they are removed after a success and kept after a failure.
+//!   A job array of stem `S` has one script `S.sh` and, per task `i`, the
+//!   member's own `S.i.job.json`, `S.i.log` and `S.i.result.json`: a task is
+//!   exactly a single job (it takes its stage's lock and commits under its
+//!   own key), so a re-run after some tasks failed runs only those members;
 //! - the `sbatch` command line: the stage's `resources` as Slurm flags, then
-//!   every `--slurm-opt` verbatim (so a user's option wins);
-//! - polling: one `squeue` call for all jobs in flight, at most every
-//!   [`DEFAULT_POLL`] (never hammering slurmctld); a job is done when its
-//!   result file exists, or failed when it left the queue without one;
-//! - `scancel` of every job in flight on Ctrl-C.
+//!   every `--slurm-opt` verbatim (so a user's option wins); for an array,
+//!   `%W` is the scheduler's width (`--jobs` and `resources.array_throttle`),
+//!   and an array longer than the cluster's `MaxArraySize` is split;
+//! - polling: one `squeue -r` call for all jobs and arrays in flight (each
+//!   array task on its own line), at most every [`DEFAULT_POLL`] (never
+//!   hammering slurmctld); a job or task is done when its result file exists,
+//!   or failed when it left the queue without one;
+//! - `scancel` of every job and array in flight on Ctrl-C.
+//!
+//! Calls to Slurm are counted and logged at `-v` (`slurm: N sbatch calls …`).
 //!
 //! The result file, not `sacct`, tells success from failure: clusters
 //! without accounting work, and the cache entry the job committed is read
 //! from the shared cache, exactly as a local run would have written it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc::Sender;
@@ -74,13 +85,15 @@ pub fn write_result(job_file: &Path, result: &JobResult) -> Result<(), String> {
         .map_err(|e| format!("writing the job result {}: {e}", path.display()))
 }
 
-/// One submitted stage.
+/// One submitted stage: a job, or one task of a job array.
 struct Submitted {
     id: StageId,
     stage: String,
     job_file: PathBuf,
-    script: PathBuf,
     log: PathBuf,
+    /// The Slurm job that `squeue -j` and `scancel` are given: the job's own
+    /// id, or its array's.
+    parent: String,
     /// When `squeue` first stopped listing it without a result file.
     gone_since: Option<Instant>,
 }
@@ -91,7 +104,7 @@ impl Submitted {
     }
 
     fn remove_files(&self) {
-        for p in [&self.job_file, &self.script, &self.log, &self.result_file()] {
+        for p in [&self.job_file, &self.log, &self.result_file()] {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -116,10 +129,54 @@ pub struct SlurmExecutor {
     extra: Vec<String>,
     poll_every: Duration,
     last_poll: Option<Instant>,
-    /// Slurm job id → submission.
+    /// Slurm job id (`JOB`, or `ARRAY_TASK` for an array's task) → submission.
     jobs: BTreeMap<String, Submitted>,
+    /// Per submitted job or array: its batch script and how many of its
+    /// stages are in flight; the script goes when the last one succeeded.
+    scripts: BTreeMap<String, Script>,
     squeue_errors: u32,
+    /// The cluster's `MaxArraySize`, asked once, when the first array goes out.
+    max_array: Option<usize>,
+    calls: Calls,
 }
+
+/// A batch script shared by the tasks of one submission.
+struct Script {
+    path: PathBuf,
+    left: usize,
+    /// A task failed: the script stays for inspection.
+    keep: bool,
+}
+
+/// Calls made to Slurm, logged at `-v` when the executor ends (tests and
+/// `bench/slurm_scale.py` read the line).
+#[derive(Debug, Default)]
+struct Calls {
+    sbatch: u64,
+    arrays: u64,
+    array_tasks: u64,
+    polls: u64,
+    squeue: u64,
+    scontrol: u64,
+}
+
+impl Drop for SlurmExecutor {
+    fn drop(&mut self) {
+        let c = &self.calls;
+        tracing::info!(
+            "slurm: {} sbatch calls ({} job arrays of {} tasks), {} polls, {} squeue calls, {} scontrol calls",
+            c.sbatch,
+            c.arrays,
+            c.array_tasks,
+            c.polls,
+            c.squeue,
+            c.scontrol
+        );
+    }
+}
+
+/// Slurm's default `MaxArraySize` (task ids 0 to 1000).
+const DEFAULT_MAX_ARRAY: usize = 1001;
 
 impl SlurmExecutor {
     /// `resources[i]` belongs to stage id `i`. Fails when `sbatch` is not on PATH.
@@ -163,7 +220,10 @@ impl SlurmExecutor {
             poll_every,
             last_poll: None,
             jobs: BTreeMap::new(),
+            scripts: BTreeMap::new(),
             squeue_errors: 0,
+            max_array: None,
+            calls: Calls::default(),
         })
     }
 
@@ -209,18 +269,7 @@ impl SlurmExecutor {
         let script = self.dir.join(format!("{base}.sh"));
         let log = self.dir.join(format!("{base}.log"));
         let stage = job.stage.clone();
-        let fail = |m: String| Failure {
-            message: m,
-            log_tail: String::new(),
-            log: None,
-        };
-        let exec_job = ExecJob {
-            cache: self.cache.root.clone(),
-            job,
-        };
-        let bytes = serde_json::to_vec_pretty(&exec_job).map_err(|e| fail(e.to_string()))?;
-        write_atomic(&job_file, &bytes)
-            .map_err(|e| fail(format!("writing the Slurm job file: {e}")))?;
+        self.write_job_file(&job_file, job)?;
         let args = self.sbatch_args(&stage, &res, &log, &script);
         let text = format!(
             "#!/bin/sh\n# hcpipe stage `{stage}`; submitted as: sbatch {}\nexec {} exec --job {}\n",
@@ -228,12 +277,61 @@ impl SlurmExecutor {
             shell_quote(&self.exe.to_string_lossy()),
             shell_quote(&job_file.to_string_lossy()),
         );
-        write_atomic(&script, text.as_bytes())
-            .map_err(|e| fail(format!("writing the Slurm batch script: {e}")))?;
-        let out = Command::new("sbatch")
-            .args(&args)
-            .output()
-            .map_err(|e| fail(format!("cannot run sbatch for stage `{stage}`: {e}")))?;
+        let job_id = self
+            .sbatch(&script, &text, &args, &format!("stage `{stage}`"))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&job_file);
+            })?;
+        tracing::info!("stage `{stage}` submitted as Slurm job {job_id}");
+        self.scripts.insert(
+            job_id.clone(),
+            Script {
+                path: script,
+                left: 1,
+                keep: false,
+            },
+        );
+        Ok((
+            job_id.clone(),
+            Submitted {
+                id,
+                stage,
+                job_file,
+                log,
+                parent: job_id,
+                gone_since: None,
+            },
+        ))
+    }
+
+    /// Write the job file `hcpipe exec --job` reads.
+    fn write_job_file(&self, path: &Path, job: Job) -> Result<(), Failure> {
+        let exec_job = ExecJob {
+            cache: self.cache.root.clone(),
+            job,
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&exec_job).map_err(|e| Failure::msg(e.to_string()))?;
+        write_atomic(path, &bytes)
+            .map_err(|e| Failure::msg(format!("writing the Slurm job file: {e}")))
+    }
+
+    /// Write `script` and submit it; Slurm's job id. On a refusal the script
+    /// is removed and the failure names the command and the fix.
+    fn sbatch(
+        &mut self,
+        script: &Path,
+        text: &str,
+        args: &[String],
+        what: &str,
+    ) -> Result<String, Failure> {
+        write_atomic(script, text.as_bytes())
+            .map_err(|e| Failure::msg(format!("writing the Slurm batch script: {e}")))?;
+        self.calls.sbatch += 1;
+        let out = Command::new("sbatch").args(args).output().map_err(|e| {
+            let _ = std::fs::remove_file(script);
+            Failure::msg(format!("cannot run sbatch for {what}: {e}"))
+        })?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         // `--parsable` prints `JOBID` or `JOBID;CLUSTER`.
         let job_id = stdout
@@ -242,39 +340,157 @@ impl SlurmExecutor {
             .and_then(|l| l.split(';').next())
             .map(str::trim)
             .filter(|j| !j.is_empty() && j.chars().all(|c| c.is_ascii_digit()));
-        let job_id = match (out.status.success(), job_id) {
-            (true, Some(j)) => j.to_string(),
+        match (out.status.success(), job_id) {
+            (true, Some(j)) => Ok(j.to_string()),
             _ => {
-                for p in [&job_file, &script] {
-                    let _ = std::fs::remove_file(p);
-                }
-                return Err(fail(format!(
-                    "sbatch refused stage `{stage}`: {}{}\n  command: sbatch {}\n  fix the stage's `resources` or the --slurm-opt values",
+                let _ = std::fs::remove_file(script);
+                Err(Failure::msg(format!(
+                    "sbatch refused {what}: {}{}\n  command: sbatch {}\n  fix the stage's `resources` or the --slurm-opt values",
                     String::from_utf8_lossy(&out.stderr).trim(),
                     stdout.trim(),
                     args.join(" ")
-                )));
+                )))
             }
-        };
-        tracing::info!("stage `{stage}` submitted as Slurm job {job_id}");
-        Ok((
-            job_id,
-            Submitted {
-                id,
-                stage,
-                job_file,
-                script,
-                log,
-                gone_since: None,
-            },
-        ))
+        }
     }
 
-    /// Job ids `squeue` still lists, or `None` when it could not be asked.
-    fn queued(&mut self) -> Option<Vec<String>> {
-        let ids: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
+    /// The cluster's `MaxArraySize` (`scontrol show config`), asked once.
+    fn max_array(&mut self) -> usize {
+        if let Some(n) = self.max_array {
+            return n;
+        }
+        self.calls.scontrol += 1;
+        let n = Command::new("scontrol")
+            .args(["show", "config"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| parse_max_array_size(&String::from_utf8_lossy(&o.stdout)))
+            .unwrap_or(DEFAULT_MAX_ARRAY);
+        self.max_array = Some(n);
+        n
+    }
+
+    /// Submit members of one matrix stage as job arrays (one, unless they
+    /// outnumber `MaxArraySize`); what could not be submitted fails at once.
+    fn submit_group(
+        &mut self,
+        jobs: Vec<(StageId, Job)>,
+        width: usize,
+        done: &Sender<(StageId, Outcome)>,
+    ) {
+        let total = jobs.len();
+        let max = self.max_array().max(1);
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk: Vec<(StageId, Job)> = jobs.by_ref().take(max).collect();
+            // Each part of a split array gets its share of the width.
+            let share = if width >= total {
+                chunk.len()
+            } else {
+                (width * chunk.len() / total).max(1)
+            };
+            let ids: Vec<StageId> = chunk.iter().map(|(id, _)| *id).collect();
+            if let Err(f) = self.submit_array(chunk, share) {
+                for id in ids {
+                    let _ = done.send((id, Err(f.clone())));
+                }
+            }
+        }
+    }
+
+    /// One `sbatch --array=0-(n-1)[%width]`: task `i` runs `jobs[i]`.
+    fn submit_array(&mut self, jobs: Vec<(StageId, Job)>, width: usize) -> Result<(), Failure> {
+        let Some((first, job)) = jobs.first() else {
+            return Ok(());
+        };
+        let res = self.resources.get(first.0).cloned().unwrap_or_default();
+        let base = job
+            .stage
+            .split_once('[')
+            .map_or(job.stage.as_str(), |(b, _)| b)
+            .to_string();
+        let n = jobs.len();
+        let stem = format!(
+            "{}.{}-{}",
+            file_safe(&base),
+            std::process::id(),
+            crate::cache::fsutil::unique_suffix()
+        );
+        let task_file = |i: usize, ext: &str| self.dir.join(format!("{stem}.{i}.{ext}"));
+        let mut members = Vec::with_capacity(n);
+        let mut written = Vec::with_capacity(n);
+        for (i, (id, mut job)) in jobs.into_iter().enumerate() {
+            job.threads = res.cpu.max(1) as usize;
+            let job_file = task_file(i, "job.json");
+            let stage = job.stage.clone();
+            if let Err(f) = self.write_job_file(&job_file, job) {
+                for p in &written {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(f);
+            }
+            written.push(job_file.clone());
+            members.push((id, stage, job_file, task_file(i, "log")));
+        }
+        let script = self.dir.join(format!("{stem}.sh"));
+        // `%a` is the task id: each task logs to its own member's file.
+        let log = self.dir.join(format!("{stem}.%a.log"));
+        let mut args = self.sbatch_args(&base, &res, &log, &script);
+        let throttle = if width < n {
+            format!("%{}", width.max(1))
+        } else {
+            String::new()
+        };
+        args.insert(args.len() - 1, format!("--array=0-{}{throttle}", n - 1));
+        let text = format!(
+            "#!/bin/sh\n# hcpipe stage `{base}`: {n} members as one job array, task i runs the member in {stem}.i.job.json; submitted as: sbatch {}\nexec {} exec --job {}\"$SLURM_ARRAY_TASK_ID\"{}\n",
+            args.join(" "),
+            shell_quote(&self.exe.to_string_lossy()),
+            shell_quote(&format!("{}/{stem}.", self.dir.display())),
+            shell_quote(".job.json"),
+        );
+        let what = format!("the job array of {n} members of stage `{base}`");
+        let array_id = self.sbatch(&script, &text, &args, &what).inspect_err(|_| {
+            for p in &written {
+                let _ = std::fs::remove_file(p);
+            }
+        })?;
+        tracing::info!("{n} members of stage `{base}` submitted as Slurm job array {array_id}");
+        self.calls.arrays += 1;
+        self.calls.array_tasks += n as u64;
+        self.scripts.insert(
+            array_id.clone(),
+            Script {
+                path: script,
+                left: n,
+                keep: false,
+            },
+        );
+        for (i, (id, stage, job_file, log)) in members.into_iter().enumerate() {
+            self.jobs.insert(
+                format!("{array_id}_{i}"),
+                Submitted {
+                    id,
+                    stage,
+                    job_file,
+                    log,
+                    parent: array_id.clone(),
+                    gone_since: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Job ids (`JOB`, `ARRAY_TASK`) `squeue` still lists, or `None` when it
+    /// could not be asked. One call for every job and array in flight; `-r`
+    /// lists each array task on its own line, pending ones too.
+    fn queued(&mut self) -> Option<HashSet<String>> {
+        let ids = self.parents().into_iter().collect::<Vec<_>>().join(",");
+        self.calls.squeue += 1;
         let out = Command::new("squeue")
-            .args(["-h", "-o", "%i %T", "-j", &ids.join(",")])
+            .args(["-h", "-r", "-o", "%i %T", "-j", &ids])
             .output();
         let out = match out {
             Ok(o) => o,
@@ -288,7 +504,7 @@ impl SlurmExecutor {
             // Every id was purged from slurmctld: none is queued.
             if stderr.contains("Invalid job id") {
                 self.squeue_errors = 0;
-                return Some(Vec::new());
+                return Some(HashSet::new());
             }
             self.squeue_failed(stderr.trim());
             return None;
@@ -318,8 +534,14 @@ impl SlurmExecutor {
         }
     }
 
+    /// The jobs and arrays in flight, each once.
+    fn parents(&self) -> BTreeSet<&str> {
+        self.jobs.values().map(|s| s.parent.as_str()).collect()
+    }
+
     /// The job's state according to `scontrol show job`, while slurmctld still knows it.
-    fn job_state(job_id: &str) -> Option<(String, String)> {
+    fn job_state(&mut self, job_id: &str) -> Option<(String, String)> {
+        self.calls.scontrol += 1;
         let out = Command::new("scontrol")
             .args(["show", "job", "-o", job_id])
             .output()
@@ -337,7 +559,7 @@ impl SlurmExecutor {
     }
 
     /// The outcome of a job whose result file exists.
-    fn outcome_from_result(&self, job_id: &str, sub: &Submitted) -> Outcome {
+    fn outcome_from_result(&mut self, job_id: &str, sub: &Submitted) -> Outcome {
         let path = sub.result_file();
         let result: JobResult = std::fs::read(&path)
             .map_err(|e| e.to_string())
@@ -351,7 +573,8 @@ impl SlurmExecutor {
         if let Some(f) = result.failure {
             // Killed by Slurm (scancel, time limit, memory): say so, and show
             // Slurm's log, which names the cause, rather than the stage's.
-            let killed = Self::job_state(job_id)
+            let killed = self
+                .job_state(job_id)
                 .map(|(state, _)| state)
                 .filter(|s| is_final(s) && s != "COMPLETED" && s != "FAILED");
             if let Some(state) = killed {
@@ -409,6 +632,19 @@ impl Executor for SlurmExecutor {
         }
     }
 
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn launch_group(
+        &mut self,
+        jobs: Vec<(StageId, Job)>,
+        width: usize,
+        done: Sender<(StageId, Outcome)>,
+    ) {
+        self.submit_group(jobs, width, &done);
+    }
+
     fn poll(&mut self, done: &Sender<(StageId, Outcome)>) {
         if self.jobs.is_empty() {
             return;
@@ -420,8 +656,10 @@ impl Executor for SlurmExecutor {
             return;
         }
         self.last_poll = Some(Instant::now());
+        self.calls.polls += 1;
         let queued = self.queued();
         let mut finished = Vec::new();
+        let mut gone = Vec::new();
         for (job_id, sub) in self.jobs.iter_mut() {
             // A result file is the job's last act: done, whatever squeue says.
             if sub.result_file().exists() {
@@ -433,12 +671,17 @@ impl Executor for SlurmExecutor {
                 continue;
             }
             let since = *sub.gone_since.get_or_insert_with(Instant::now);
-            let state = Self::job_state(job_id);
+            gone.push((job_id.clone(), since));
+        }
+        // Left the queue without a result: ended badly, or the result is not
+        // visible yet (a shared file system's attribute cache).
+        for (job_id, since) in gone {
+            let state = self.job_state(&job_id);
             let ended_badly = state
                 .as_ref()
                 .is_some_and(|(s, _)| is_final(s) && s != "COMPLETED");
             if ended_badly || since.elapsed() >= RESULT_GRACE {
-                finished.push(job_id.clone());
+                finished.push(job_id);
             }
         }
         for job_id in finished {
@@ -448,7 +691,7 @@ impl Executor for SlurmExecutor {
             let outcome = if sub.result_file().exists() {
                 self.outcome_from_result(&job_id, &sub)
             } else {
-                let what = match Self::job_state(&job_id) {
+                let what = match self.job_state(&job_id) {
                     Some((state, code)) => format!(
                         "ended {state} (exit code {code}) before stage `{}` wrote its result",
                         sub.stage
@@ -465,6 +708,16 @@ impl Executor for SlurmExecutor {
             if outcome.is_ok() {
                 sub.remove_files();
             }
+            if let Some(script) = self.scripts.get_mut(&sub.parent) {
+                script.left = script.left.saturating_sub(1);
+                script.keep |= outcome.is_err();
+                if script.left == 0 {
+                    if !script.keep {
+                        let _ = std::fs::remove_file(&script.path);
+                    }
+                    self.scripts.remove(&sub.parent);
+                }
+            }
             let _ = done.send((sub.id, outcome));
         }
     }
@@ -477,7 +730,8 @@ impl Executor for SlurmExecutor {
         if self.jobs.is_empty() {
             return;
         }
-        let ids: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
+        // An array's id cancels its tasks still queued or running.
+        let ids: Vec<&str> = self.parents().into_iter().collect();
         match Command::new("scancel").args(&ids).output() {
             Ok(out) if out.status.success() => {
                 eprintln!("cancelled Slurm job(s) {}", ids.join(" "));
@@ -511,6 +765,14 @@ fn is_final(state: &str) -> bool {
             | "DEADLINE"
             | "REVOKED"
     ) || state.starts_with("CANCELLED")
+}
+
+/// `MaxArraySize = 1001` from `scontrol show config`.
+fn parse_max_array_size(config: &str) -> Option<usize> {
+    config.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "MaxArraySize").then(|| v.trim().parse().ok())?
+    })
 }
 
 /// A stage name as a file name part (matrix names hold `[`, `=`, `,`).
@@ -554,7 +816,10 @@ mod tests {
             poll_every: DEFAULT_POLL,
             last_poll: None,
             jobs: BTreeMap::new(),
+            scripts: BTreeMap::new(),
             squeue_errors: 0,
+            max_array: None,
+            calls: Calls::default(),
         };
         let res = Resources {
             cpu: 4,
@@ -563,6 +828,7 @@ mod tests {
             time: Some("1:00:00".into()),
             partition: Some("gpu".into()),
             account: None,
+            array_throttle: None,
         };
         let args = exec.sbatch_args(
             "train[fold=0]",
@@ -587,6 +853,13 @@ mod tests {
         let args = exec.sbatch_args("a", &no_gpu, Path::new("/l"), Path::new("/s"));
         assert!(args.contains(&"--cpus-per-task=1".to_string()));
         assert!(!args.iter().any(|a| a.starts_with("--gres")));
+    }
+
+    #[test]
+    fn max_array_size_is_read_from_the_config() {
+        let config = "MailProg                = /bin/mail\nMaxArraySize            = 4001\nMaxJobCount             = 10000\n";
+        assert_eq!(parse_max_array_size(config), Some(4001));
+        assert_eq!(parse_max_array_size("MaxJobCount = 1\n"), None);
     }
 
     #[test]

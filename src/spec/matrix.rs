@@ -1,4 +1,5 @@
-//! `matrix:` expansion: one stage per combination of the listed values.
+//! Matrix member names: one stage per combination of its axes' values
+//! (which axes a stage has is [`super::axes`]'s job).
 //!
 //! Members are named `stage[k1=v1,k2=v2]`, keys in sorted order, values as
 //! they read in text (`lr=0.0001`), quoted where that would be ambiguous
@@ -8,23 +9,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-
-/// Every combination of `matrix`, as (member suffix, values).
-pub fn combinations(matrix: &BTreeMap<String, Vec<Value>>) -> Vec<BTreeMap<String, Value>> {
-    let mut out = vec![BTreeMap::new()];
-    for (key, values) in matrix {
-        let mut next = Vec::with_capacity(out.len() * values.len());
-        for partial in &out {
-            for v in values {
-                let mut m = partial.clone();
-                m.insert(key.clone(), v.clone());
-                next.push(m);
-            }
-        }
-        out = next;
-    }
-    out
-}
 
 /// `train` + {lr: 0.001} → `train[lr=0.001]`.
 ///
@@ -113,37 +97,10 @@ fn json_string(s: &str) -> String {
         .replace('}', "\\u007d")
 }
 
-/// Members a matrix would expand to, without expanding it (saturating).
-pub fn product(matrix: &BTreeMap<String, Vec<Value>>) -> u64 {
-    matrix
-        .values()
-        .fold(1u64, |n, v| n.saturating_mul(v.len() as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn expands_in_sorted_key_order() {
-        let mut m = BTreeMap::new();
-        m.insert("seed".to_string(), vec![json!(1), json!(2)]);
-        m.insert("lr".to_string(), vec![json!(0.0001), json!(0.001)]);
-        let names: Vec<String> = combinations(&m)
-            .iter()
-            .map(|c| member_name("train", c))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "train[lr=0.0001,seed=1]",
-                "train[lr=0.0001,seed=2]",
-                "train[lr=0.001,seed=1]",
-                "train[lr=0.001,seed=2]"
-            ]
-        );
-    }
 
     fn name(pairs: &[(&str, Value)]) -> String {
         let m: BTreeMap<String, Value> = pairs
@@ -220,15 +177,5 @@ mod tests {
         assert!(names
             .iter()
             .all(|n| !n.contains('}') || n.contains("{\"a\":1}")));
-    }
-
-    #[test]
-    fn product_saturates() {
-        let mut m = BTreeMap::new();
-        for i in 0..40 {
-            m.insert(format!("k{i}"), vec![json!(0); 10]);
-        }
-        assert_eq!(product(&m), u64::MAX);
-        assert_eq!(product(&BTreeMap::new()), 1);
     }
 }

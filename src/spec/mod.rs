@@ -4,7 +4,8 @@
 //! - [`load`]: reads a file, parses it, and turns parse errors into
 //!   file:line:col diagnostics.
 //! - [`subst`]: `${params.x}` and `${matrix.k}` substitution.
-//! - [`matrix`]: expands `matrix:` stages into one stage per combination.
+//! - [`axes`]: which matrix axes each stage has, its own and inherited from `needs`.
+//! - [`matrix`]: names the members of `matrix:` stages, one per combination.
 //! - [`paths`]: lexical normalisation of `deps` and `outs`.
 //! - [`validate`]: ops, params, needs and deps checked all at once; yields a [`Pipeline`].
 //!
@@ -12,6 +13,7 @@
 //! is either a built-in **op** or a shell **cmd**; `needs` names upstream
 //! stages. Strings end here: from `dag` on, stages are referred to by id.
 
+pub mod axes;
 pub mod cmd_text;
 pub mod load;
 pub mod matrix;
@@ -104,6 +106,10 @@ pub struct Resources {
     pub time: Option<String>,
     pub partition: Option<String>,
     pub account: Option<String>,
+    /// With Slurm, at most this many members of a job array run at once
+    /// (`%N`); `None`: as many as `--jobs` allows. Not in the key: it says
+    /// how fast, not what.
+    pub array_throttle: Option<u32>,
 }
 
 impl Resources {

@@ -60,4 +60,7 @@ pub struct RawResources {
     pub time: Option<String>,
     pub partition: Option<String>,
     pub account: Option<String>,
+    /// With Slurm: at most this many of a matrix stage's members run at once
+    /// when they go out as one job array (`sbatch --array=…%N`).
+    pub array_throttle: Option<u32>,
 }

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::axes::{self, AxisError, Decl, Site};
 use super::cmd_text::{placeholders, InForm, Quoting, Ref};
-use super::matrix::{combinations, member_name, product};
+use super::matrix::member_name;
 use super::paths::normalize;
 use super::raw::{RawPipeline, RawStage};
 use super::subst::{display_value, subst_string, subst_value, Scope};
@@ -25,17 +26,23 @@ pub const MAX_STAGES: u64 = 100_000;
 struct Problems<'a> {
     shown: &'a str,
     list: Vec<String>,
+    /// What `list` holds, so that a repeated problem is found in O(1).
+    seen: std::collections::HashSet<String>,
 }
 
 impl Problems<'_> {
     fn add(&mut self, loc: Loc, stage: &str, msg: impl AsRef<str>) {
-        self.list.push(format!(
+        let problem = format!(
             "{}:{}:{}: stage `{stage}`: {}",
             self.shown,
             loc.line,
             loc.col,
             msg.as_ref()
-        ));
+        );
+        // Every member of a matrix stage repeats its base's mistake: say it once.
+        if self.seen.insert(problem.clone()) {
+            self.list.push(problem);
+        }
     }
 }
 
@@ -82,6 +89,7 @@ pub fn validate(
     let mut problems = Problems {
         shown,
         list: Vec::new(),
+        seen: Default::default(),
     };
 
     // Pass 1: expand matrices, substitute, check kinds and params.
@@ -89,7 +97,27 @@ pub fn validate(
     let mut stages: Vec<StageSpec> = Vec::new();
     let mut raw_needs: Vec<Vec<(String, Loc)>> = Vec::new();
     let mut planned: u64 = 0;
+    // Each stage's axes, inherited and own (see `axes`), before any expansion.
+    let decls: Vec<(String, Decl)> = raw
+        .stages
+        .iter()
+        .map(|(base, s)| {
+            let s = &s.value;
+            let decl = Decl {
+                needs: s.needs.iter().map(|n| n.value.clone()).collect(),
+                gather: s.gather,
+                own: s
+                    .matrix
+                    .as_ref()
+                    .map(|m| m.value.clone())
+                    .unwrap_or_default(),
+            };
+            (base.clone(), decl)
+        })
+        .collect();
+    let mut stage_axes = axes::resolve(&decls).into_iter();
     for (base, spanned) in &raw.stages {
+        let axes_of = stage_axes.next().unwrap_or_else(|| Ok(Vec::new()));
         let loc = loc_of(&spanned.referenced);
         let stage: &RawStage = &spanned.value;
         if !valid_stage_name(base) {
@@ -122,12 +150,32 @@ pub fn validate(
             problems.add(matrix_loc, base, msg);
             continue;
         }
-        let members = product(&matrix_lists);
+        let axes = match axes_of {
+            Ok(axes) => axes,
+            Err(errors) => {
+                for AxisError { site, message } in errors {
+                    let at = match site {
+                        Site::Matrix => matrix_loc,
+                        Site::Need(n) => stage
+                            .needs
+                            .get(n)
+                            .map(|n| loc_of(&n.referenced))
+                            .unwrap_or(loc),
+                    };
+                    problems.add(at, base, message);
+                }
+                continue;
+            }
+        };
+        let members = axes::product(&axes);
         let after = planned.saturating_add(members);
         if members > MAX_STAGES || after > MAX_STAGES {
-            let sizes = matrix_lists
+            let sizes = axes
                 .iter()
-                .map(|(k, v)| format!("{} `{k}`", v.len()))
+                .map(|a| match &a.from {
+                    Some(up) => format!("{} `{}` (from `{up}`)", a.values.len(), a.name),
+                    None => format!("{} `{}`", a.values.len(), a.name),
+                })
                 .collect::<Vec<_>>()
                 .join(" × ");
             let count = if members == u64::MAX {
@@ -137,7 +185,7 @@ pub fn validate(
             };
             let what = if members > MAX_STAGES {
                 format!("matrix expands to {count} members ({sizes})")
-            } else if matrix_lists.is_empty() {
+            } else if axes.is_empty() {
                 format!("brings the pipeline to {after} stages (matrix members counted one by one)")
             } else {
                 format!("matrix's {count} members ({sizes}) bring the pipeline to {after} stages")
@@ -150,7 +198,7 @@ pub fn validate(
             continue;
         }
         planned = after;
-        for values in combinations(&matrix_lists) {
+        for values in axes::combinations(&axes) {
             let name = member_name(base, &values);
             let scope = Scope {
                 params: &params,
@@ -251,6 +299,10 @@ pub fn validate(
             } else {
                 (gpu * 1000.0).round() as u32
             };
+            if r.array_throttle == Some(0) {
+                problems.add(loc, base, "resources.array_throttle = 0: give at least 1 (the most members of this stage's Slurm job array that run at once), or leave it out for no limit");
+                continue;
+            }
             let resources = Resources {
                 cpu: r.cpu.unwrap_or(1).max(1),
                 gpu_milli,
@@ -258,6 +310,7 @@ pub fn validate(
                 time: r.time.clone(),
                 partition: r.partition.clone(),
                 account: r.account.clone(),
+                array_throttle: r.array_throttle,
             };
             members_of
                 .entry(base.clone())
@@ -340,22 +393,40 @@ pub fn validate(
                 } else if me.gather {
                     resolved.extend(members.iter().map(|&m| stages[m].name.clone()));
                 } else {
+                    // Fan-out: the one member whose values are this member's,
+                    // projected onto the upstream's axes (which this stage
+                    // inherited, see `axes`).
                     let up_keys = stages[members[0]].matrix.keys();
-                    let matching = up_keys
-                        .clone()
-                        .all(|k| me.matrix.contains_key(k))
-                        .then(|| values_key(&me.matrix, up_keys))
-                        .and_then(|key| by_values.get(need.as_str())?.get(&key));
-                    match matching {
-                        Some(&one) => resolved.push(stages[one].name.clone()),
-                        None => problems.add(
+                    if !up_keys.clone().all(|k| me.matrix.contains_key(k)) {
+                        // Only a cycle in `needs` keeps axes from being inherited.
+                        problems.add(
                             *loc,
                             &me.name,
-                            format!(
-                                "needs matrix stage `{need}` ({} members); add `gather: true` to receive every member, or give this stage the same `matrix:` keys to fan out with it",
-                                members.len()
-                            ),
-                        ),
+                            format!("needs matrix stage `{need}`, which needs this stage in turn (a cycle in `needs`); remove one of these needs"),
+                        );
+                        continue;
+                    }
+                    let key = values_key(&me.matrix, up_keys);
+                    match by_values
+                        .get(need.as_str())
+                        .and_then(|index| index.get(&key))
+                    {
+                        Some(&one) => resolved.push(stages[one].name.clone()),
+                        None => {
+                            let picked: BTreeMap<String, Value> = stages[members[0]]
+                                .matrix
+                                .keys()
+                                .filter_map(|k| Some((k.clone(), me.matrix.get(k)?.clone())))
+                                .collect();
+                            problems.add(
+                                *loc,
+                                &me.name,
+                                format!(
+                                    "needs `{}`, which was not built (see the problem reported for `{need}`)",
+                                    member_name(need, &picked)
+                                ),
+                            );
+                        }
                     }
                 }
             } else if by_name.contains_key(need) {
