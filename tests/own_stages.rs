@@ -197,3 +197,47 @@ stages:
         r.stderr
     );
 }
+
+#[test]
+fn a_cmd_uses_its_own_params_and_misspelt_inputs_get_the_nearest_need() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"name: p
+params: {n: 1}
+stages:
+  prep:
+    params: {greeting: hello, times: "${params.n}"}
+    cmd: 'echo "${stage.params.greeting} x${stage.params.times}" > {out}/g'
+"#,
+    );
+    p.run(&["run", "p.yaml"]).ok();
+    let show = p.run(&["show", "p.yaml", "prep", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+    let dir = std::path::PathBuf::from(v["path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("g")).unwrap(),
+        "hello x1\n"
+    );
+
+    p.write(
+        "p.yaml",
+        r#"name: p
+stages:
+  prep:
+    params: {greeting: hello}
+    cmd: 'echo ${stage.params.greting} > {out}/g'
+  eval_left: {cmd: 'cat {in.prep}/g > {out}/y', needs: [prep]}
+  use: {cmd: 'cat {in.eval_lft}/y {in.nowhere}/z > {out}/z', needs: [eval_left]}
+"#,
+    );
+    let r = p.run(&["run", "p.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for want in [
+        "this stage has no param `greting` (did you mean `greeting`?)",
+        "cmd uses `{in.eval_lft}`, but `eval_lft` is not in its `needs`; did you mean `{in.eval_left}`?",
+        "cmd uses `{in.nowhere}`, but the pipeline has no stage `nowhere`",
+    ] {
+        assert!(r.stderr.contains(want), "missing {want:?} in:\n{}", r.stderr);
+    }
+}

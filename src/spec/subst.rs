@@ -23,6 +23,9 @@ pub struct Scope<'a> {
     pub matrix: &'a BTreeMap<String, Value>,
     /// `name` and, when the file mentions it, `revision`.
     pub pipeline: &'a Params,
+    /// The stage's own params, already substituted (`${stage.params.x}` in a
+    /// cmd); `None` while the stage's params themselves are substituted.
+    pub stage: Option<&'a Params>,
 }
 
 /// Substitute every placeholder inside `value`, recursively.
@@ -79,13 +82,16 @@ fn lookup<'a>(path: &str, scope: &'a Scope) -> Result<&'a Value, String> {
     let (ns, name) = path
         .split_once('.')
         .ok_or_else(|| format!("`${{{path}}}` must be `${{params.NAME}}` or `${{matrix.KEY}}`"))?;
+    if ns == "stage" {
+        return lookup_stage(path, name, scope);
+    }
     let (map_keys, found): (Vec<&String>, Option<&Value>) = match ns {
         "params" => (scope.params.keys().collect(), scope.params.get(name)),
         "matrix" => (scope.matrix.keys().collect(), scope.matrix.get(name)),
         "pipeline" => (scope.pipeline.keys().collect(), scope.pipeline.get(name)),
         _ => {
             return Err(format!(
-                "`${{{path}}}`: unknown namespace `{ns}`; use `params`, `matrix` or `pipeline`"
+                "`${{{path}}}`: unknown namespace `{ns}`; use `params`, `matrix`, `pipeline` or `stage.params`"
             ))
         }
     };
@@ -103,6 +109,40 @@ fn lookup<'a>(path: &str, scope: &'a Scope) -> Result<&'a Value, String> {
             .map(|c| format!(" (did you mean `{c}`?)"))
             .unwrap_or_default();
         format!("`${{{path}}}`: no {ns} named `{name}`{hint}; valid: {valid}")
+    })
+}
+
+/// `${stage.params.NAME}`: a cmd stage's own `params:` (after their own
+/// substitution), so a stage can name its settings once and use them in its
+/// command.
+fn lookup_stage<'a>(path: &str, rest: &str, scope: &'a Scope) -> Result<&'a Value, String> {
+    let Some(name) = rest.strip_prefix("params.") else {
+        return Err(format!(
+            "`${{{path}}}`: write `${{stage.params.NAME}}` for one of this stage's own params"
+        ));
+    };
+    let Some(own) = scope.stage else {
+        return Err(format!(
+            "`${{{path}}}`: a stage's params cannot refer to each other; use `${{params.NAME}}` (the pipeline's) here"
+        ));
+    };
+    own.get(name).ok_or_else(|| {
+        let keys: Vec<&str> = own.keys().map(String::as_str).collect();
+        let hint = crate::suggest::closest(name, keys.iter().copied())
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        let valid = if keys.is_empty() {
+            "the stage has no `params:`".to_string()
+        } else {
+            format!(
+                "its params: {}",
+                keys.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        format!("`${{{path}}}`: this stage has no param `{name}`{hint}; {valid}")
     })
 }
 
@@ -126,6 +166,7 @@ mod tests {
             params,
             matrix,
             pipeline: &pipeline,
+            stage: None,
         };
         subst_string(
             "python x.py --lr ${params.lr} --seed ${matrix.seed}",
@@ -149,6 +190,7 @@ mod tests {
             params: &params,
             matrix: &matrix,
             pipeline: &pipeline,
+            stage: None,
         };
         assert_eq!(
             subst_value(&json!("${params.lr}"), &scope).unwrap(),
@@ -170,6 +212,7 @@ mod tests {
             params: &params,
             matrix: &matrix,
             pipeline: &pipeline,
+            stage: None,
         };
         let err = subst_string("${params.sed}", &scope).unwrap_err();
         assert!(err.contains("did you mean `seed`"), "{err}");

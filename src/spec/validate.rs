@@ -204,6 +204,25 @@ pub fn validate(
                 params: &params,
                 matrix: &values,
                 pipeline: &pipeline_vars,
+                stage: None,
+            };
+            let mut stage_params = Params::new();
+            let mut ok = true;
+            for (k, v) in &stage.params {
+                match subst_value(v, &scope) {
+                    Ok(v) => {
+                        stage_params.insert(k.clone(), v);
+                    }
+                    Err(e) => {
+                        problems.add(loc, base, format!("param `{k}`: {e}"));
+                        ok = false;
+                    }
+                }
+            }
+            // A cmd also sees the stage's own params (`${stage.params.x}`).
+            let cmd_scope = Scope {
+                stage: Some(&stage_params),
+                ..scope
             };
             let kind = match (&stage.op, &stage.cmd) {
                 (Some(op), None) => match ops::lookup(&op.value) {
@@ -225,7 +244,7 @@ pub fn validate(
                         continue;
                     }
                 },
-                (None, Some(cmd)) => match subst_string(&cmd.value, &scope) {
+                (None, Some(cmd)) => match subst_string(&cmd.value, &cmd_scope) {
                     Ok(text) => StageKind::Cmd(text),
                     Err(e) => {
                         problems.add(loc_of(&cmd.referenced), base, e);
@@ -249,19 +268,6 @@ pub fn validate(
                     continue;
                 }
             };
-            let mut stage_params = Params::new();
-            let mut ok = true;
-            for (k, v) in &stage.params {
-                match subst_value(v, &scope) {
-                    Ok(v) => {
-                        stage_params.insert(k.clone(), v);
-                    }
-                    Err(e) => {
-                        problems.add(loc, base, format!("param `{k}`: {e}"));
-                        ok = false;
-                    }
-                }
-            }
             if let StageKind::Op(def) = kind {
                 if let Err(e) = (def.check_params)(&stage_params) {
                     problems.add(loc, base, format!("params for op `{}`: {e}", def.name));
@@ -466,11 +472,26 @@ pub fn validate(
                     continue;
                 }
                 if !needed {
-                    problems.add(
-                        me.loc,
-                        &me.name,
-                        format!("cmd uses `{written}` but `{name}` is not in its `needs`; add it"),
-                    );
+                    // A typo of a need, a stage not listed in `needs`, or no stage at all.
+                    let declared: Vec<&str> =
+                        raw_needs[i].iter().map(|(n, _)| n.as_str()).collect();
+                    let msg = if let Some(near) = closest(name, declared.iter().copied()) {
+                        format!(
+                            "cmd uses `{written}`, but `{name}` is not in its `needs`; did you mean `{}`?",
+                            written.replacen(name, &near, 1)
+                        )
+                    } else if all_bases.contains(&name) || by_name.contains_key(name) {
+                        format!("cmd uses `{written}` but `{name}` is not in its `needs`; add it")
+                    } else {
+                        let hint = closest(name, all_bases.iter().copied())
+                            .map(|c| format!(" (did you mean `{c}`?)"))
+                            .unwrap_or_default();
+                        format!(
+                            "cmd uses `{written}`, but the pipeline has no stage `{name}`{hint}; \
+                             `{{in.STAGE}}` names a stage in this stage's `needs`"
+                        )
+                    };
+                    problems.add(me.loc, &me.name, msg);
                     continue;
                 }
                 let gathered = me.gather && matrix_bases.contains(name);
