@@ -241,3 +241,36 @@ stages:
         assert!(r.stderr.contains(want), "missing {want:?} in:\n{}", r.stderr);
     }
 }
+
+#[test]
+fn built_in_upstreams_that_cannot_write_what_an_op_reads_are_refused_at_load_time() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"name: v
+stages:
+  dataset: {op: synth, params: {n_train_ad: 4, n_train_cn: 4, n_val_ad: 2, n_val_cn: 2}}
+  crop_left: {op: crop, needs: [dataset], params: {region: left_hc}}
+  cnn_left: {op: train_cnn, needs: [crop_left], params: {epochs: 1}}
+  mine: {cmd: 'echo > {out}/predictions.tsv'}
+  vote: {op: soft_vote, needs: [cnn_left, mine]}
+  clusters: {op: gmm, needs: [dataset]}
+"#,
+    );
+    let r = p.run(&["run", "p.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("stage `vote`: `cnn_left` (train_cnn) cannot write `predictions.tsv`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("stage `clusters`: `gmm` needs a stage whose codes it clusters"),
+        "{}",
+        r.stderr
+    );
+    // Nothing ran.
+    assert!(!p.cache().join("artifacts").exists());
+}

@@ -45,6 +45,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::artifact;
+
 /// A stage's resolved parameters (after `${params.x}` substitution).
 pub type Params = serde_json::Map<String, serde_json::Value>;
 /// What a stage reports: flat or nested JSON, stored in the cache entry.
@@ -272,6 +274,49 @@ pub struct JobSpec {
 /// Every op hcpipe knows, in the order `hcpipe ops` lists them (a pipeline's).
 pub fn registry() -> &'static [OpDef] {
     &REGISTRY
+}
+
+/// The files of an op's artifact that other ops find their inputs by
+/// ([`OpCtx::inputs_with_file`]); a `cmd` stage may write any of them.
+pub fn writes(op: &str) -> &'static [&'static str] {
+    match op {
+        "evaluate" | "soft_vote" => &[artifact::predictions::FILE],
+        "extract_codes" => &[artifact::codes::FILE],
+        "train_cnn" | "train_ae" => &[artifact::history::FILE],
+        _ => &[],
+    }
+}
+
+/// Load-time check of what an op's `needs` can give it, where that is known
+/// before running: a built-in upstream that cannot write the file an op
+/// looks for is a mistake in the pipeline (exit 2), not a failure after its
+/// upstreams ran. `needs` holds (stage name, its op, `None` for a cmd, which
+/// may write anything and is checked when the op runs).
+pub fn check_needs(op: &str, needs: &[(&str, Option<&str>)]) -> Result<(), String> {
+    let can_write = |file: &str, o: Option<&str>| o.is_none_or(|o| writes(o).contains(&file));
+    let (file, least, what) = match op {
+        "soft_vote" => (artifact::predictions::FILE, 2, "at least two stages to vote over (evaluate stages, or your own writing predictions.tsv)"),
+        "gmm" => (artifact::codes::FILE, 1, "a stage whose codes it clusters (extract_codes, or your own writing codes.tsv)"),
+        _ => return Ok(()),
+    };
+    // Needs an op reads for other reasons (the ≥ 62 subgroup, the dataset's demographics).
+    let other_roles = ["age_filter", "fetch", "synth"];
+    let wrong: Vec<String> = needs
+        .iter()
+        .filter(|(_, o)| !can_write(file, *o) && !o.is_some_and(|o| other_roles.contains(&o)))
+        .map(|(n, o)| format!("`{n}` ({})", o.unwrap_or("cmd")))
+        .collect();
+    if !wrong.is_empty() {
+        return Err(format!(
+            "{} cannot write `{file}`, which `{op}` reads; it needs {what} (formats: docs/artifacts.md)",
+            wrong.join(", ")
+        ));
+    }
+    let able = needs.iter().filter(|(_, o)| can_write(file, *o)).count();
+    if able < least {
+        return Err(format!("`{op}` needs {what}; its `needs` give {able}"));
+    }
+    Ok(())
 }
 
 /// Look an op up by name.

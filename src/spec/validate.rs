@@ -456,6 +456,20 @@ pub fn validate(
             }
         }
         stages[i].needs = resolved;
+        if let StageKind::Op(def) = stages[i].kind {
+            let needs: Vec<(&str, Option<&str>)> = stages[i]
+                .needs
+                .iter()
+                .filter_map(|n| {
+                    by_name
+                        .get(n.as_str())
+                        .map(|&u| (stages[u].name.as_str(), stages[u].op_name()))
+                })
+                .collect();
+            if let Err(e) = ops::check_needs(def.name, &needs) {
+                problems.add(stages[i].loc, &stages[i].name, e);
+            }
+        }
         if let StageKind::Cmd(text) = &stages[i].kind {
             let me = &stages[i];
             for p in placeholders(text) {
