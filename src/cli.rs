@@ -78,6 +78,10 @@ struct StagesArgs {
 #[derive(Args)]
 struct RunArgs {
     pipeline: PathBuf,
+    /// Run only these stages and what they need (a stage, a matrix member, or a matrix stage's
+    /// base name for all its members); default: every stage.
+    #[arg(value_name = "STAGE")]
+    targets: Vec<String>,
     /// Stages at once (default: the number of cores).
     #[arg(short, long)]
     jobs: Option<usize>,
@@ -104,6 +108,9 @@ struct RunArgs {
 #[derive(Args)]
 struct StatusArgs {
     pipeline: PathBuf,
+    /// Only these stages and what they need.
+    #[arg(value_name = "STAGE")]
+    targets: Vec<String>,
     /// Override a pipeline param, as `run --set` does.
     #[arg(long = "set", value_name = "K=V")]
     set: Vec<String>,
@@ -114,6 +121,9 @@ struct StatusArgs {
 #[derive(Args)]
 struct DagArgs {
     pipeline: PathBuf,
+    /// Only these stages and what they need.
+    #[arg(value_name = "STAGE")]
+    targets: Vec<String>,
     #[arg(long, value_enum, default_value = "text")]
     format: DagFormat,
 }
@@ -192,7 +202,10 @@ pub fn main() -> Result<(), Error> {
         Command::Run(args) => cmd_run(cache, args),
         Command::Status(args) => cmd_status(cache, args),
         Command::Dag(args) => {
-            print!("{}", render(&load_dag(&args.pipeline, &[])?, args.format));
+            let dag = load_dag(&args.pipeline, &[])?
+                .restrict(&args.targets, &args.pipeline)
+                .map_err(Error::Usage)?;
+            print!("{}", render(&dag, args.format));
             Ok(())
         }
         Command::Show(args) => cmd_show(cache, args),
@@ -226,7 +239,8 @@ pub fn main() -> Result<(), Error> {
 }
 
 /// clap_complete's script for `shell`; for bash, wrapped so that a stage
-/// argument (`show PIPELINE STAGE`, `--force STAGE`) completes to the named
+/// argument (`run|status|dag PIPELINE STAGE...`, `show PIPELINE STAGE`,
+/// `--force STAGE`) completes to the named
 /// pipeline's stages (`hcpipe stages PIPELINE`, a hidden command).
 fn print_completions(shell: clap_complete::Shell) {
     use clap::CommandFactory;
@@ -238,12 +252,13 @@ fn print_completions(shell: clap_complete::Shell) {
 }
 
 const BASH_STAGES: &str = r#"
-# Stage names for `hcpipe show PIPELINE <TAB>` and `--force <TAB>`.
+# Stage names for `hcpipe run|status|dag|show PIPELINE <TAB>` and `--force <TAB>`.
 _hcpipe_stages() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     local sub="${COMP_WORDS[1]}" pipeline="${COMP_WORDS[2]}"
     if [[ -f "$pipeline" && "$cur" != -* ]] &&
-       { [[ "$prev" == --force ]] || { [[ "$sub" == show && $COMP_CWORD -eq 3 ]]; }; }; then
+       { [[ "$prev" == --force ]] || { [[ "$sub" == show && $COMP_CWORD -eq 3 ]]; } ||
+         { [[ "$sub" =~ ^(run|status|dag)$ && $COMP_CWORD -ge 3 && "$prev" != --* ]]; }; }; then
         local IFS=$'
 '
         COMPREPLY=( $(compgen -W "$(hcpipe stages "$pipeline" 2>/dev/null)" -- "$cur") )
@@ -296,7 +311,9 @@ fn cmd_run(cache_dir: &Path, args: RunArgs) -> Result<(), Error> {
             "--slurm-opt only applies with `--executor slurm`".into(),
         ));
     }
-    let dag = load_dag(&args.pipeline, &args.set)?;
+    let dag = load_dag(&args.pipeline, &args.set)?
+        .restrict(&args.targets, &args.pipeline)
+        .map_err(Error::Usage)?;
     let planned = PlannedRun::new(dag, &args.pipeline, cache_dir, args.force, !args.dry_run)?;
     if args.dry_run {
         print_dry_run(&planned.dry_run(), args.json);
@@ -342,7 +359,9 @@ fn print_dry_run(stages: &[run::DryRun], json: bool) {
 }
 
 fn cmd_status(cache_dir: &Path, args: StatusArgs) -> Result<(), Error> {
-    let dag = load_dag(&args.pipeline, &args.set)?;
+    let dag = load_dag(&args.pipeline, &args.set)?
+        .restrict(&args.targets, &args.pipeline)
+        .map_err(Error::Usage)?;
     let cache = Cache::open(cache_dir)?;
     let (plan, fresh) = crate::record::fresh::status(&dag, &cache)?;
     let mut rows = Vec::new();

@@ -32,5 +32,6 @@ mod soak;
 mod spec_safety;
 mod splits;
 mod subjects;
+mod targets;
 mod tutorial;
 mod verify_gc;

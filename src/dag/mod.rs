@@ -139,6 +139,34 @@ impl Dag {
         })
     }
 
+    /// The pipeline cut down to `targets` (names as [`Dag::select`] takes
+    /// them) and every stage they need, transitively, in file order: what
+    /// `hcpipe run PIPELINE STAGE...` runs. Keys are unchanged: a stage's key
+    /// depends only on what it needs. No targets: the whole pipeline.
+    pub fn restrict(self, targets: &[String], shown: &std::path::Path) -> Result<Dag, String> {
+        if targets.is_empty() {
+            return Ok(self);
+        }
+        let mut keep = vec![false; self.len()];
+        let mut stack = Vec::new();
+        for t in targets {
+            stack.extend(self.select(t, shown)?);
+        }
+        while let Some(id) = stack.pop() {
+            if !std::mem::replace(&mut keep[id.0], true) {
+                stack.extend(self.needs(id));
+            }
+        }
+        let Dag { pipeline, .. } = self;
+        let stages = pipeline
+            .stages
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(s, k)| k.then_some(s))
+            .collect();
+        Dag::build(Pipeline { stages, ..pipeline }).map_err(|e| e.to_string())
+    }
+
     /// Direct upstream stages, in `needs` order.
     pub fn needs(&self, id: StageId) -> Vec<StageId> {
         self.stage(id)
