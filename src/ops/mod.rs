@@ -422,7 +422,8 @@ static RESULT_OPS: &[OpDef] = &[
     OpDef {
         name: "report",
         // 2: provenance shows each input's content hash, not its folder's name.
-        version: 2,
+        // 3: training curves label whole epochs only; a user's stages shown.
+        version: 3,
         kind: OpKind::Native(report::run),
         check_params: report::check_params,
         summary: "report.html with figures (slices, curves, clusters) and tables of the stages it needs",
