@@ -121,7 +121,9 @@ fn optional_input<'a>(ctx: &OpCtx<'a>, op: &str) -> Result<Option<&'a Input>, Op
     }
 }
 
-fn metrics_json(rows: &[Prediction]) -> serde_json::Value {
+/// The lab's metrics and ROC AUC of predictions (the report computes a
+/// user's stage's the same way).
+pub(crate) fn metrics_json(rows: &[Prediction]) -> serde_json::Value {
     let truth: Vec<i64> = rows.iter().map(|r| r.true_label).collect();
     let predicted: Vec<i64> = rows.iter().map(|r| r.predicted_label).collect();
     let proba1: Vec<f64> = rows.iter().map(|r| r.proba1).collect();

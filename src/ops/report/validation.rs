@@ -9,7 +9,6 @@ use serde_json::Value;
 use super::html::{num, Page};
 use crate::artifact::metrics;
 use crate::artifact::predictions::{self, Predictions};
-use crate::ops::metrics::scored_metrics;
 use crate::ops::{Input, OpCtx, OpError};
 
 const METRIC_COLUMNS: [(&str, &str); 6] = [
@@ -103,9 +102,5 @@ pub(super) fn validation(ctx: &OpCtx, page: &mut Page) -> Result<(), OpError> {
 /// The lab's metrics (and ROC AUC) of a stage's own `predictions.tsv`.
 fn from_predictions(m: &Input) -> Result<Value, OpError> {
     let rows = Predictions::read(&m.dir.join(predictions::FILE))?.0;
-    let truth: Vec<i64> = rows.iter().map(|r| r.true_label).collect();
-    let predicted: Vec<i64> = rows.iter().map(|r| r.predicted_label).collect();
-    let proba1: Vec<f64> = rows.iter().map(|r| r.proba1).collect();
-    serde_json::to_value(scored_metrics(&truth, &predicted, &proba1))
-        .map_err(|e| OpError::Msg(format!("stage `{}`: {e}", m.stage)))
+    Ok(crate::ops::soft_vote::metrics_json(&rows))
 }
