@@ -22,7 +22,7 @@ use crate::cache::statcache::StatCache;
 use crate::cache::store::{EntryMeta, Staging};
 use crate::cache::{Cache, KeyInputs, StageKey};
 use crate::ops::{self, Input, JobSpec, Metrics, OpCtx, OpKind, Params};
-use crate::outcome::{last_lines, Failure, Outcome};
+use crate::outcome::{last_lines, Failure, Outcome, PROGRESS_ENV};
 use crate::record::StageStatus;
 use crate::spec::cmd_text::expand_cmd;
 
@@ -49,6 +49,11 @@ pub struct Job {
     pub threads: usize,
     /// Run even when the key is cached (`--force`).
     pub force: bool,
+    /// The file the stage reports its progress to (`$HCPIPE_PROGRESS`, see
+    /// `exec::progress`); `None` (an older job file, `hcpipe exec` alone)
+    /// gives a cmd stage `/dev/null`. Not in the key.
+    #[serde(default)]
+    pub progress: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +96,9 @@ pub fn run_job(
     // connection): the next run resumes them instead of starting over.
     let scratch = cache.root.join("downloads");
     let result = execute(job, &staging, &log_path, torch, &scratch);
+    if let Some(progress) = &job.progress {
+        super::progress::note_unparsed(progress, &log_path);
+    }
     let wall_s = started.elapsed().as_secs_f64();
     let metrics = result.map_err(|mut f| {
         if log_path.exists() {
@@ -159,6 +167,10 @@ fn execute(
             // the others `plan::cmd_env`): two stages that share a key must
             // not be able to tell each other apart.
             command.env("HCPIPE_OUT", &out).envs(&job.key_inputs.env);
+            // Where it may report progress: outside `{out}` and the key (a
+            // path that differs from run to run). A stage that writes there
+            // must not let the path into its results.
+            command.env(PROGRESS_ENV, progress_file(job));
             // Numeric libraries (OpenMP, MKL, OpenBLAS: PyTorch, numpy) start
             // one thread per core by default, so parallel stages would
             // oversubscribe the machine; they get the stage's CPU slots
@@ -221,7 +233,10 @@ fn execute(
                     std::fs::write(&job_file, bytes).map_err(|e| {
                         Failure::msg(format!("writing {}: {e}", job_file.display()))
                     })?;
-                    run_torch_job(&worker, torch, &job_file, staging, log, &job.stage)?;
+                    let progress = job.progress.as_deref();
+                    run_torch_job(
+                        &worker, torch, &job_file, progress, staging, log, &job.stage,
+                    )?;
                     let mut metrics = read_metrics(&out, &job.stage)?;
                     add_timings(&staging.root, &mut metrics);
                     Ok(metrics)
@@ -240,6 +255,7 @@ fn run_torch_job(
     worker: &Path,
     server: Option<&TorchServer>,
     job_file: &Path,
+    progress: Option<&Path>,
     staging: &Staging,
     log: &Path,
     stage: &str,
@@ -247,7 +263,7 @@ fn run_torch_job(
     let what = format!("torch worker for stage `{stage}`");
     let mut note = String::new();
     if let Some(server) = server {
-        match server.run_job(job_file, &what) {
+        match server.run_job(job_file, progress, &what) {
             Ok(()) => {
                 let _ = std::fs::write(log, "");
                 return Ok(());
@@ -278,6 +294,11 @@ fn run_torch_job(
         .arg("--job")
         .arg(job_file)
         .current_dir(&staging.root);
+    // A retry after the shared worker failed appends from epoch 1 again.
+    match progress {
+        Some(p) => command.env(PROGRESS_ENV, p),
+        None => command.env_remove(PROGRESS_ENV),
+    };
     let ran = spawn_logged(command, log, &what);
     if !note.is_empty() {
         let mut text = note.into_bytes();
@@ -285,6 +306,12 @@ fn run_torch_job(
         let _ = std::fs::write(log, text);
     }
     ran
+}
+
+/// `$HCPIPE_PROGRESS` for a cmd stage: its progress file, or `/dev/null`
+/// when nobody reads it, so that `>> "$HCPIPE_PROGRESS"` always works.
+fn progress_file(job: &Job) -> &Path {
+    job.progress.as_deref().unwrap_or(Path::new("/dev/null"))
 }
 
 /// Thread-count variables set from a cmd stage's CPU slots (see [`execute`]).

@@ -3,6 +3,8 @@
 //! - [`job`]: one stage's execution, shared by every executor.
 //! - [`job_file`]: `hcpipe exec --job FILE`, a Slurm job's side.
 //! - [`local`]: stages as threads on this machine, within CPU/GPU slots.
+//! - [`progress`]: each running stage's progress file (`$HCPIPE_PROGRESS`),
+//!   read each time the scheduler wakes and handed to the reporter.
 //! - [`torch_server`]: on a GPU machine, one torch worker serving every
 //!   torch stage of the run (their CUDA kernels overlap in one process).
 //! - [`Scheduler`]: launches ready stages, honours slots, stops a failed
@@ -16,6 +18,7 @@ pub mod interrupt;
 pub mod job;
 pub mod job_file;
 pub mod local;
+pub mod progress;
 pub mod slots;
 pub mod slurm;
 pub mod torch_server;
@@ -177,6 +180,8 @@ pub fn run_dag(
     let mut last_save: Option<Instant> = None;
     // Keys whose files were hashed this run: committed here, or re-hashed before first use.
     let mut verified = HashSet::new();
+    // Each running stage's progress file (none when its folder cannot be made).
+    let mut watch = progress::Watch::new(cache);
     loop {
         if interrupt::requested() {
             executor.cancel_all();
@@ -308,10 +313,11 @@ pub fn run_dag(
             for _ in width..taken {
                 slots.give_back(res);
             }
-            for (id, _) in &jobs {
+            for (id, job) in &mut jobs {
                 state[id.0] = State::Running;
                 running += 1;
                 reporter.started(&dag.stage(*id).name);
+                job.progress = watch.as_mut().and_then(|w| w.add(*id, &job.stage));
             }
             if jobs.len() > 1 {
                 for (id, _) in &jobs {
@@ -355,8 +361,17 @@ pub fn run_dag(
         // Every outcome at hand, before launching again: stages that become
         // ready together launch together (one Slurm job array, not one each).
         let outcomes: Vec<Finished> = received.into_iter().chain(rx.try_iter()).collect();
+        if let Some(watch) = watch.as_mut() {
+            for (id, p) in watch.poll() {
+                reporter.progress(&dag.stage(id).name, &p);
+            }
+        }
         for (id, outcome) in outcomes {
             running -= 1;
+            // What it reported last comes before its end.
+            for p in watch.as_mut().map(|w| w.finish(id)).unwrap_or_default() {
+                reporter.progress(&dag.stage(id).name, &p);
+            }
             let res = &dag.stage(id).resources;
             match group_of[id.0] {
                 Some(g) => {
@@ -638,6 +653,8 @@ fn build_job(
         empty_out_ok: stage.empty_out_ok,
         threads,
         force,
+        // Given by the scheduler as the job launches (see `progress::Watch`).
+        progress: None,
     })
 }
 

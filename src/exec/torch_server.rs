@@ -44,6 +44,10 @@ use crate::outcome::{tail, Failure};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
     pub job: PathBuf,
+    /// Where the job appends a progress line per epoch (`$HCPIPE_PROGRESS`
+    /// of a worker process of its own; see `exec::progress`).
+    #[serde(default)]
+    pub progress: Option<PathBuf>,
 }
 
 /// What the worker answers: `ok`, or the error paragraph a `--job` worker
@@ -118,6 +122,8 @@ impl TorchServer {
         command
             .arg("--serve")
             .arg(&socket)
+            // Its jobs' progress files come with each request, never from here.
+            .env_remove(crate::outcome::PROGRESS_ENV)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -221,31 +227,44 @@ impl Drop for Registered<'_> {
 }
 
 impl TorchServer {
-    /// Runs `job_file` in the server; `what` names the stage in errors.
-    pub fn run_job(&self, job_file: &Path, what: &str) -> Result<(), JobError> {
-        self.exchange(job_file, what).and_then(|response| {
-            if response.ok {
-                return Ok(());
-            }
-            let failure = Failure::msg(format!(
-                "the {what} failed: {}",
-                response.error.unwrap_or_else(|| "no reason given".into())
-            ));
-            Err(if response.internal {
-                JobError::Internal(failure)
-            } else {
-                JobError::Stage(failure)
+    /// Runs `job_file` in the server, its progress going to `progress`;
+    /// `what` names the stage in errors.
+    pub fn run_job(
+        &self,
+        job_file: &Path,
+        progress: Option<&Path>,
+        what: &str,
+    ) -> Result<(), JobError> {
+        self.exchange(job_file, progress, what)
+            .and_then(|response| {
+                if response.ok {
+                    return Ok(());
+                }
+                let failure = Failure::msg(format!(
+                    "the {what} failed: {}",
+                    response.error.unwrap_or_else(|| "no reason given".into())
+                ));
+                Err(if response.internal {
+                    JobError::Internal(failure)
+                } else {
+                    JobError::Stage(failure)
+                })
             })
-        })
     }
 
     /// Sends the job and reads the answer; a worker that cannot be reached
     /// or hangs up fails the stage (as Ctrl-C does, by design).
-    fn exchange(&self, job_file: &Path, what: &str) -> Result<Response, JobError> {
+    fn exchange(
+        &self,
+        job_file: &Path,
+        progress: Option<&Path>,
+        what: &str,
+    ) -> Result<Response, JobError> {
         let conn = self.connect(what).map_err(JobError::Stage)?;
         let _registered = Registered::new(self, &conn);
         let request = serde_json::to_string(&Request {
             job: job_file.to_path_buf(),
+            progress: progress.map(Path::to_path_buf),
         })
         .map_err(|e| JobError::Stage(Failure::msg(e.to_string())))?;
         let died = |how: String| JobError::Stage(self.died(what, &how));

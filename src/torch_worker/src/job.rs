@@ -19,12 +19,14 @@ pub struct JobFailure {
 }
 
 /// Runs the job in `path` (read, execute, metrics) on this thread, with
-/// `cancel` as its cancellation flag.
+/// `cancel` as its cancellation flag, reporting its epochs to `progress`.
 pub fn run_file(
     path: &Path,
     cancel: Option<Arc<AtomicBool>>,
+    progress: Option<&Path>,
 ) -> std::result::Result<(), JobFailure> {
     let watching = crate::cancel::watch(cancel);
+    let _reporting = crate::progress::report_to(progress);
     let outcome = std::panic::catch_unwind(|| {
         let job = read(path)?;
         execute(&job).map_err(|e| {

@@ -12,6 +12,7 @@
 //! - [`fast_step`]: fused Adam and CUDA graphs (a C++ shim over libtorch);
 //! - [`weights`]: safetensors checkpoints with the lab's module names, so
 //!   Python's `load_state_dict` reads them;
+//! - [`progress`]: a line per epoch to the runner (`$HCPIPE_PROGRESS`);
 //! - [`server`]: `--serve`, every torch stage of a run in one process (GPU);
 //! - [`ops`]: one file per op (`train_cnn`, `evaluate`, `train_ae`,
 //!   `extract_codes`).
@@ -24,6 +25,7 @@ pub mod fast_step;
 pub mod job;
 pub mod models;
 pub mod ops;
+pub mod progress;
 pub mod server;
 pub mod train;
 pub mod weights;

@@ -50,7 +50,9 @@ fn main() -> ExitCode {
         eprintln!("hcpipe-torch: nothing to do; pass `--job JOB.json` (the runner does this for torch stages) or `--version`");
         return ExitCode::from(2);
     };
-    match hcpipe_torch::job::run_file(&path, None) {
+    // Where the runner reads this stage's epochs (see `progress`).
+    let progress = std::env::var_os(hcpipe::outcome::PROGRESS_ENV).map(PathBuf::from);
+    match hcpipe_torch::job::run_file(&path, None, progress.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hcpipe-torch: {}", e.message);

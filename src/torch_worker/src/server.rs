@@ -74,7 +74,7 @@ fn serve_one(conn: UnixStream) {
                     internal: true,
                 })
             } else {
-                crate::job::run_file(&request.job, Some(cancel))
+                crate::job::run_file(&request.job, Some(cancel), request.progress.as_deref())
             };
             match outcome {
                 Ok(()) => Response {

@@ -110,7 +110,9 @@ pub fn eval_batch(device: tch::Device) -> usize {
 /// Every step is the lab's (zero the gradients, forward, backward, Adam);
 /// Adam is [`FusedAdam`]. On CUDA the loop runs on a side stream and, after
 /// a few eager steps, records one full step as a [`CudaGraph`] and replays
-/// it for every full batch (a last, smaller batch runs eagerly).
+/// it for every full batch (a last, smaller batch runs eagerly). Each
+/// epoch's statistics also go to the runner as a progress line
+/// ([`crate::progress::epoch`]) as soon as they are known.
 pub fn fit(
     vs: &VarStore,
     data: &CropSplit,
@@ -139,6 +141,7 @@ pub fn fit(
     let mut steps = 0i64;
     let started = Instant::now();
     for epoch in 0..schedule.epochs {
+        let epoch_started = Instant::now();
         order.shuffle(&mut rng);
         // The epoch's labels in shuffled order, gathered on the device once.
         let labels = data.labels_in_order(&order);
@@ -175,6 +178,14 @@ pub fn fit(
         }
         let stats = evaluate()?;
         history.push(stats);
+        // The runner shows it live (a bar, or `--json` events); not in the artifact.
+        crate::progress::epoch(
+            epoch + 1,
+            schedule.epochs,
+            stats.loss,
+            stats.balanced_accuracy,
+            epoch_started.elapsed().as_secs_f64(),
+        );
         // `<` as in the lab: a NaN loss never becomes the best.
         if stats.loss < best_loss {
             best = Snapshot::take(vs);
