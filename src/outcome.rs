@@ -195,9 +195,9 @@ mod tests {
         let p = Progress {
             done: 3,
             total: 30,
-            metrics: vec![("loss".into(), 0.6931471805599453), ("bacc".into(), 0.5)],
+            metrics: vec![("loss".into(), 0.6931471805599461), ("bacc".into(), 0.5)],
         };
-        assert_eq!(p.line(), "progress 3/30 loss=0.6931471805599453 bacc=0.5");
+        assert_eq!(p.line(), "progress 3/30 loss=0.6931471805599461 bacc=0.5");
         assert_eq!(Progress::parse(&p.line()).unwrap(), p);
     }
 
