@@ -95,6 +95,9 @@ pub fn run_job(
     // Partial downloads live here across attempts (a kill, a lost
     // connection): the next run resumes them instead of starting over.
     let scratch = cache.root.join("downloads");
+    if let Some(progress) = &job.progress {
+        super::progress::prepare(progress);
+    }
     let result = execute(job, &staging, &log_path, torch, &scratch);
     if let Some(progress) = &job.progress {
         super::progress::note_unparsed(progress, &log_path);

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::cache::Cache;
 use crate::dag::StageId;
@@ -48,10 +49,14 @@ impl Tail {
     /// final line counts too (the writer is gone). Lines that do not parse are skipped.
     pub fn read(&mut self, last: bool) -> Vec<Progress> {
         let mut reports = Vec::new();
+        // One stat for a file with nothing new (most polls of most files).
+        let len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if len == self.offset && !(last && !self.partial.is_empty()) {
+            return reports;
+        }
         let Ok(mut file) = std::fs::File::open(&self.path) else {
             return reports;
         };
-        let len = file.metadata().map_or(0, |m| m.len());
         if len < self.offset {
             // Truncated by its writer: start over.
             self.offset = 0;
@@ -90,7 +95,12 @@ pub struct Watch {
     dir: PathBuf,
     tails: BTreeMap<StageId, Tail>,
     next: u64,
+    last_poll: Option<Instant>,
 }
+
+/// The files are read at most this often (the scheduler may wake for every
+/// outcome of a busy run; hundreds of running Slurm jobs are as many files).
+const POLL_EVERY: Duration = Duration::from_millis(150);
 
 impl Watch {
     /// A fresh folder in the cache's `tmp/` (named as the cache's staging
@@ -107,6 +117,7 @@ impl Watch {
                 dir,
                 tails: BTreeMap::new(),
                 next: 0,
+                last_poll: None,
             }),
             Err(e) => {
                 tracing::warn!(
@@ -138,9 +149,14 @@ impl Watch {
         Some(path)
     }
 
-    /// What every running stage reported since the last poll.
+    /// What every running stage reported since the last poll (nothing when
+    /// the last poll was less than [`POLL_EVERY`] ago).
     pub fn poll(&mut self) -> Vec<(StageId, Progress)> {
         let mut all = Vec::new();
+        if self.last_poll.is_some_and(|t| t.elapsed() < POLL_EVERY) {
+            return all;
+        }
+        self.last_poll = Some(Instant::now());
         for (id, tail) in self.tails.iter_mut() {
             all.extend(tail.read(false).into_iter().map(|p| (*id, p)));
         }
@@ -162,6 +178,24 @@ impl Drop for Watch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Makes sure the progress file at `path` exists before the stage starts,
+/// so that a stage's `>> "$HCPIPE_PROGRESS"` cannot fail (under `set -e`,
+/// it would fail the stage) even when the runner's folder is gone: a
+/// runner killed while its Slurm jobs run, a `gc` meanwhile. A file made
+/// here for nobody is in a folder `gc` removes.
+pub fn prepare(path: &Path) {
+    if path.exists() {
+        return;
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path);
 }
 
 /// How many non-blank lines of the progress file at `path` do not parse,
@@ -283,6 +317,17 @@ mod tests {
     }
 
     #[test]
+    fn a_progress_file_is_there_when_the_stage_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress.1.x/s.1");
+        prepare(&path);
+        assert!(path.is_file());
+        std::fs::write(&path, "progress 1/2\n").unwrap();
+        prepare(&path);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "progress 1/2\n");
+    }
+
+    #[test]
     fn a_watch_hands_out_files_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
@@ -296,6 +341,9 @@ mod tests {
         let got: Vec<(usize, u64)> = watch.poll().iter().map(|(i, p)| (i.0, p.done)).collect();
         assert_eq!(got, [(0, 1), (1, 2)]);
         append(&a, "progress 2/2");
+        // Too soon after the last poll: read at the stage's end, not now.
+        watch.last_poll = Some(Instant::now());
+        assert!(watch.poll().is_empty());
         assert_eq!(watch.finish(StageId(0)).len(), 1);
         assert!(!a.exists());
         let folder = a.parent().unwrap().to_path_buf();
