@@ -389,7 +389,13 @@ fn a_slurm_job_reports_progress() {
         return;
     }
     let p = Project::new();
-    p.write("p.yaml", CMD_PIPELINE);
+    // And the members of a matrix stage, which go as one job array.
+    let sweep = r#"
+  sweep:
+    matrix: {n: [1, 2]}
+    cmd: 'echo "progress ${matrix.n}/2 n=${matrix.n}" >> "$HCPIPE_PROGRESS"; echo x > {out}/x'
+"#;
+    p.write("p.yaml", &format!("{CMD_PIPELINE}{sweep}"));
     let run = Run::from(
         p.cmd(&["run", "p.yaml", "--json", "--executor", "slurm"])
             .env("HCPIPE_SLURM_POLL", "0.3")
@@ -408,4 +414,10 @@ fn a_slurm_job_reports_progress() {
     )
     .unwrap();
     assert!(log.contains("hcpipe: 1 line(s)"), "{log}");
+    for n in [1, 2] {
+        let member = format!("sweep[n={n}]");
+        let ev = events(&run, &member);
+        assert_eq!(counts(&ev), [(n, 2)], "{member}: {}", run.stdout);
+        assert_eq!(ev[0]["metrics"]["n"], n as f64);
+    }
 }
