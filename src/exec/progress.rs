@@ -51,7 +51,7 @@ impl Tail {
         let mut reports = Vec::new();
         // One stat for a file with nothing new (most polls of most files).
         let len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
-        if len == self.offset && !(last && !self.partial.is_empty()) {
+        if len == self.offset && (!last || self.partial.is_empty()) {
             return reports;
         }
         let Ok(mut file) = std::fs::File::open(&self.path) else {
