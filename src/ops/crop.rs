@@ -40,7 +40,7 @@ use serde::Deserialize;
 
 use super::nifti::{self, axis_codes, Affine, Volume};
 use super::pool::thread_pool;
-use super::{Metrics, OpCtx, OpError};
+use super::{Input, Metrics, OpCtx, OpError};
 pub use crate::artifact::crop::Region;
 use crate::artifact::crop::{CropMeta, CropSubject, CropSubjects, ALL};
 use crate::artifact::dataset::{
@@ -108,8 +108,11 @@ pub fn crop_nifti(vol: &[f32], dims: [usize; 3], bx: [[usize; 2]; 3]) -> Vec<f32
 }
 
 /// One subject's patch (the stored box `bx`), from its `.pt` or its NIfTI.
+/// `input` is the dataset stage: errors name a NIfTI by its path inside it
+/// (the user's own folder layout), not by the cache's object path.
 fn subject_patch(
     ds: &Dataset,
+    input: &Input,
     participant_id: &str,
     session_id: &str,
     bx: [[usize; 2]; 3],
@@ -117,7 +120,9 @@ fn subject_patch(
     match ds.layout.find_image(participant_id, session_id)? {
         ImageFile::Tensor(_) => Ok(crop_volume(&ds.read_image(participant_id, session_id)?, bx)),
         ImageFile::Nifti { path, kind } => {
-            let vol = read_caps_nifti(&path, kind)
+            let inside = path.strip_prefix(&input.dir).unwrap_or(&path);
+            let shown = format!("`{}` of stage `{}`", inside.display(), input.stage);
+            let vol = read_caps_nifti(&path, &shown, kind)
                 .map_err(|e| OpError::Msg(format!("subject {participant_id} {session_id}: {e}")))?;
             Ok(crop_nifti(&vol.data, NIFTI_GRID.dims, bx))
         }
@@ -128,12 +133,17 @@ fn subject_patch(
 /// trailing axes of size 1), [`NIFTI_GRID`]'s shape, voxel size and
 /// orientation, real-valued voxels, every voxel there. The header is checked
 /// before the voxels are decoded. The error (without the subject, which the
-/// caller adds) names the file, what it found and what was expected.
-pub fn read_caps_nifti(path: &Path, kind: CapsImage) -> Result<Volume, String> {
+/// caller adds) names the file as `shown`, what it holds and what was expected.
+pub fn read_caps_nifti(path: &Path, shown: &str, kind: CapsImage) -> Result<Volume, String> {
+    // The reader's messages start with the file's full path; `shown` replaces it.
+    let full = format!("{}: ", path.display());
     let corrupt = |e: OpError| {
+        let e = e.to_string();
         format!(
-            "{e}. The file is truncated or corrupt, or not a NIfTI-1 image; copy or re-export it \
-             from the CAPS folder Clinica wrote"
+            "{shown} ({}): {}. The file is truncated or corrupt, or not a NIfTI-1 image; copy \
+             or re-export it from the CAPS folder Clinica wrote",
+            kind.describe(),
+            e.strip_prefix(&full).unwrap_or(&e)
         )
     };
     let header = nifti::read_header(path).map_err(corrupt)?;
@@ -142,18 +152,16 @@ pub fn read_caps_nifti(path: &Path, kind: CapsImage) -> Result<Volume, String> {
         (code, name) => {
             let name = name.map_or_else(|| "an unknown code".to_string(), |t| format!("{t:?}"));
             return Err(format!(
-                "{} ({}) has datatype {code} ({name}); crop needs real voxel values \
+                "{shown} ({}) has datatype {code} ({name}); crop needs real voxel values \
                  (int/uint 8-32 bits, float32 or float64), not complex, RGB or 64-bit integer ones",
-                path.display(),
                 kind.describe()
             ));
         }
     }
     check_grid(&header.dims, &header.voxel_size, header.affine.as_ref()).map_err(|what| {
         format!(
-            "{} ({}) {what}; the crop boxes are boxes of Clinica t1-volume's Ixi549Space grid \
-             ({}×{}×{} voxels of {} mm, orientation {}), the grid of the lab's tensors{}",
-            path.display(),
+            "{shown} ({}) has {what}; the crop boxes are boxes of Clinica t1-volume's Ixi549Space \
+             grid, the lab's tensors' grid: shape {}×{}×{}, voxels of {} mm, orientation {}{}",
             kind.describe(),
             NIFTI_GRID.dims[0],
             NIFTI_GRID.dims[1],
@@ -162,9 +170,9 @@ pub fn read_caps_nifti(path: &Path, kind: CapsImage) -> Result<Volume, String> {
             NIFTI_GRID.axis_codes,
             match kind {
                 CapsImage::T1Linear => {
-                    ": t1-linear images are on another grid; run Clinica's t1-volume pipeline instead"
+                    ". t1-linear images are on another grid; run Clinica's t1-volume pipeline instead"
                 }
-                _ => ": resample it onto that grid (t1-volume's default 1.5 mm voxels)",
+                _ => ". Resample the image onto that grid (t1-volume's default 1.5 mm voxels)",
             }
         )
     })?;
@@ -180,7 +188,7 @@ fn check_grid(dims: &[usize], voxel_size: &[f32], affine: Option<&Affine>) -> Re
     };
     if dims3 != Some(NIFTI_GRID.dims) {
         let shape: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-        wrong.push(format!("has shape {}", shape.join("×")));
+        wrong.push(format!("shape {}", shape.join("×")));
     }
     let sizes = voxel_size.get(..3).unwrap_or(voxel_size);
     if sizes.len() != 3
@@ -189,17 +197,18 @@ fn check_grid(dims: &[usize], voxel_size: &[f32], affine: Option<&Affine>) -> Re
             .any(|s| (s.abs() - NIFTI_GRID.voxel_mm).abs() > 0.01)
     {
         let sizes: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
-        wrong.push(format!("has voxels of {} mm", sizes.join("×")));
+        wrong.push(format!("voxels of {} mm", sizes.join("×")));
     }
     match affine {
         None => wrong.push(
-            "does not say how it is oriented (its qform_code and sform_code are 0)".to_string(),
+            "no orientation (its qform_code and sform_code are 0, so where its axes point is unknown)"
+                .to_string(),
         ),
         Some(affine) => {
             let codes = axis_codes(affine);
             if codes != NIFTI_GRID.axis_codes {
                 wrong.push(format!(
-                    "is oriented {codes} (its axes flipped or permuted relative to {})",
+                    "orientation {codes} (axes flipped or permuted relative to {})",
                     NIFTI_GRID.axis_codes
                 ));
             }
@@ -220,7 +229,8 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             p.shift
         )));
     }
-    let ds = Dataset::open(&ctx.input_by_any_op(&["fetch", "synth"])?.dir)?;
+    let input = ctx.input_by_any_op(&["fetch", "synth"])?;
+    let ds = Dataset::open(&input.dir)?;
     let meta = CropMeta::new(p.region, p.shift);
     // (file stem, subject) for every patch, in file order.
     let jobs: Vec<(&str, CropSubject)> = match p.subjects {
@@ -248,7 +258,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     let bx = meta.stored_box();
     let patches: Vec<Vec<f32>> = thread_pool(ctx.threads)?.install(|| {
         jobs.par_iter()
-            .map(|(_, s)| subject_patch(&ds, &s.participant_id, &s.session_id, bx))
+            .map(|(_, s)| subject_patch(&ds, input, &s.participant_id, &s.session_id, bx))
             .collect::<Result<_, _>>()
     })?;
     let stems: &[&str] = match p.subjects {
@@ -326,7 +336,7 @@ fn write_patches(
 #[cfg(test)]
 mod tests {
     use super::super::synth::{draw_subjects, volume, write_dataset, SynthParams};
-    use super::super::{Input, Params};
+    use super::super::Params;
     use super::*;
     use crate::artifact::dataset::Layout;
 
@@ -601,7 +611,7 @@ mod tests {
         ras[0] = [1.5, 0.0, 0.0, -90.0];
         rebuild(&nifti_of(&flat, NIFTI_GRID.dims, ras));
         let e = run_err("ras");
-        assert!(e.contains("oriented RAS") && e.contains("LAS"), "{e}");
+        assert!(e.contains("orientation RAS") && e.contains("LAS"), "{e}");
         // Permuted (x and y swapped) on a grid of the right size.
         let swapped = [
             [0.0, -1.5, 0.0, 90.0],
@@ -609,7 +619,7 @@ mod tests {
             [0.0, 0.0, 1.5, -72.0],
         ];
         rebuild(&nifti_of(&flat, NIFTI_GRID.dims, swapped));
-        assert!(run_err("permuted").contains("oriented ALS"));
+        assert!(run_err("permuted").contains("has orientation ALS"));
         // Wrong shape: a t1-linear-sized grid.
         let small = vec![0.5f32; 20 * 30 * 20];
         rebuild(&nifti_of(&small, [20, 30, 20], LAS));
@@ -631,7 +641,7 @@ mod tests {
         // No orientation at all.
         let bare = nifti::nifti_bytes(false, &[121, 145, 121], 16, 32, 0.0, 0.0, &vec![0; n * 4]);
         rebuild(&bare);
-        assert!(run_err("bare").contains("does not say how it is oriented"));
+        assert!(run_err("bare").contains("has no orientation"));
         // Truncated: the gzip stream cut in the middle of the voxels.
         std::fs::write(&path, &good[..good.len() / 2]).unwrap();
         let e = run_err("truncated");
