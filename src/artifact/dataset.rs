@@ -443,6 +443,21 @@ impl Dataset {
         pt::read_f32(&path, &IMAGE_SHAPE)
             .map_err(|e| Error::Msg(format!("subject {participant_id} {session_id}: {e}")))
     }
+
+    /// The box `bx` (`[start, end)` on x, y, z) of a subject's `.pt` volume,
+    /// x-major: what cutting it out of [`Dataset::read_image`]'s volume gives,
+    /// read faster ([`pt::read_f32_box`]); errors name the subject.
+    pub fn read_image_box(
+        &self,
+        participant_id: &str,
+        session_id: &str,
+        bx: [[usize; 2]; 3],
+    ) -> Result<Vec<f32>> {
+        let path = self.image_path(participant_id, session_id);
+        let [x, y, z] = bx;
+        pt::read_f32_box(&path, &IMAGE_SHAPE, &[[0, 1], x, y, z])
+            .map_err(|e| Error::Msg(format!("subject {participant_id} {session_id}: {e}")))
+    }
 }
 
 /// A folder's entries, or none when it cannot be read (absent).

@@ -118,7 +118,7 @@ fn subject_patch(
     bx: [[usize; 2]; 3],
 ) -> Result<Vec<f32>, OpError> {
     match ds.layout.find_image(participant_id, session_id)? {
-        ImageFile::Tensor(_) => Ok(crop_volume(&ds.read_image(participant_id, session_id)?, bx)),
+        ImageFile::Tensor(_) => Ok(ds.read_image_box(participant_id, session_id, bx)?),
         ImageFile::Nifti { path, kind } => {
             let inside = path.strip_prefix(&input.dir).unwrap_or(&path);
             let shown = format!("`{}` of stage `{}`", inside.display(), input.stage);
