@@ -145,6 +145,10 @@ fn a_caps_folder_crops_to_the_same_patches_as_the_lab_tensors() {
     let (caps, lab) = (p.path().join("caps_ds"), p.path().join("lab_ds"));
     tables(&caps, &SUBJECTS);
     tables(&lab, &SUBJECTS);
+    // The CAPS folder stays where Clinica wrote it; the dataset links to it.
+    let clinica = p.path().join("clinica_output/caps");
+    std::fs::create_dir_all(&clinica).unwrap();
+    std::os::unix::fs::symlink(&clinica, caps.join("CAPS")).unwrap();
     for (i, (pid, _, _)) in SUBJECTS.iter().enumerate() {
         let v = volume(i);
         // One subject as t1-volume's segmentation output (uncompressed), the

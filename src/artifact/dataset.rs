@@ -252,7 +252,7 @@ impl Layout {
             .join(session_id)
             .join("deeplearning_prepare_data/image_based/custom")
             .join(format!(
-                "{participant_id}_{session_id}_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.pt"
+                "{participant_id}_{session_id}_T1w{GM_MAP_SUFFIX}.pt"
             ))
     }
 
