@@ -7,6 +7,7 @@ pub mod aggregate;
 mod artifact_docs;
 mod cache_trust;
 mod caching;
+mod caps;
 mod commit_safety;
 mod completions;
 mod concurrency;

@@ -8,6 +8,11 @@
 //!     <pid>_<sid>_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.pt
 //! OASIS-1_dataset/raw/<pid>_<sid>_T1w.nii.gz          (optional: the raw T1s)
 //! ```
+//! A subject's volume may instead be a NIfTI image where Clinica's pipelines
+//! leave it in the `CAPS` folder (a Clinica user's own CAPS; see
+//! [`Layout::find_image`] for the paths looked at, in order): then `crop`
+//! reads the NIfTI and checks its grid ([`NIFTI_GRID`]).
+//!
 //! Paths are always built from a subject's own `session_id` as the tables
 //! give it. [`Dataset::open`] reads and cross-checks the three tables
 //! (columns present, diagnoses known, no duplicate subject, every split
@@ -33,6 +38,67 @@ pub const DATASET_DIR: &str = "OASIS-1_dataset";
 pub const TSV_DIR: &str = "tsv_files/lab_1";
 /// Every volume's shape: channel, x, y, z (121 × 145 × 121 voxels of 1.5 mm).
 pub const IMAGE_SHAPE: [usize; 4] = [1, 121, 145, 121];
+/// The grid a NIfTI volume must have to stand for a `.pt` ([`IMAGE_SHAPE`]):
+/// Clinica `t1-volume`'s grey-matter maps in `Ixi549Space` (SPM's TPM grid:
+/// 121 × 145 × 121 voxels of 1.5 mm, the first axis from right to left).
+/// ClinicaDL made the lab's tensors from them with NiBabel's `get_fdata()`,
+/// which keeps the file's voxel order, so tensor `[0, x, y, z]` is voxel
+/// (x, y, z) of the NIfTI and the crop boxes are boxes of this grid.
+pub const NIFTI_GRID: NiftiGrid = NiftiGrid {
+    dims: [121, 145, 121],
+    voxel_mm: 1.5,
+    axis_codes: "LAS",
+};
+
+/// What a NIfTI volume's header must say for the crop boxes to apply.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NiftiGrid {
+    /// Voxels along x, y, z.
+    pub dims: [usize; 3],
+    /// Voxel size on every axis (millimetres).
+    pub voxel_mm: f32,
+    /// Where the voxel axes point (NiBabel's `aff2axcodes`): `LAS` = x from
+    /// right to left, y from posterior to anterior, z from inferior to superior.
+    pub axis_codes: &'static str,
+}
+
+/// Clinica's name for the unmodulated grey-matter probability map in
+/// `Ixi549Space` (what the lab's `.pt` files hold), after `<pid>_<sid>[_…]_T1w`.
+pub const GM_MAP_SUFFIX: &str = "_segm-graymatter_space-Ixi549Space_modulated-off_probability";
+
+/// Which Clinica output a subject's NIfTI is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapsImage {
+    /// `t1-volume`'s DARTEL-to-MNI map: `t1/spm/dartel/group-<label>/…`.
+    T1VolumeDartel,
+    /// `t1-volume`'s segmentation in MNI space: `t1/spm/segmentation/normalized_space/…`.
+    T1VolumeSegmentation,
+    /// `t1-linear`'s affinely registered T1 (`t1_linear/…_space-MNI152NLin2009cSym…_T1w`):
+    /// a 1 mm grid, not the crop boxes' one; found so that crop can say so.
+    T1Linear,
+}
+
+impl CapsImage {
+    pub fn describe(self) -> &'static str {
+        match self {
+            CapsImage::T1VolumeDartel => "Clinica t1-volume grey-matter map (DARTEL to MNI)",
+            CapsImage::T1VolumeSegmentation => {
+                "Clinica t1-volume grey-matter map (segmentation, normalized_space)"
+            }
+            CapsImage::T1Linear => "Clinica t1-linear T1w image",
+        }
+    }
+}
+
+/// Where a subject's volume is, and in which format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageFile {
+    /// The lab's `.pt` tensor ([`IMAGE_SHAPE`], x-major).
+    Tensor(PathBuf),
+    /// A NIfTI image (`.nii` or `.nii.gz`) of the CAPS folder.
+    Nifti { path: PathBuf, kind: CapsImage },
+}
+
 /// Columns of `OASIS_BIDS.tsv`, in the published file's order.
 pub const BIDS_COLUMNS: [&str; 12] = [
     "participant_id",
@@ -186,8 +252,104 @@ impl Layout {
             .join(session_id)
             .join("deeplearning_prepare_data/image_based/custom")
             .join(format!(
-                "{participant_id}_{session_id}_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.pt"
+                "{participant_id}_{session_id}_T1w{GM_MAP_SUFFIX}.pt"
             ))
+    }
+
+    /// `CAPS/subjects/<pid>/<sid>`: a subject's session folder.
+    pub fn session_dir(&self, participant_id: &str, session_id: &str) -> PathBuf {
+        self.root
+            .join("CAPS/subjects")
+            .join(participant_id)
+            .join(session_id)
+    }
+
+    /// A subject's volume: the lab's `.pt` ([`Layout::image`]) when there is
+    /// one, else the first kind of Clinica NIfTI found under its session
+    /// folder, in this order (`<src>` is `<pid>_<sid>[_…]_T1w`, `.nii` or `.nii.gz`):
+    /// 1. `t1/spm/dartel/group-*/<src>_segm-graymatter_space-Ixi549Space_modulated-off_probability`
+    ///    (t1-volume's final map: what ClinicaDL turned into the lab's tensors);
+    /// 2. `t1/spm/segmentation/normalized_space/<src>_segm-graymatter_…` (same name);
+    /// 3. `t1_linear/<src>_space-MNI152NLin2009cSym[_desc-Crop]_res-1x1x1_T1w`.
+    ///
+    /// Two files of the first kind found (two DARTEL groups, `.nii` beside
+    /// `.nii.gz`) are an error naming both: which one is meant is the user's call.
+    pub fn find_image(&self, participant_id: &str, session_id: &str) -> Result<ImageFile> {
+        let pt = self.image(participant_id, session_id);
+        if pt.is_file() {
+            return Ok(ImageFile::Tensor(pt));
+        }
+        let ses = self.session_dir(participant_id, session_id);
+        let prefix = format!("{participant_id}_{session_id}_");
+        let gm = format!("T1w{GM_MAP_SUFFIX}");
+        let dartel = ses.join("t1/spm/dartel");
+        let groups: Vec<PathBuf> = list_dir(&dartel)
+            .into_iter()
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("group-"))
+            })
+            .collect();
+        let linear = vec![ses.join("t1_linear")];
+        // Clinica's t1-linear writes the cropped image beside the whole one:
+        // the cropped one is ClinicaDL's input, so it is looked for first.
+        let searches = [
+            (CapsImage::T1VolumeDartel, groups, gm.as_str()),
+            (
+                CapsImage::T1VolumeSegmentation,
+                vec![ses.join("t1/spm/segmentation/normalized_space")],
+                gm.as_str(),
+            ),
+            (
+                CapsImage::T1Linear,
+                linear.clone(),
+                "T1w_space-MNI152NLin2009cSym_desc-Crop_res-1x1x1_T1w",
+            ),
+            (
+                CapsImage::T1Linear,
+                linear,
+                "T1w_space-MNI152NLin2009cSym_res-1x1x1_T1w",
+            ),
+        ];
+        for (kind, dirs, stem) in searches {
+            let mut found: Vec<PathBuf> = dirs
+                .iter()
+                .flat_map(|d| list_dir(d))
+                .filter(|p| {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                    name.is_some_and(|n| {
+                        let bare = n.strip_suffix(".nii.gz").or(n.strip_suffix(".nii"));
+                        n.starts_with(&prefix) && bare.is_some_and(|b| b.ends_with(stem))
+                    }) && p.is_file()
+                })
+                .collect();
+            found.sort();
+            match found.len() {
+                0 => continue,
+                1 => {
+                    let path = found.remove(0);
+                    return Ok(ImageFile::Nifti { path, kind });
+                }
+                _ => {
+                    let list: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+                    return Err(Error::Msg(format!(
+                        "subject {participant_id} {session_id}: {} images of one kind ({}): {}; \
+                         keep one in the dataset (e.g. one DARTEL group-<label> folder)",
+                        found.len(),
+                        kind.describe(),
+                        list.join(", ")
+                    )));
+                }
+            }
+        }
+        Err(Error::Msg(format!(
+            "subject {participant_id} {session_id}: image {} is missing, and {} holds no Clinica NIfTI \
+             (t1/spm/dartel/group-*/{prefix}…{gm}.nii[.gz], t1/spm/segmentation/normalized_space/…, \
+             t1_linear/…); the dataset is incomplete (re-run the fetch/synth stage with --force)",
+            pt.display(),
+            ses.display()
+        )))
     }
 
     /// `raw/<pid>_<sid>_T1w.nii.gz`: the raw T1, when the dataset ships it.
@@ -281,6 +443,28 @@ impl Dataset {
         pt::read_f32(&path, &IMAGE_SHAPE)
             .map_err(|e| Error::Msg(format!("subject {participant_id} {session_id}: {e}")))
     }
+
+    /// The box `bx` (`[start, end)` on x, y, z) of a subject's `.pt` volume,
+    /// x-major: what cutting it out of [`Dataset::read_image`]'s volume gives,
+    /// read faster ([`pt::read_f32_box`]); errors name the subject.
+    pub fn read_image_box(
+        &self,
+        participant_id: &str,
+        session_id: &str,
+        bx: [[usize; 2]; 3],
+    ) -> Result<Vec<f32>> {
+        let path = self.image_path(participant_id, session_id);
+        let [x, y, z] = bx;
+        pt::read_f32_box(&path, &IMAGE_SHAPE, &[[0, 1], x, y, z])
+            .map_err(|e| Error::Msg(format!("subject {participant_id} {session_id}: {e}")))
+    }
+}
+
+/// A folder's entries, or none when it cannot be read (absent).
+fn list_dir(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
 }
 
 /// `(subject pid)` for error messages.
@@ -570,5 +754,73 @@ mod tests {
             e.contains("sub-1 ses-M00") && e.contains("probability.pt"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn find_image_prefers_the_pt_then_clinica_outputs_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::create(tmp.path()).unwrap();
+        let (pid, sid) = ("sub-1", "ses-M00");
+        let ses = layout.session_dir(pid, sid);
+        let touch = |rel: &str| {
+            let p = ses.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"x").unwrap();
+            p
+        };
+        let e = layout.find_image(pid, sid).unwrap_err().to_string();
+        assert!(
+            e.contains("sub-1 ses-M00") && e.contains("missing") && e.contains("t1/spm/dartel"),
+            "{e}"
+        );
+        let linear =
+            touch("t1_linear/sub-1_ses-M00_T1w_space-MNI152NLin2009cSym_res-1x1x1_T1w.nii.gz");
+        let nifti = |p: &Path, kind| ImageFile::Nifti {
+            path: p.to_path_buf(),
+            kind,
+        };
+        assert_eq!(
+            layout.find_image(pid, sid).unwrap(),
+            nifti(&linear, CapsImage::T1Linear)
+        );
+        let cropped = touch(
+            "t1_linear/sub-1_ses-M00_T1w_space-MNI152NLin2009cSym_desc-Crop_res-1x1x1_T1w.nii.gz",
+        );
+        assert_eq!(
+            layout.find_image(pid, sid).unwrap(),
+            nifti(&cropped, CapsImage::T1Linear),
+            "the cropped t1-linear image is ClinicaDL's"
+        );
+        let gm = format!("sub-1_ses-M00_T1w{GM_MAP_SUFFIX}.nii");
+        let seg = touch(&format!("t1/spm/segmentation/normalized_space/{gm}"));
+        assert_eq!(
+            layout.find_image(pid, sid).unwrap(),
+            nifti(&seg, CapsImage::T1VolumeSegmentation)
+        );
+        // Another subject's file, a smoothed map and a modulated one are not this map.
+        touch(&format!(
+            "t1/spm/dartel/group-a/sub-10_ses-M00_T1w{GM_MAP_SUFFIX}.nii.gz"
+        ));
+        touch("t1/spm/dartel/group-a/sub-1_ses-M00_T1w_segm-graymatter_space-Ixi549Space_modulated-off_fwhm-8mm_probability.nii.gz");
+        touch("t1/spm/dartel/group-a/sub-1_ses-M00_T1w_segm-graymatter_space-Ixi549Space_modulated-on_probability.nii.gz");
+        assert_eq!(
+            layout.find_image(pid, sid).unwrap(),
+            nifti(&seg, CapsImage::T1VolumeSegmentation)
+        );
+        let dartel = touch(&format!("t1/spm/dartel/group-a/{gm}.gz"));
+        assert_eq!(
+            layout.find_image(pid, sid).unwrap(),
+            nifti(&dartel, CapsImage::T1VolumeDartel)
+        );
+        touch(&format!("t1/spm/dartel/group-b/{gm}"));
+        let e = layout.find_image(pid, sid).unwrap_err().to_string();
+        assert!(
+            e.contains("sub-1 ses-M00: 2 images") && e.contains("group-a") && e.contains("group-b"),
+            "{e}"
+        );
+        let pt = layout.image(pid, sid);
+        std::fs::create_dir_all(pt.parent().unwrap()).unwrap();
+        std::fs::write(&pt, b"x").unwrap();
+        assert_eq!(layout.find_image(pid, sid).unwrap(), ImageFile::Tensor(pt));
     }
 }

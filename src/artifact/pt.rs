@@ -109,8 +109,13 @@ pub struct TensorHeader {
     pub stride: Vec<usize>,
 }
 
-/// Read a float32 tensor of exactly `shape` (C-contiguous) from a `.pt` file.
-pub fn read_f32(path: &Path, shape: &[usize]) -> Result<Vec<f32>, PtError> {
+/// Opens a `.pt` file holding one float32 tensor of exactly `shape`
+/// (C-contiguous, little-endian, inside its storage): the archive, what its
+/// pickle says, and the storage entry's name. Reads no voxel.
+fn open_f32(
+    path: &Path,
+    shape: &[usize],
+) -> Result<(zip::ZipArchive<File>, TensorHeader, String), PtError> {
     let file = File::open(path).map_err(|e| err(path, format!("cannot open: {e}")))?;
     let mut magic = [0u8; 4];
     let mut reader = BufReader::new(file);
@@ -215,6 +220,13 @@ pub fn read_f32(path: &Path, shape: &[usize]) -> Result<Vec<f32>, PtError> {
         ));
     }
     let data_name = format!("{prefix}data/{}", header.storage_key);
+    Ok((zip, header, data_name))
+}
+
+/// Read a float32 tensor of exactly `shape` (C-contiguous) from a `.pt` file.
+pub fn read_f32(path: &Path, shape: &[usize]) -> Result<Vec<f32>, PtError> {
+    let (mut zip, header, data_name) = open_f32(path, shape)?;
+    let numel: usize = shape.iter().product();
     let bytes = read_entry(
         &mut zip,
         path,
@@ -239,6 +251,126 @@ pub fn read_f32(path: &Path, shape: &[usize]) -> Result<Vec<f32>, PtError> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
+}
+
+/// The box `bx` (`[start, end)` per axis of `shape`) of the float32 tensor
+/// [`read_f32`] reads, in C order: the values `read_f32` followed by cutting
+/// the box out would give, with the same checks (the storage entry's CRC-32
+/// included), in about a quarter of the time. `crop` reads every volume for
+/// a 34×44×34 box, and what made `read_f32` slow was streaming the entry
+/// through the zip reader and converting all 2.1 M values: here the stored
+/// entry's bytes are read with one positioned read, hashed with `crc32fast`,
+/// and only the box is converted. An entry that is not stored (not
+/// `torch.save`'s layout) goes through `read_f32`.
+pub fn read_f32_box(path: &Path, shape: &[usize], bx: &[[usize; 2]]) -> Result<Vec<f32>, PtError> {
+    if bx.len() != shape.len() || bx.iter().zip(shape).any(|(&[a, b], &n)| a >= b || b > n) {
+        return Err(err(
+            path,
+            format!("bug: box {bx:?} is not a non-empty box inside shape {shape:?}"),
+        ));
+    }
+    let (mut zip, header, data_name) = open_f32(path, shape)?;
+    let (start, size, crc, stored) = {
+        let entry = zip
+            .by_name(&data_name)
+            .map_err(|e| err(path, format!("entry `{data_name}`: {e}")))?;
+        (
+            entry.data_start(),
+            entry.size(),
+            entry.crc32(),
+            entry.compression() == zip::CompressionMethod::Stored,
+        )
+    };
+    let Some(start) = start.filter(|_| stored) else {
+        return read_f32(path, shape).map(|v| cut_box(&v, shape, bx));
+    };
+    let want = header.storage_numel.saturating_mul(4);
+    if size != want as u64 {
+        return Err(err(
+            path,
+            format!(
+                "{data_name} holds {size} bytes, the pickle says {} float32 ({want} bytes): truncated?",
+                header.storage_numel
+            ),
+        ));
+    }
+    // One buffer per thread, reused: a fresh 8.5 MB vector per volume costs
+    // its zeroing and page faults, as much as the read itself.
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|bytes| {
+        bytes.resize(want, 0);
+        use std::os::unix::fs::FileExt;
+        zip.into_inner().read_exact_at(bytes, start).map_err(|e| {
+            err(
+                path,
+                format!("entry `{data_name}` cannot be read (truncated or corrupt file): {e}"),
+            )
+        })?;
+        if crc32fast::hash(bytes) != crc {
+            return Err(err(
+                path,
+                format!(
+                    "entry `{data_name}` cannot be read (truncated or corrupt file): its CRC-32 does not match"
+                ),
+            ));
+        }
+        let numel: usize = shape.iter().product();
+        let values = bytes
+            .get(header.offset * 4..(header.offset + numel) * 4)
+            .unwrap_or_default();
+        Ok(cut_box_le(values, shape, bx))
+    })
+}
+
+/// The box `bx` of a C-order array of `shape` (`[start, end)` per axis).
+fn cut_box(values: &[f32], shape: &[usize], bx: &[[usize; 2]]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for_each_run(shape, bx, |start, len| {
+        out.extend_from_slice(values.get(start..start + len).unwrap_or_default());
+    });
+    out
+}
+
+/// [`cut_box`] of little-endian float32 bytes.
+fn cut_box_le(bytes: &[u8], shape: &[usize], bx: &[[usize; 2]]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for_each_run(shape, bx, |start, len| {
+        let run = bytes.get(start * 4..(start + len) * 4).unwrap_or_default();
+        out.extend(
+            run.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+    });
+    out
+}
+
+/// Calls `f(start, len)` for each contiguous run of the box along the last
+/// axis, in C order: the box's elements are `start..start + len` of each run.
+fn for_each_run(shape: &[usize], bx: &[[usize; 2]], mut f: impl FnMut(usize, usize)) {
+    let Some((&[z0, z1], outer)) = bx.split_last() else {
+        return;
+    };
+    let stride = contiguous_stride(shape);
+    // Odometer over the box's indices on every axis but the last.
+    let mut index: Vec<usize> = outer.iter().map(|&[a, _]| a).collect();
+    loop {
+        let base: usize = index.iter().zip(&stride).map(|(i, s)| i * s).sum();
+        f(base + z0, z1 - z0);
+        let mut axis = index.len();
+        loop {
+            if axis == 0 {
+                return;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            if index[axis] < outer[axis][1] {
+                break;
+            }
+            index[axis] = outer[axis][0];
+        }
+    }
 }
 
 /// Read one zip entry whole, refusing one larger than `max` bytes (so a lying
@@ -680,6 +812,47 @@ mod tests {
         assert_eq!(read_f32(&p, &[1, 2, 3, 4]).unwrap(), data);
         let e = read_f32(&p, &[1, 2, 12]).unwrap_err().to_string();
         assert!(e.contains("shape [1, 2, 3, 4], expected [1, 2, 12]"), "{e}");
+    }
+
+    #[test]
+    fn a_box_is_what_cutting_the_whole_tensor_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.pt");
+        let shape = [1, 7, 6, 5];
+        let data: Vec<f32> = (0..210).map(|i| i as f32 * 0.25 - 3.0).collect();
+        write_f32(&p, &shape, &data).unwrap();
+        let at = |x: usize, y: usize, z: usize| data[(x * 6 + y) * 5 + z];
+        let bx = [[0, 1], [2, 5], [1, 6], [0, 3]];
+        let mut expected = Vec::new();
+        for x in 2..5 {
+            for y in 1..6 {
+                for z in 0..3 {
+                    expected.push(at(x, y, z));
+                }
+            }
+        }
+        assert_eq!(read_f32_box(&p, &shape, &bx).unwrap(), expected);
+        let whole = [[0, 1], [0, 7], [0, 6], [0, 5]];
+        assert_eq!(read_f32_box(&p, &shape, &whole).unwrap(), data);
+        assert_eq!(cut_box(&data, &shape, &bx), expected);
+        assert!(read_f32_box(&p, &shape, &[[0, 1], [0, 8], [0, 6], [0, 5]])
+            .unwrap_err()
+            .to_string()
+            .contains("not a non-empty box"));
+        // One flipped byte in the storage is caught by the CRC-32, as read_f32 catches it.
+        let mut bytes = std::fs::read(&p).unwrap();
+        let marker = bytes
+            .windows(4)
+            .position(|w| w == (-3.0f32).to_le_bytes())
+            .unwrap();
+        bytes[marker + 100] ^= 0x40;
+        std::fs::write(&p, &bytes).unwrap();
+        let e = read_f32_box(&p, &shape, &bx).unwrap_err().to_string();
+        assert!(e.contains("CRC-32") && e.contains("data/0"), "{e}");
+        assert!(read_f32(&p, &shape).is_err());
+        // Cut short: the central directory is gone, as for read_f32.
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(read_f32_box(&p, &shape, &bx).is_err());
     }
 
     #[test]

@@ -20,6 +20,17 @@
 //! learning stages then take their subjects from it through a subject list
 //! (a `split`/`kfold` member), so a grid of folds × seeds crops each region
 //! once. The default, `subjects: lab`, is the lab's two splits (same keys).
+//!
+//! A subject's volume is the lab's `.pt`, or a Clinica CAPS NIfTI when the
+//! dataset holds no `.pt` for it
+//! ([`crate::artifact::dataset::Layout::find_image`]). A NIfTI is read
+//! with [`super::nifti`] and must be on the grid the boxes are boxes of
+//! ([`NIFTI_GRID`]: 121 × 145 × 121 voxels of 1.5 mm, `LAS`): a different
+//! shape, voxel size or orientation (axes flipped or permuted), a datatype
+//! that is not a real number, or a truncated file is refused with an error
+//! naming the subject, the file, what it holds and what was expected.
+//! Voxel (x, y, z) of a NIfTI is tensor `[0, x, y, z]` of a `.pt`, so both
+//! give the same patch bytes.
 
 use std::path::Path;
 
@@ -27,11 +38,14 @@ use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Deserialize;
 
+use super::nifti::{self, axis_codes, Affine, Volume};
 use super::pool::thread_pool;
-use super::{Metrics, OpCtx, OpError};
+use super::{Input, Metrics, OpCtx, OpError};
 pub use crate::artifact::crop::Region;
 use crate::artifact::crop::{CropMeta, CropSubject, CropSubjects, ALL};
-use crate::artifact::dataset::{Dataset, Diagnosis, Split, Subject, IMAGE_SHAPE};
+use crate::artifact::dataset::{
+    CapsImage, Dataset, Diagnosis, ImageFile, Split, Subject, IMAGE_SHAPE, NIFTI_GRID,
+};
 
 fn d_shift() -> usize {
     2
@@ -77,6 +91,136 @@ pub fn crop_volume(vol: &[f32], bx: [[usize; 2]; 3]) -> Vec<f32> {
     out
 }
 
+/// Cut the stored box out of a NIfTI-ordered volume (x fastest), in the
+/// `.pt` order [`crop_volume`] gives: x-major, z fastest.
+pub fn crop_nifti(vol: &[f32], dims: [usize; 3], bx: [[usize; 2]; 3]) -> Vec<f32> {
+    let [nx, ny, _] = dims;
+    let [[x0, x1], [y0, y1], [z0, z1]] = bx;
+    let mut out = Vec::with_capacity((x1 - x0) * (y1 - y0) * (z1 - z0));
+    for x in x0..x1 {
+        for y in y0..y1 {
+            for z in z0..z1 {
+                out.push(vol.get(x + nx * (y + ny * z)).copied().unwrap_or(f32::NAN));
+            }
+        }
+    }
+    out
+}
+
+/// One subject's patch (the stored box `bx`), from its `.pt` or its NIfTI.
+/// `input` is the dataset stage: errors name a NIfTI by its path inside it
+/// (the user's own folder layout), not by the cache's object path.
+fn subject_patch(
+    ds: &Dataset,
+    input: &Input,
+    participant_id: &str,
+    session_id: &str,
+    bx: [[usize; 2]; 3],
+) -> Result<Vec<f32>, OpError> {
+    match ds.layout.find_image(participant_id, session_id)? {
+        ImageFile::Tensor(_) => Ok(ds.read_image_box(participant_id, session_id, bx)?),
+        ImageFile::Nifti { path, kind } => {
+            let inside = path.strip_prefix(&input.dir).unwrap_or(&path);
+            let shown = format!("`{}` of stage `{}`", inside.display(), input.stage);
+            let vol = read_caps_nifti(&path, &shown, kind)
+                .map_err(|e| OpError::Msg(format!("subject {participant_id} {session_id}: {e}")))?;
+            Ok(crop_nifti(&vol.data, NIFTI_GRID.dims, bx))
+        }
+    }
+}
+
+/// Reads a CAPS NIfTI and checks that the crop boxes apply to it: 3-D (or
+/// trailing axes of size 1), [`NIFTI_GRID`]'s shape, voxel size and
+/// orientation, real-valued voxels, every voxel there. The header is checked
+/// before the voxels are decoded. The error (without the subject, which the
+/// caller adds) names the file as `shown`, what it holds and what was expected.
+pub fn read_caps_nifti(path: &Path, shown: &str, kind: CapsImage) -> Result<Volume, String> {
+    // The reader's messages start with the file's full path; `shown` replaces it.
+    let full = format!("{}: ", path.display());
+    let corrupt = |e: OpError| {
+        let e = e.to_string();
+        format!(
+            "{shown} ({}): {}. The file is truncated or corrupt, or not a NIfTI-1 image; copy \
+             or re-export it from the CAPS folder Clinica wrote",
+            kind.describe(),
+            e.strip_prefix(&full).unwrap_or(&e)
+        )
+    };
+    let header = nifti::read_header(path).map_err(corrupt)?;
+    match header.datatype {
+        (_, Some(t)) if nifti::SUPPORTED.contains(&t) => {}
+        (code, name) => {
+            let name = name.map_or_else(|| "an unknown code".to_string(), |t| format!("{t:?}"));
+            return Err(format!(
+                "{shown} ({}) has datatype {code} ({name}); crop needs real voxel values \
+                 (int/uint 8-32 bits, float32 or float64), not complex, RGB or 64-bit integer ones",
+                kind.describe()
+            ));
+        }
+    }
+    check_grid(&header.dims, &header.voxel_size, header.affine.as_ref()).map_err(|what| {
+        format!(
+            "{shown} ({}) has {what}; the crop boxes are boxes of Clinica t1-volume's Ixi549Space \
+             grid, the lab's tensors' grid: shape {}×{}×{}, voxels of {} mm, orientation {}{}",
+            kind.describe(),
+            NIFTI_GRID.dims[0],
+            NIFTI_GRID.dims[1],
+            NIFTI_GRID.dims[2],
+            NIFTI_GRID.voxel_mm,
+            NIFTI_GRID.axis_codes,
+            match kind {
+                CapsImage::T1Linear => {
+                    ". t1-linear images are on another grid; run Clinica's t1-volume pipeline instead"
+                }
+                _ => ". Resample the image onto that grid (t1-volume's default 1.5 mm voxels)",
+            }
+        )
+    })?;
+    nifti::read_nifti(path).map_err(corrupt)
+}
+
+/// What differs between a header and [`NIFTI_GRID`], all of it at once.
+fn check_grid(dims: &[usize], voxel_size: &[f32], affine: Option<&Affine>) -> Result<(), String> {
+    let mut wrong = Vec::new();
+    let dims3: Option<[usize; 3]> = match dims {
+        [x, y, z, rest @ ..] if rest.iter().all(|&d| d == 1) => Some([*x, *y, *z]),
+        _ => None,
+    };
+    if dims3 != Some(NIFTI_GRID.dims) {
+        let shape: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+        wrong.push(format!("shape {}", shape.join("×")));
+    }
+    let sizes = voxel_size.get(..3).unwrap_or(voxel_size);
+    if sizes.len() != 3
+        || sizes
+            .iter()
+            .any(|s| (s.abs() - NIFTI_GRID.voxel_mm).abs() > 0.01)
+    {
+        let sizes: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
+        wrong.push(format!("voxels of {} mm", sizes.join("×")));
+    }
+    match affine {
+        None => wrong.push(
+            "no orientation (its qform_code and sform_code are 0, so where its axes point is unknown)"
+                .to_string(),
+        ),
+        Some(affine) => {
+            let codes = axis_codes(affine);
+            if codes != NIFTI_GRID.axis_codes {
+                wrong.push(format!(
+                    "orientation {codes} (axes flipped or permuted relative to {})",
+                    NIFTI_GRID.axis_codes
+                ));
+            }
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join(", "))
+    }
+}
+
 pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     let p: CropParams = ctx.params()?;
     if p.shift > MAX_SHIFT {
@@ -85,7 +229,8 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
             p.shift
         )));
     }
-    let ds = Dataset::open(&ctx.input_by_any_op(&["fetch", "synth"])?.dir)?;
+    let input = ctx.input_by_any_op(&["fetch", "synth"])?;
+    let ds = Dataset::open(&input.dir)?;
     let meta = CropMeta::new(p.region, p.shift);
     // (file stem, subject) for every patch, in file order.
     let jobs: Vec<(&str, CropSubject)> = match p.subjects {
@@ -113,10 +258,7 @@ pub fn run(ctx: &OpCtx) -> Result<Metrics, OpError> {
     let bx = meta.stored_box();
     let patches: Vec<Vec<f32>> = thread_pool(ctx.threads)?.install(|| {
         jobs.par_iter()
-            .map(|(_, s)| {
-                ds.read_image(&s.participant_id, &s.session_id)
-                    .map(|v| crop_volume(&v, bx))
-            })
+            .map(|(_, s)| subject_patch(&ds, input, &s.participant_id, &s.session_id, bx))
             .collect::<Result<_, _>>()
     })?;
     let stems: &[&str] = match p.subjects {
@@ -194,8 +336,9 @@ fn write_patches(
 #[cfg(test)]
 mod tests {
     use super::super::synth::{draw_subjects, volume, write_dataset, SynthParams};
-    use super::super::{Input, Params};
+    use super::super::Params;
     use super::*;
+    use crate::artifact::dataset::Layout;
 
     #[test]
     fn crops_synth_data_with_the_margin() {
@@ -335,6 +478,177 @@ mod tests {
             serde_json::from_str(r#"{"region": "left_hc", "subjects": "some"}"#).unwrap();
         let e = super::super::parse_params::<CropParams>(&p).unwrap_err();
         assert!(e.contains("lab") && e.contains("all"), "{e}");
+    }
+
+    /// Clinica's Ixi549Space affine (SPM's TPM grid, first axis right to left).
+    const LAS: [[f32; 4]; 3] = [
+        [-1.5, 0.0, 0.0, 90.0],
+        [0.0, 1.5, 0.0, -126.0],
+        [0.0, 0.0, 1.5, -72.0],
+    ];
+
+    /// A float32 NIfTI of `pt_order` (x-major, as a `.pt` holds it), voxel
+    /// (x, y, z) = tensor `[0, x, y, z]`, with `sform` rows.
+    fn nifti_of(pt_order: &[f32], dims: [usize; 3], sform: [[f32; 4]; 3]) -> Vec<u8> {
+        let [nx, ny, nz] = dims;
+        let mut data = Vec::with_capacity(pt_order.len() * 4);
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    data.extend(pt_order[(x * ny + y) * nz + z].to_le_bytes());
+                }
+            }
+        }
+        let dims16 = dims.map(|d| d as u16);
+        let mut bytes = nifti::nifti_bytes(false, &dims16, 16, 32, 0.0, 0.0, &data);
+        nifti::set_sform(&mut bytes, sform);
+        bytes
+    }
+
+    /// A synth dataset, and the same volumes as a Clinica CAPS of NIfTIs
+    /// (DARTEL group folder, gzipped) with no `.pt`.
+    fn pt_and_caps(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<String>) {
+        let mut sp: SynthParams = serde_json::from_str("{}").unwrap();
+        (sp.n_train_ad, sp.n_train_cn, sp.n_val_ad, sp.n_val_cn) = (1, 1, 1, 0);
+        let subjects = draw_subjects(&sp);
+        let pt = tmp.join("pt");
+        write_dataset(&pt, &sp, &subjects, 2).unwrap();
+        let caps = tmp.join("caps");
+        let tables = Layout::find(&pt).unwrap().tables();
+        let caps_layout = Layout::create(&caps).unwrap();
+        for f in ["OASIS_BIDS.tsv", "train.tsv", "validation.tsv"] {
+            std::fs::copy(tables.join(f), caps_layout.tables().join(f)).unwrap();
+        }
+        let mut pids = Vec::new();
+        for s in &subjects {
+            let pid = s.participant_id();
+            let dir = caps_layout
+                .session_dir(&pid, "ses-M00")
+                .join("t1/spm/dartel/group-lab");
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join(format!(
+                "{pid}_ses-M00_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.nii.gz"
+            ));
+            nifti::write_gz(&file, &nifti_of(&volume(&sp, s), NIFTI_GRID.dims, LAS));
+            pids.push(pid);
+        }
+        (pt, caps, pids)
+    }
+
+    fn crop_dir(data: &Path, out: &Path, region: &str) -> Result<Metrics, OpError> {
+        std::fs::create_dir_all(out).unwrap();
+        let inputs = [Input {
+            stage: "dataset".into(),
+            op: Some("fetch".into()),
+            dir: data.to_path_buf(),
+            content: None,
+        }];
+        let params: Params = serde_json::from_str(&format!(r#"{{"region": "{region}"}}"#)).unwrap();
+        run(&OpCtx {
+            stage: "crop",
+            params: &params,
+            inputs: &inputs,
+            out,
+            threads: 2,
+            scratch: None,
+        })
+    }
+
+    #[test]
+    fn a_caps_nifti_crops_to_the_same_bytes_as_its_pt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (pt, caps, _) = pt_and_caps(tmp.path());
+        for region in ["left_hc", "right_hc"] {
+            let a = tmp.path().join(format!("a_{region}"));
+            let b = tmp.path().join(format!("b_{region}"));
+            let ma = crop_dir(&pt, &a, region).unwrap();
+            let mb = crop_dir(&caps, &b, region).unwrap();
+            assert_eq!(ma, mb);
+            for f in [
+                "train.safetensors",
+                "validation.safetensors",
+                "train.tsv",
+                "validation.tsv",
+                "meta.json",
+            ] {
+                let (x, y) = (
+                    std::fs::read(a.join(f)).unwrap(),
+                    std::fs::read(b.join(f)).unwrap(),
+                );
+                assert!(
+                    x == y,
+                    "{region}: {f} differs between the .pt and the NIfTI crop"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_caps_niftis_name_the_subject_the_file_and_the_fault() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, caps, pids) = pt_and_caps(tmp.path());
+        let pid = &pids[0];
+        let layout = Layout::find(&caps).unwrap();
+        let ImageFile::Nifti { path, .. } = layout.find_image(pid, "ses-M00").unwrap() else {
+            panic!("expected the NIfTI")
+        };
+        let good = std::fs::read(&path).unwrap();
+        let n = 121 * 145 * 121;
+        let flat = vec![0.5f32; n];
+        let rebuild = |bytes: &[u8]| nifti::write_gz(&path, bytes);
+        let run_err = |name: &str| {
+            let e = crop_dir(&caps, &tmp.path().join(name), "left_hc")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("subject {pid} ses-M00")) && e.contains("probability.nii.gz"),
+                "{name}: {e}"
+            );
+            e
+        };
+        // Flipped: x from left to right (RAS).
+        let mut ras = LAS;
+        ras[0] = [1.5, 0.0, 0.0, -90.0];
+        rebuild(&nifti_of(&flat, NIFTI_GRID.dims, ras));
+        let e = run_err("ras");
+        assert!(e.contains("orientation RAS") && e.contains("LAS"), "{e}");
+        // Permuted (x and y swapped) on a grid of the right size.
+        let swapped = [
+            [0.0, -1.5, 0.0, 90.0],
+            [1.5, 0.0, 0.0, -126.0],
+            [0.0, 0.0, 1.5, -72.0],
+        ];
+        rebuild(&nifti_of(&flat, NIFTI_GRID.dims, swapped));
+        assert!(run_err("permuted").contains("has orientation ALS"));
+        // Wrong shape: a t1-linear-sized grid.
+        let small = vec![0.5f32; 20 * 30 * 20];
+        rebuild(&nifti_of(&small, [20, 30, 20], LAS));
+        let e = run_err("shape");
+        assert!(
+            e.contains("has shape 20×30×20") && e.contains("121×145×121"),
+            "{e}"
+        );
+        // Complex voxels: the header says Complex64, whatever follows.
+        let mut complex = nifti_of(&flat, NIFTI_GRID.dims, LAS);
+        complex[70..72].copy_from_slice(&32i16.to_le_bytes());
+        complex[72..74].copy_from_slice(&64i16.to_le_bytes());
+        rebuild(&complex);
+        let e = run_err("complex");
+        assert!(
+            e.contains("datatype 32 (Complex64)") && e.contains("real voxel"),
+            "{e}"
+        );
+        // No orientation at all.
+        let bare = nifti::nifti_bytes(false, &[121, 145, 121], 16, 32, 0.0, 0.0, &vec![0; n * 4]);
+        rebuild(&bare);
+        assert!(run_err("bare").contains("has no orientation"));
+        // Truncated: the gzip stream cut in the middle of the voxels.
+        std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+        let e = run_err("truncated");
+        assert!(e.contains("truncated or corrupt"), "{e}");
+        // Put back, it crops again.
+        std::fs::write(&path, &good).unwrap();
+        crop_dir(&caps, &tmp.path().join("fine"), "left_hc").unwrap();
     }
 
     #[test]
