@@ -61,6 +61,9 @@ pub struct Settings {
     pub slurm_opt: Vec<String>,
     /// One JSON line per finished stage on stdout instead of progress lines.
     pub json: bool,
+    /// The remote cache: a stage missing locally is pulled from it, when it
+    /// has it, instead of run.
+    pub remote: Option<crate::remote::Remote>,
 }
 
 /// One stage of `run --dry-run`: what would happen to it, and why.
@@ -159,6 +162,7 @@ impl PlannedRun {
             executor: executor_kind,
             slurm_opt,
             json,
+            remote,
         } = settings;
         // With Slurm, --jobs caps the CPUs requested by jobs in flight, not this machine's cores.
         let jobs = jobs.unwrap_or_else(|| match executor_kind {
@@ -193,6 +197,7 @@ impl PlannedRun {
                 ExecutorKind::Slurm => 0,
             },
             force: forced,
+            remote: remote.map(crate::remote::Lookup::new),
         };
         let stat = Arc::new(Mutex::new(stat));
         // On a GPU machine, one torch worker serves every torch stage of the
