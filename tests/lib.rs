@@ -25,6 +25,7 @@ mod matrix;
 mod own_stages;
 mod parallel;
 mod pipelines;
+mod remote;
 pub mod report;
 mod scale;
 mod slurm;
