@@ -6,6 +6,10 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 TORCH_VERSION := 2.11.0
 TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+# moto in server mode: the S3 server the remote-cache tests start on 127.0.0.1.
+MOTO_VENV := $(CURDIR)/.venv-moto
+MOTO_VERSION := 5.2.5
+MOTO_STAMP := $(MOTO_VENV)/.moto-$(MOTO_VERSION)
 PYTHON ?= python3
 
 # tch's build script finds libtorch through the venv's python; VIRTUAL_ENV
@@ -25,6 +29,10 @@ $(TORCH_STAMP):
 
 torch: $(TORCH_STAMP)
 
+# A failed install only makes the remote tests skip (with a message).
+$(MOTO_STAMP):
+	-$(PYTHON) -m venv $(MOTO_VENV) && $(MOTO_VENV)/bin/pip install --disable-pip-version-check -q 'moto[s3,server]==$(MOTO_VERSION)' && touch $@
+
 build: $(TORCH_STAMP)
 	cargo build --release --workspace
 
@@ -42,8 +50,9 @@ paper-demo: build
 
 # The browser test needs Chromium and the Slurm tests a one-node Slurm; both
 # scripts are idempotent, need root to install, and the tests skip with a
-# message where they cannot run.
-test-services:
+# message where they cannot run. The remote-cache tests (tests/remote.rs)
+# start their own S3 server, moto, from its venv .venv-moto (made here).
+test-services: $(MOTO_STAMP)
 	-scripts/ensure-chromium
 	-scripts/slurm-local start
 

@@ -597,3 +597,176 @@ pub fn push_pipeline(
     }
     Ok((out, total))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::store::{EntryMeta, FileRec};
+    use crate::cache::KeyInputs;
+
+    fn inputs(cmd: &str) -> KeyInputs {
+        KeyInputs {
+            cache_version: 1,
+            op: None,
+            op_version: None,
+            cmd: Some(cmd.into()),
+            params: serde_json::json!({}),
+            upstream: vec![],
+            deps: Default::default(),
+            outs: vec![],
+            env: Default::default(),
+        }
+    }
+
+    /// A cache holding one committed stage with `files` (name, bytes).
+    fn cache_with(dir: &Path, files: &[(&str, &[u8])]) -> (Cache, Entry) {
+        let cache = Cache::open(dir).unwrap();
+        let inputs = inputs("make");
+        let key = inputs.key();
+        let staging = cache.staging(&key).unwrap();
+        for (name, bytes) in files {
+            let p = staging.out().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+        std::os::unix::fs::symlink("sub/x.txt", staging.out().join("link")).unwrap();
+        let meta = EntryMeta {
+            stage: "s".into(),
+            pipeline: "p".into(),
+            inputs,
+            metrics: Default::default(),
+            wall_s: 0.5,
+        };
+        let entry = cache.commit(&staging, &key, meta).unwrap();
+        (cache, entry)
+    }
+
+    fn folder_remote(dir: &Path) -> Remote {
+        Remote {
+            store: std::sync::Arc::new(super::super::dir::DirRemote::open(dir).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_pushed_stage_pulls_into_an_empty_cache_byte_for_byte() {
+        let tmp = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 3 << 20];
+        let (a, entry) = cache_with(
+            &tmp.path().join("a"),
+            &[("sub/x.txt", b"x"), ("big.bin", &big), ("same.txt", b"x")],
+        );
+        let remote = folder_remote(&tmp.path().join("remote"));
+        let t = push_entry(&remote, &a, &entry).unwrap();
+        // Two distinct objects (x.txt and same.txt share one), then the entry.
+        assert_eq!((t.entries, t.objects, t.bytes), (1, 2, 1 + (3 << 20)));
+        assert_eq!(push_entry(&remote, &a, &entry).unwrap().entries_present, 1);
+
+        let b = Cache::open(&tmp.path().join("b")).unwrap();
+        let (pulled, t) = pull_entry(&remote, &b, &entry.key).unwrap().unwrap();
+        assert_eq!((t.entries, t.objects), (1, 2));
+        assert_eq!(
+            std::fs::read(b.entry_path(&entry.key)).unwrap(),
+            std::fs::read(a.entry_path(&entry.key)).unwrap()
+        );
+        let dir = b.ensure_artifact(&pulled, true).unwrap();
+        assert_eq!(std::fs::read(dir.join("big.bin")).unwrap(), big);
+        assert_eq!(std::fs::read_to_string(dir.join("link")).unwrap(), "x");
+        assert!(crate::cache::verify::verify(&b)
+            .unwrap()
+            .problems
+            .is_empty());
+        // An unknown key is a miss, not an error.
+        assert!(pull_entry(&remote, &b, &inputs("other").key())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_missing_object_fails_the_pull_and_leaves_no_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, entry) = cache_with(&tmp.path().join("a"), &[("sub/x.txt", b"x"), ("y", b"y")]);
+        let remote = folder_remote(&tmp.path().join("remote"));
+        push_entry(&remote, &a, &entry).unwrap();
+        let (hash, exec, _) = objects_of(&entry)[1].clone();
+        remote.store.delete(&object_path(&hash, exec)).unwrap();
+        let b = Cache::open(&tmp.path().join("b")).unwrap();
+        let err = pull_entry(&remote, &b, &entry.key).unwrap_err();
+        assert!(err.to_string().contains("does not have"), "{err}");
+        assert!(b.entry(&entry.key).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_local_object_is_never_pushed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, entry) = cache_with(&tmp.path().join("a"), &[("sub/x.txt", b"x")]);
+        let (hash, exec, _) = objects_of(&entry)[0].clone();
+        let obj = a.object_path(&hash, exec);
+        std::fs::set_permissions(&obj, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        std::fs::write(&obj, b"z").unwrap();
+        let remote = folder_remote(&tmp.path().join("remote"));
+        let err = push_entry(&remote, &a, &entry).unwrap_err();
+        assert!(
+            err.to_string().contains("no longer matches its hash"),
+            "{err}"
+        );
+        assert!(remote
+            .store
+            .head(&entry_path(&entry.key))
+            .unwrap()
+            .is_none());
+    }
+
+    fn entry_with(files: Vec<FileRec>) -> Entry {
+        let inputs = inputs("x");
+        Entry {
+            key: inputs.key(),
+            stage: "s".into(),
+            pipeline: "p".into(),
+            inputs,
+            files,
+            metrics: Default::default(),
+            wall_s: 0.0,
+            created: String::new(),
+            hcpipe_version: String::new(),
+        }
+    }
+
+    #[test]
+    fn manifests_that_would_write_outside_the_artifact_are_refused() {
+        let file = |path: &str, hash: &str| FileRec {
+            path: path.into(),
+            kind: FileKind::File {
+                hash: hash.into(),
+                size: 1,
+                exec: false,
+            },
+        };
+        let link = |path: &str, target: &str| FileRec {
+            path: path.into(),
+            kind: FileKind::Link {
+                target: target.into(),
+            },
+        };
+        let h = "a".repeat(64);
+        assert!(check_manifest(&entry_with(vec![
+            file("d/f", &h),
+            link("d/l", "../f"),
+            link("l", "d/f")
+        ]))
+        .is_ok());
+        for bad in [
+            vec![file("../f", &h)],
+            vec![file("/etc/f", &h)],
+            vec![file("d//f", &h)],
+            vec![file("f", "../../etc/passwd")],
+            vec![file("f", &"A".repeat(64))],
+            vec![link("l", "/etc/passwd")],
+            vec![link("l", "..")],
+            vec![link("d/l", "../..")],
+            vec![link("d/l", "x/../../..")],
+        ] {
+            assert!(check_manifest(&entry_with(bad.clone())).is_err(), "{bad:?}");
+        }
+    }
+}
