@@ -18,7 +18,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo paper-demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab bench-scale bench-slurm-scale gpu-bundle torch soak fuzz fuzz-cache
+.PHONY: all build demo paper-demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab bench-scale bench-slurm-scale bench-remote gpu-bundle torch soak fuzz fuzz-cache
 
 all: build
 
@@ -142,6 +142,12 @@ bench-scale:
 bench-slurm-scale:
 	cargo build --release
 	$(PYTHON) bench/slurm_scale.py $(if $(BASELINE),--baseline $(BASELINE))
+
+# The remote cache (issue 17) against moto on 127.0.0.1: push/pull of the
+# demo's cache and of a 1 GiB artifact, pull + run vs a cold run
+# (BENCHMARKS.md, "The remote cache").
+bench-remote: build $(MOTO_STAMP)
+	$(PYTHON) bench/remote.py
 
 bench-lab: build $(LAB_STAMP)
 	$(PYTHON) bench/lab_cpu.py
