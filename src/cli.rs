@@ -127,17 +127,20 @@ struct RemoteArgs {
 }
 
 impl RemoteArgs {
+    fn config(&self) -> Option<crate::remote::RemoteConfig> {
+        let url = self.remote.as_deref().filter(|u| !u.is_empty())?;
+        Some(crate::remote::RemoteConfig {
+            url: url.to_string(),
+            endpoint: self.remote_endpoint.clone(),
+        })
+    }
+
     /// The remote, opened, when one is configured.
     fn open(&self) -> Result<Option<crate::remote::Remote>, Error> {
-        let Some(url) = self.remote.as_deref().filter(|u| !u.is_empty()) else {
-            return Ok(None);
-        };
-        Ok(Some(crate::remote::Remote::open(
-            &crate::remote::RemoteConfig {
-                url: url.to_string(),
-                endpoint: self.remote_endpoint.clone(),
-            },
-        )?))
+        match self.config() {
+            Some(config) => Ok(Some(crate::remote::Remote::open(&config)?)),
+            None => Ok(None),
+        }
     }
 
     fn require(&self, what: &str) -> Result<crate::remote::Remote, Error> {
@@ -444,6 +447,7 @@ fn cmd_run(cache_dir: &Path, args: RunArgs) -> Result<(), Error> {
         slurm_opt: args.slurm_opt,
         json: args.json,
         remote: remote.clone(),
+        remote_config: args.remote.config(),
     })?;
     if let (true, Some(remote)) = (args.push, remote) {
         let cache = Cache::open(cache_dir)?;

@@ -741,3 +741,89 @@ fn gc_remote_lists_first_and_keeps_the_newest_results() {
     let r = remote_run(&a, &ep, &["gc", "--remote"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// The one-node Slurm of `scripts/slurm-local`, started once; `false`: skip.
+fn slurm_up() -> bool {
+    static UP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let up = UP.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-local");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .output()
+            .expect("run scripts/slurm-local");
+        match out.status.code() {
+            Some(0) => Ok(()),
+            _ => Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
+    });
+    match up {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("SKIPPED (no Slurm here): {}", why.trim());
+            false
+        }
+    }
+}
+
+#[test]
+fn slurm_jobs_work_in_scratch_caches_through_the_remote() {
+    let Some(moto) = Moto::start(false) else {
+        return;
+    };
+    if !slurm_up() {
+        return;
+    }
+    let ep = moto.endpoint();
+    let p = Project::new();
+    p.write("input.txt", "data\n");
+    p.write(
+        "p.yaml",
+        r#"
+name: scratch
+stages:
+  a:
+    cmd: "cat input.txt > {out}/a.txt"
+    deps: [input.txt]
+  b:
+    cmd: "cat {in.a}/a.txt {in.a}/a.txt > {out}/b.txt; echo {in.a} > {out}/from.txt"
+    needs: [a]
+"#,
+    );
+    let scratch = p.path().join("node-scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let out = remote_cmd(&p, &ep, &["run", "p.yaml", "--json", "--executor", "slurm"])
+        .env("HCPIPE_SLURM_POLL", "0.3")
+        .env("HCPIPE_SCRATCH", &scratch)
+        .output()
+        .unwrap();
+    let run = Run::from(out).ok();
+    assert_eq!(run.ran(), ["a", "b"]);
+    // b read a's artifact from its own scratch cache, which is gone now.
+    let show = p.run(&["show", "p.yaml", "b", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+    let dir = Path::new(v["path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("b.txt")).unwrap(),
+        "data\ndata\n"
+    );
+    let from = std::fs::read_to_string(dir.join("from.txt")).unwrap();
+    assert!(from.starts_with(&scratch.display().to_string()), "{from}");
+    assert!(files_in(&scratch).is_empty(), "scratch caches left behind");
+    // The stages' logs stayed on the nodes: the jobs never used this cache.
+    assert!(files_in(&p.cache().join("logs")).is_empty());
+    // Their results are on the remote: an empty cache elsewhere pulls both.
+    let q = Project::new();
+    q.write("input.txt", "data\n");
+    q.write("p.yaml", &p.read("p.yaml"));
+    let pull = remote_run(&q, &ep, &["pull", "p.yaml", "--json"]).ok();
+    assert!(
+        sync_statuses(&pull).iter().all(|(_, s)| s == "pulled"),
+        "{}",
+        pull.stdout
+    );
+}

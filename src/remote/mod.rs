@@ -184,3 +184,66 @@ impl Lookup {
         }
     }
 }
+
+/// What a Slurm job needs to work without the shared cache folder: the
+/// remote, and its inputs' keys (in `needs` order). The job pulls those into
+/// a node-local scratch cache, runs there, and pushes its result.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RemoteJob {
+    pub url: String,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    pub inputs: Vec<crate::cache::StageKey>,
+}
+
+impl RemoteJob {
+    pub fn config(&self) -> RemoteConfig {
+        RemoteConfig {
+            url: self.url.clone(),
+            endpoint: self.endpoint.clone(),
+        }
+    }
+}
+
+/// A job's node-local cache: under `$HCPIPE_SCRATCH`, else `$SLURM_TMPDIR`,
+/// `$TMPDIR` or `/tmp`; removed on drop.
+pub struct ScratchCache {
+    pub cache: crate::cache::Cache,
+}
+
+impl ScratchCache {
+    pub fn create() -> Result<ScratchCache, RemoteError> {
+        let base = ["HCPIPE_SCRATCH", "SLURM_TMPDIR", "TMPDIR"]
+            .iter()
+            .find_map(|v| std::env::var_os(v).filter(|s| !s.is_empty()))
+            .map_or_else(
+                || std::path::PathBuf::from("/tmp"),
+                std::path::PathBuf::from,
+            );
+        let dir = base.join(format!(
+            "hcpipe-job-{}-{}",
+            std::process::id(),
+            crate::cache::fsutil::unique_suffix()
+        ));
+        Ok(ScratchCache {
+            cache: crate::cache::Cache::open(&dir)?,
+        })
+    }
+}
+
+impl Drop for ScratchCache {
+    fn drop(&mut self) {
+        // Objects and artifacts are read-only: make folders writable first.
+        for item in walkdir::WalkDir::new(&self.cache.root)
+            .into_iter()
+            .flatten()
+        {
+            if item.file_type().is_dir() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ =
+                    std::fs::set_permissions(item.path(), std::fs::Permissions::from_mode(0o755));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.cache.root);
+    }
+}
