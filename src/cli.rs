@@ -919,7 +919,8 @@ fn gc_remote(remote: &crate::remote::Remote, args: &GcArgs) -> Result<(), Error>
             String::new()
         }
     );
-    if !args.yes && !(r.entries.is_empty() && r.objects.is_empty()) {
+    let nothing = r.entries.is_empty() && r.objects.is_empty();
+    if !args.yes && !nothing {
         println!("(a listing only: run again with --yes to delete)");
     }
     Ok(())

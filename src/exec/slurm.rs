@@ -893,6 +893,7 @@ mod tests {
             squeue_errors: 0,
             max_array: None,
             calls: Calls::default(),
+            remote: None,
         };
         let res = Resources {
             cpu: 4,

@@ -455,13 +455,12 @@ pub fn gc(remote: &Remote, keep_last: usize, apply: bool) -> Result<RemoteGc, Re
         let Some(key) = name.strip_suffix(".json").and_then(StageKey::parse) else {
             continue;
         };
-        match fetch_entry(remote, &key) {
-            Ok(Some((e, _))) => by_stage
+        // An entry that cannot be read keeps nothing alive and stays (verify reports it).
+        if let Ok(Some((e, _))) = fetch_entry(remote, &key) {
+            by_stage
                 .entry((e.pipeline.clone(), e.stage.clone()))
                 .or_default()
-                .push((item.path.clone(), e)),
-            // An entry that cannot be read keeps nothing alive and stays (verify reports it).
-            _ => {}
+                .push((item.path.clone(), e));
         }
     }
     let mut kept_objects = HashSet::new();
