@@ -661,9 +661,13 @@ fn show_runs(cache: &Cache, json: bool) -> Result<(), Error> {
                 r.pipeline.clone(),
                 r.status.to_string(),
                 format!(
-                    "{} ran, {} cached, {} failed",
+                    "{} ran, {} cached, {}{} failed",
                     r.count(StageStatus::Ran),
                     r.count(StageStatus::Cached),
+                    match r.count(StageStatus::Pulled) {
+                        0 => String::new(),
+                        n => format!("{n} pulled, "),
+                    },
                     r.count(StageStatus::Failed)
                 ),
                 r.started.clone(),
