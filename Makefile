@@ -6,6 +6,10 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 TORCH_VERSION := 2.11.0
 TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+# moto in server mode: the S3 server the remote-cache tests start on 127.0.0.1.
+MOTO_VENV := $(CURDIR)/.venv-moto
+MOTO_VERSION := 5.2.5
+MOTO_STAMP := $(MOTO_VENV)/.moto-$(MOTO_VERSION)
 PYTHON ?= python3
 
 # tch's build script finds libtorch through the venv's python; VIRTUAL_ENV
@@ -14,7 +18,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: all build demo paper-demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab bench-scale bench-slurm-scale gpu-bundle torch soak fuzz fuzz-cache
+.PHONY: all build demo paper-demo test test-services lint fmt clean bench bench-runner bench-hash bench-demo bench-lab bench-scale bench-slurm-scale bench-remote gpu-bundle torch soak fuzz fuzz-cache
 
 all: build
 
@@ -24,6 +28,10 @@ $(TORCH_STAMP):
 	touch $@
 
 torch: $(TORCH_STAMP)
+
+# A failed install only makes the remote tests skip (with a message).
+$(MOTO_STAMP):
+	-$(PYTHON) -m venv $(MOTO_VENV) && $(MOTO_VENV)/bin/pip install --disable-pip-version-check -q 'moto[s3,server]==$(MOTO_VERSION)' && touch $@
 
 build: $(TORCH_STAMP)
 	cargo build --release --workspace
@@ -42,8 +50,9 @@ paper-demo: build
 
 # The browser test needs Chromium and the Slurm tests a one-node Slurm; both
 # scripts are idempotent, need root to install, and the tests skip with a
-# message where they cannot run.
-test-services:
+# message where they cannot run. The remote-cache tests (tests/remote.rs)
+# start their own S3 server, moto, from its venv .venv-moto (made here).
+test-services: $(MOTO_STAMP)
 	-scripts/ensure-chromium
 	-scripts/slurm-local start
 
@@ -133,6 +142,12 @@ bench-scale:
 bench-slurm-scale:
 	cargo build --release
 	$(PYTHON) bench/slurm_scale.py $(if $(BASELINE),--baseline $(BASELINE))
+
+# The remote cache (issue 17) against moto on 127.0.0.1: push/pull of the
+# demo's cache and of a 1 GiB artifact, pull + run vs a cold run
+# (BENCHMARKS.md, "The remote cache").
+bench-remote: build $(MOTO_STAMP)
+	$(PYTHON) bench/remote.py
 
 bench-lab: build $(LAB_STAMP)
 	$(PYTHON) bench/lab_cpu.py

@@ -51,8 +51,12 @@ enum Command {
     Diff(DiffArgs),
     /// Re-hash every cached object and report corruption, with the stages affected.
     Verify(VerifyArgs),
-    /// Delete cache entries and objects no kept run references.
+    /// Delete cache entries and objects no kept run references (`--remote`: on the remote cache).
     Gc(GcArgs),
+    /// Upload results to the remote cache: a pipeline's cached stages (or these STAGEs), or every entry.
+    Push(PushArgs),
+    /// Download a pipeline's results (or these STAGEs' and what they need) from the remote cache; runs nothing.
+    Pull(PullArgs),
     /// List the built-in ops.
     Ops,
     /// Print a shell completion script: `hcpipe completions bash > ~/.local/share/bash-completion/completions/hcpipe`.
@@ -103,6 +107,108 @@ struct RunArgs {
     /// One JSON object per finished stage on stdout.
     #[arg(long)]
     json: bool,
+    /// After a successful run, push its stages' results to the remote cache.
+    #[arg(long)]
+    push: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// Where the remote cache is (`run`, `push`, `pull`).
+#[derive(Args)]
+struct RemoteArgs {
+    /// The remote cache shared by machines: s3://BUCKET/PREFIX (credentials from the standard
+    /// AWS environment or ~/.aws), or file:///PATH.
+    #[arg(long, env = "HCPIPE_REMOTE", value_name = "URL")]
+    remote: Option<String>,
+    /// The S3 endpoint of a self-hosted server, e.g. http://127.0.0.1:9000 (default: $AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    remote_endpoint: Option<String>,
+}
+
+impl RemoteArgs {
+    fn config(&self) -> Option<crate::remote::RemoteConfig> {
+        let url = self.remote.as_deref().filter(|u| !u.is_empty())?;
+        Some(crate::remote::RemoteConfig {
+            url: url.to_string(),
+            endpoint: self.remote_endpoint.clone(),
+        })
+    }
+
+    /// The remote, opened, when one is configured.
+    fn open(&self) -> Result<Option<crate::remote::Remote>, Error> {
+        match self.config() {
+            Some(config) => Ok(Some(crate::remote::Remote::open(&config)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn require(&self, what: &str) -> Result<crate::remote::Remote, Error> {
+        self.open()?.ok_or_else(|| {
+            Error::Usage(format!(
+                "{what} needs a remote cache: pass `--remote s3://BUCKET/PREFIX` or set $HCPIPE_REMOTE"
+            ))
+        })
+    }
+}
+
+#[derive(Args)]
+struct PushArgs {
+    /// A pipeline file: push its stages' current results (default: every entry of the local cache).
+    pipeline: Option<PathBuf>,
+    /// Only these stages and what they need.
+    #[arg(value_name = "STAGE")]
+    targets: Vec<String>,
+    #[arg(long = "set", value_name = "K=V")]
+    set: Vec<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct PullArgs {
+    pipeline: PathBuf,
+    /// Only these stages and what they need.
+    #[arg(value_name = "STAGE")]
+    targets: Vec<String>,
+    #[arg(long = "set", value_name = "K=V")]
+    set: Vec<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// `verify --remote [URL]` and `gc --remote [URL]`: the remote cache instead of the local one.
+#[derive(Args)]
+struct RemoteTarget {
+    /// Work on the remote cache: URL, or $HCPIPE_REMOTE when none is given.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    remote: Option<String>,
+    /// The S3 endpoint of a self-hosted server (default: $AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    remote_endpoint: Option<String>,
+}
+
+impl RemoteTarget {
+    fn open(&self, what: &str) -> Result<Option<crate::remote::Remote>, Error> {
+        let Some(given) = &self.remote else {
+            return Ok(None);
+        };
+        let url = if given.is_empty() {
+            std::env::var("HCPIPE_REMOTE").unwrap_or_default()
+        } else {
+            given.clone()
+        };
+        RemoteArgs {
+            remote: Some(url),
+            remote_endpoint: self.remote_endpoint.clone(),
+        }
+        .require(what)
+        .map(Some)
+    }
 }
 
 #[derive(Args)]
@@ -156,13 +262,21 @@ struct DiffArgs {
 struct VerifyArgs {
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    remote: RemoteTarget,
 }
 
 #[derive(Args)]
 struct GcArgs {
-    /// Keep only the newest N run records (and what they reference).
+    /// Keep only the newest N run records (and what they reference); with --remote: the newest
+    /// N entries of each stage (and the objects they use).
     #[arg(long)]
     keep_last: Option<usize>,
+    #[command(flatten)]
+    remote: RemoteTarget,
+    /// With --remote: delete what the listing shows (without it, gc --remote only lists).
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Args)]
@@ -212,6 +326,8 @@ pub fn main() -> Result<(), Error> {
         Command::Diff(args) => cmd_diff(cache, args),
         Command::Verify(args) => cmd_verify(cache, args),
         Command::Gc(args) => cmd_gc(cache, args),
+        Command::Push(args) => cmd_push(cache, args),
+        Command::Pull(args) => cmd_pull(cache, args),
         Command::Ops => {
             cmd_ops();
             Ok(())
@@ -319,12 +435,122 @@ fn cmd_run(cache_dir: &Path, args: RunArgs) -> Result<(), Error> {
         print_dry_run(&planned.dry_run(), args.json);
         return Ok(());
     }
-    planned.execute(run::Settings {
+    // Opened (and its runtime started) only when configured.
+    let remote = if args.push {
+        Some(args.remote.require("--push")?)
+    } else {
+        args.remote.open()?
+    };
+    let record = planned.execute(run::Settings {
         jobs: args.jobs,
         executor: args.executor,
         slurm_opt: args.slurm_opt,
         json: args.json,
+        remote: remote.clone(),
+        remote_config: args.remote.config(),
     })?;
+    if let (true, Some(remote)) = (args.push, remote) {
+        let cache = Cache::open(cache_dir)?;
+        let entries: Vec<_> = record
+            .stages
+            .iter()
+            .filter_map(|s| cache.entry(&s.key).ok().flatten())
+            .collect();
+        let t = crate::remote::sync::push_entries(&remote, &cache, &entries)?;
+        print_transfer("push", remote.url(), &t, args.json);
+    }
+    Ok(())
+}
+
+/// The last line of `push`/`pull`: what moved, and what was there already.
+fn print_transfer(what: &str, url: &str, t: &crate::remote::sync::Transfer, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(t).unwrap_or_default();
+        v["event"] = what.into();
+        v["remote"] = url.into();
+        println!("{v}");
+    } else {
+        eprintln!(
+            "{what} {url}: {} entr{} and {} object(s) ({}) {}; {} entr{} and {} object(s) there already",
+            t.entries,
+            if t.entries == 1 { "y" } else { "ies" },
+            t.objects,
+            human_bytes(t.bytes),
+            if what == "push" { "uploaded" } else { "downloaded" },
+            t.entries_present,
+            if t.entries_present == 1 { "y" } else { "ies" },
+            t.objects_present,
+        );
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn print_stage_syncs(stages: &[crate::remote::sync::StageSync], json: bool) {
+    for s in stages {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"stage": s.stage, "key": s.key, "status": s.status})
+            );
+        } else {
+            let key = s.key.as_ref().map_or("", |k| k.short());
+            println!("{:<8}{}  {key}", s.status, s.stage);
+        }
+    }
+}
+
+fn cmd_push(cache_dir: &Path, args: PushArgs) -> Result<(), Error> {
+    let remote = args.remote.require("push")?;
+    let cache = Cache::open(cache_dir)?;
+    let _use = cache.use_lock()?;
+    let t = match &args.pipeline {
+        Some(pipeline) => {
+            let dag = load_dag(pipeline, &args.set)?
+                .restrict(&args.targets, pipeline)
+                .map_err(Error::Usage)?;
+            let mut stat = StatCache::load(cache.stat_cache_path());
+            let (stages, t) = crate::remote::sync::push_pipeline(&remote, &dag, &cache, &mut stat)?;
+            print_stage_syncs(&stages, args.json);
+            t
+        }
+        None => {
+            if !args.targets.is_empty() || !args.set.is_empty() {
+                return Err(Error::Usage(
+                    "push: STAGE and --set need a pipeline file: `hcpipe push PIPELINE STAGE...`"
+                        .into(),
+                ));
+            }
+            let mut entries = Vec::new();
+            for e in cache.entries()? {
+                entries.push(e?);
+            }
+            crate::remote::sync::push_entries(&remote, &cache, &entries)?
+        }
+    };
+    print_transfer("push", remote.url(), &t, args.json);
+    Ok(())
+}
+
+fn cmd_pull(cache_dir: &Path, args: PullArgs) -> Result<(), Error> {
+    let remote = args.remote.require("pull")?;
+    let dag = load_dag(&args.pipeline, &args.set)?
+        .restrict(&args.targets, &args.pipeline)
+        .map_err(Error::Usage)?;
+    let cache = Cache::open(cache_dir)?;
+    let _use = cache.use_lock()?;
+    let mut stat = StatCache::load(cache.stat_cache_path());
+    let (stages, t) = crate::remote::sync::pull_pipeline(&remote, &dag, &cache, &mut stat)?;
+    let _ = stat.save();
+    print_stage_syncs(&stages, args.json);
+    print_transfer("pull", remote.url(), &t, args.json);
     Ok(())
 }
 
@@ -435,9 +661,13 @@ fn show_runs(cache: &Cache, json: bool) -> Result<(), Error> {
                 r.pipeline.clone(),
                 r.status.to_string(),
                 format!(
-                    "{} ran, {} cached, {} failed",
+                    "{} ran, {} cached, {}{} failed",
                     r.count(StageStatus::Ran),
                     r.count(StageStatus::Cached),
+                    match r.count(StageStatus::Pulled) {
+                        0 => String::new(),
+                        n => format!("{n} pulled, "),
+                    },
                     r.count(StageStatus::Failed)
                 ),
                 r.started.clone(),
@@ -581,6 +811,9 @@ fn cmd_diff(cache_dir: &Path, args: DiffArgs) -> Result<(), Error> {
 }
 
 fn cmd_verify(cache_dir: &Path, args: VerifyArgs) -> Result<(), Error> {
+    if let Some(remote) = args.remote.open("verify --remote")? {
+        return verify_remote(&remote, args.json);
+    }
     let cache = Cache::open(cache_dir)?;
     let report = crate::cache::verify::verify(&cache)?;
     if args.json {
@@ -616,7 +849,96 @@ fn cmd_verify(cache_dir: &Path, args: VerifyArgs) -> Result<(), Error> {
     }
 }
 
+/// `verify --remote`: every remote entry checked, every object it uses re-hashed.
+fn verify_remote(remote: &crate::remote::Remote, json: bool) -> Result<(), Error> {
+    let report = crate::remote::sync::verify(remote)?;
+    if json {
+        println!("{}", pretty(&report)?);
+    } else {
+        for (path, what, stages) in &report.problems {
+            println!(
+                "CORRUPT  {}/{path}\n         {what}\n         affects: {}",
+                remote.url(),
+                stages.join(", ")
+            );
+        }
+        println!(
+            "{}: {} entries, {} objects ({} bytes) checked: {} problem(s)",
+            remote.url(),
+            report.entries,
+            report.objects,
+            report.bytes,
+            report.problems.len()
+        );
+        if !report.problems.is_empty() {
+            println!("fix: push the affected stages again from a cache where `hcpipe verify` passes (a damaged object is replaced; a bad entry must be deleted from the remote first)");
+        }
+    }
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::CheckFailed(format!(
+            "verify: {} problem(s) in {}",
+            report.problems.len(),
+            remote.url()
+        )))
+    }
+}
+
+/// `gc --remote --keep-last N`: list what would go; delete it with `--yes`.
+fn gc_remote(remote: &crate::remote::Remote, args: &GcArgs) -> Result<(), Error> {
+    let Some(keep) = args.keep_last else {
+        return Err(Error::Usage(
+            "gc --remote deletes only with a bound: give --keep-last N (the newest N results of each stage stay)".into(),
+        ));
+    };
+    if keep == 0 {
+        return Err(Error::Usage(
+            "gc --remote --keep-last 0 would empty the remote; give at least 1".into(),
+        ));
+    }
+    let r = crate::remote::sync::gc(remote, keep, args.yes)?;
+    let verb = if args.yes { "deleted" } else { "would delete" };
+    for (path, stage) in &r.entries {
+        println!("{verb}  {path}  ({stage})");
+    }
+    for path in &r.objects {
+        println!("{verb}  {path}");
+    }
+    println!(
+        "gc --remote {}: {verb} {} entr{} and {} object(s) ({} bytes); kept {} entr{}{}",
+        remote.url(),
+        r.entries.len(),
+        if r.entries.len() == 1 { "y" } else { "ies" },
+        r.objects.len(),
+        r.bytes,
+        r.entries_kept,
+        if r.entries_kept == 1 { "y" } else { "ies" },
+        if r.objects_young > 0 {
+            format!(
+                "; {} unreferenced object(s) younger than an hour stay (a push may be in flight)",
+                r.objects_young
+            )
+        } else {
+            String::new()
+        }
+    );
+    let nothing = r.entries.is_empty() && r.objects.is_empty();
+    if !args.yes && !nothing {
+        println!("(a listing only: run again with --yes to delete)");
+    }
+    Ok(())
+}
+
 fn cmd_gc(cache_dir: &Path, args: GcArgs) -> Result<(), Error> {
+    if let Some(remote) = args.remote.open("gc --remote")? {
+        return gc_remote(&remote, &args);
+    }
+    if args.yes {
+        return Err(Error::Usage(
+            "--yes applies to `gc --remote` (a local gc needs no confirmation)".into(),
+        ));
+    }
     let cache = Cache::open(cache_dir)?;
     let r = crate::record::gc::gc(&cache, args.keep_last)?;
     println!(

@@ -8,7 +8,7 @@
 //! | 1 | a stage or a check failed | [`Error::RunFailed`], [`Error::StageFailed`], [`Error::CheckFailed`] |
 //! | 2 | the user's mistake: the pipeline file, a flag, an unknown stage, run or revision, `gc` while a run uses the cache | [`Error::Spec`], [`Error::Usage`], [`Error::Args`], and [`CacheError`]/[`GitError`] variants that say so |
 //! | 3 | the file system: I/O, a full disk, a failed fsync, an unreadable cache entry | [`Error::Io`], other [`CacheError`]s |
-//! | 4 | a program or service hcpipe relies on: Slurm (`sbatch`), git, the torch worker | [`Error::Slurm`], [`Error::TorchWorker`], [`GitError::Spawn`] |
+//! | 4 | a program or service hcpipe relies on: Slurm (`sbatch`), git, the torch worker, the remote cache (unreachable, refused credentials, or holding corrupt data) | [`Error::Slurm`], [`Error::TorchWorker`], [`GitError::Spawn`], [`Error::Remote`] |
 //! | 101 | a bug in hcpipe | [`Error::Internal`] |
 //! | 130 | interrupted (Ctrl-C, SIGTERM) | [`Error::Interrupted`] |
 
@@ -18,6 +18,7 @@ use std::io::Write as _;
 use crate::cache::CacheError;
 use crate::git::GitError;
 use crate::outcome::Failure;
+use crate::remote::RemoteError;
 use crate::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,9 @@ pub enum Error {
     /// The torch worker cannot be found or started.
     #[error("{0}")]
     TorchWorker(String),
+    /// The remote cache (`--remote`): a bad URL (2), the server or its data (4).
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     #[error("internal error: {0} (a bug in hcpipe; please report it)")]
     Internal(String),
 }
@@ -79,6 +83,11 @@ impl Error {
             },
             Error::Io(_) => 3,
             Error::Slurm(_) | Error::TorchWorker(_) => 4,
+            Error::Remote(e) => match e {
+                RemoteError::Config(_) => 2,
+                RemoteError::Service(_) | RemoteError::Corrupt(_) => 4,
+                RemoteError::Cache(_) => 3,
+            },
             Error::Internal(_) => 101,
             Error::Interrupted { .. } => 130,
         }
@@ -154,6 +163,12 @@ mod tests {
             (Error::Git(GitError::NotInWorkTree("p.yaml".into())), 2),
             (Error::Slurm("no sbatch".into()), 4),
             (Error::TorchWorker("no worker".into()), 4),
+            (
+                Error::Remote(RemoteError::Config("s3:// needs a bucket".into())),
+                2,
+            ),
+            (Error::Remote(RemoteError::Service("refused".into())), 4),
+            (Error::Remote(RemoteError::Corrupt("bad bytes".into())), 4),
             (Error::Internal("x".into()), 101),
             (Error::Interrupted { id: "r".into() }, 130),
         ];

@@ -37,6 +37,7 @@ pub mod ops;
 pub mod outcome;
 pub mod plan;
 pub mod record;
+pub mod remote;
 pub mod run;
 pub mod spec;
 pub mod stats;

@@ -61,6 +61,11 @@ pub struct Settings {
     pub slurm_opt: Vec<String>,
     /// One JSON line per finished stage on stdout instead of progress lines.
     pub json: bool,
+    /// The remote cache: a stage missing locally is pulled from it, when it
+    /// has it, instead of run.
+    pub remote: Option<crate::remote::Remote>,
+    /// How `remote` was opened (Slurm jobs open it again on their node).
+    pub remote_config: Option<crate::remote::RemoteConfig>,
 }
 
 /// One stage of `run --dry-run`: what would happen to it, and why.
@@ -159,6 +164,8 @@ impl PlannedRun {
             executor: executor_kind,
             slurm_opt,
             json,
+            remote,
+            remote_config,
         } = settings;
         // With Slurm, --jobs caps the CPUs requested by jobs in flight, not this machine's cores.
         let jobs = jobs.unwrap_or_else(|| match executor_kind {
@@ -193,6 +200,7 @@ impl PlannedRun {
                 ExecutorKind::Slurm => 0,
             },
             force: forced,
+            remote: remote.clone().map(crate::remote::Lookup::new),
         };
         let stat = Arc::new(Mutex::new(stat));
         // On a GPU machine, one torch worker serves every torch stage of the
@@ -228,10 +236,13 @@ impl PlannedRun {
                     .ids()
                     .map(|id| dag.stage(id).resources.clone())
                     .collect();
-                Box::new(
-                    SlurmExecutor::new(cache.clone(), resources, slurm_opt)
-                        .map_err(Error::Slurm)?,
-                )
+                let slurm = SlurmExecutor::new(cache.clone(), resources, slurm_opt)
+                    .map_err(Error::Slurm)?;
+                // With a remote, jobs need no shared cache folder (exec::job_file).
+                Box::new(match (&remote, &remote_config) {
+                    (Some(r), Some(c)) => slurm.with_remote(r.clone(), c.clone()),
+                    _ => slurm,
+                })
             }
         };
         interrupt::install();

@@ -27,6 +27,7 @@ mod own_stages;
 mod parallel;
 mod pipelines;
 mod progress;
+mod remote;
 pub mod report;
 mod scale;
 mod slurm;

@@ -477,6 +477,49 @@ impl Cache {
         Ok(dest)
     }
 
+    /// Whether the store holds this object with its bytes and mode
+    /// (re-hashed: an object that rotted is not trusted).
+    pub fn has_object(&self, hash: &str, exec: bool) -> bool {
+        let dest = self.object_path(hash, exec);
+        let mode = if exec { 0o555 } else { 0o444 };
+        std::fs::metadata(&dest).is_ok_and(|m| m.permissions().mode() & 0o777 == mode)
+            && hash_file(&dest).is_ok_and(|h| h.to_hex().as_str() == hash)
+    }
+
+    /// A scratch folder under `tmp/` (removed by `gc` once this process is gone).
+    pub fn scratch_dir(&self, tag: &str) -> Result<PathBuf, CacheError> {
+        self.tmp_dir(tag)
+    }
+
+    /// Move `file`, whose bytes the caller checked hash to `hash`, into the
+    /// store as that object (read-only, durable), replacing a rotted one.
+    /// `file` must be on the cache's file system (a [`Cache::scratch_dir`]).
+    pub fn adopt_object(&self, file: &Path, hash: &str, exec: bool) -> Result<(), CacheError> {
+        let dest = self.object_path(hash, exec);
+        let dir = dest.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
+        let mode = if exec { 0o555 } else { 0o444 };
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| CacheError::io(file, e))?;
+        std::fs::File::open(file)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| CacheError::io(file, e))?;
+        std::fs::rename(file, &dest).map_err(|e| CacheError::io(&dest, e))?;
+        sync_dir(dir).map_err(|e| CacheError::io(dir, e))
+    }
+
+    /// Record a finished stage made elsewhere (pulled from a remote) whose
+    /// objects are all in the store: the artifact folder, then `bytes` (the
+    /// entry as its maker wrote it) as `entries/<key>.json`, the commit
+    /// point, as [`Cache::commit`] does. The caller holds the stage lock.
+    pub fn import_entry(&self, entry: &Entry, bytes: &[u8]) -> Result<PathBuf, CacheError> {
+        let view = self.tmp_dir("view")?;
+        self.link_view(&view, &entry.files)?;
+        let dir = self.install_view(&view, &entry.key)?;
+        write_atomic(&self.entry_path(&entry.key), bytes)?;
+        Ok(dir)
+    }
+
     /// Remove staging folders whose owner process is gone (crashed runs).
     pub fn clean_tmp(&self) -> u64 {
         let dir = self.root.join("tmp");

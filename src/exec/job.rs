@@ -543,6 +543,10 @@ fn add_timings(staging_root: &Path, metrics: &mut Metrics) {
 pub struct ExecJob {
     pub cache: PathBuf,
     pub job: Job,
+    /// With a remote cache: the job works in a node-local scratch cache
+    /// instead of `cache` (see `job_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::remote::RemoteJob>,
 }
 
 /// Process groups of the stages this process is running, for [`kill_running`].

@@ -53,10 +53,76 @@ pub fn run_job_file(job_file: &Path) -> Result<Done, Error> {
             })
         })
         .map_err(|e| failed(None, e))?;
+    if let Some(remote) = job.remote.clone() {
+        return run_remote_job(job_file, job, &remote);
+    }
     let cache = Cache::open(&job.cache).map_err(|e| failed(Some(&job), e.into()))?;
     let _use = cache.use_lock().map_err(|e| failed(Some(&job), e.into()))?;
     let stat = Mutex::new(StatCache::load(cache.stat_cache_path()));
     let outcome = run_job(&cache, &job.job, &stat, None);
+    finish(job_file, &job, outcome)
+}
+
+/// A job without the shared cache folder: its inputs are pulled from the
+/// remote into a node-local scratch cache (every object verified), the
+/// stage runs there, and its result is pushed before the result file says
+/// it finished; the submitting side pulls it. The scratch cache goes at the end.
+fn run_remote_job(
+    job_file: &Path,
+    mut job: ExecJob,
+    remote: &crate::remote::RemoteJob,
+) -> Result<Done, Error> {
+    type Prepared = (crate::remote::Remote, crate::remote::ScratchCache);
+    let prepared = (|| -> Result<Prepared, String> {
+        let r = crate::remote::Remote::open(&remote.config()).map_err(|e| e.to_string())?;
+        let scratch = crate::remote::ScratchCache::create().map_err(|e| e.to_string())?;
+        if remote.inputs.len() != job.job.inputs.len() {
+            return Err(
+                "the job file's remote inputs do not match its inputs (bug, please report)".into(),
+            );
+        }
+        for (input, key) in job.job.inputs.iter_mut().zip(&remote.inputs) {
+            let (entry, _) = crate::remote::sync::pull_entry(&r, &scratch.cache, key)
+                .map_err(|e| format!("pulling input `{}`: {e}", input.stage))?
+                .ok_or_else(|| {
+                    format!(
+                        "input `{}` ({}) is not on the remote {}",
+                        input.stage,
+                        key.short(),
+                        r.url()
+                    )
+                })?;
+            input.dir = scratch
+                .cache
+                .ensure_artifact(&entry, false)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok((r, scratch))
+    })();
+    let (r, scratch) = match prepared {
+        Ok(p) => p,
+        Err(message) => return finish(job_file, &job, Err(Failure::msg(message))),
+    };
+    let stat = Mutex::new(StatCache::load(scratch.cache.stat_cache_path()));
+    let mut outcome = run_job(&scratch.cache, &job.job, &stat, None);
+    if let Ok((_, entry)) = &outcome {
+        if let Err(e) = crate::remote::sync::push_entry(&r, &scratch.cache, entry) {
+            outcome = Err(Failure::msg(format!("pushing the result: {e}")));
+        }
+    }
+    // The stage's log goes with the scratch cache: its tail stays in the failure.
+    if let Err(f) = &mut outcome {
+        if let Some(log) = f.log.take() {
+            if f.log_tail.is_empty() {
+                f.log_tail = crate::outcome::tail(&log, 20);
+            }
+        }
+    }
+    finish(job_file, &job, outcome)
+}
+
+/// Write the job's result file; the stage's outcome as this command's.
+fn finish(job_file: &Path, job: &ExecJob, outcome: crate::outcome::Outcome) -> Result<Done, Error> {
     let stage = job.job.stage.clone();
     let result = match &outcome {
         Ok((status, entry)) => JobResult {

@@ -74,6 +74,9 @@ pub struct RunOptions {
     pub gpus: usize,
     /// Stage names (or base names of matrix stages) to run even when cached.
     pub force: HashSet<String>,
+    /// The remote cache, asked for a stage the local cache lacks before it
+    /// is launched (or submitted to Slurm).
+    pub remote: Option<crate::remote::Lookup>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -243,6 +246,18 @@ pub fn run_dag(
                     state[id.0] = State::Done;
                     let key = key.clone();
                     settle(dag, id, &key, End::Cached(&entry), record, reporter);
+                    done[id.0] = Some(entry);
+                    ready_children(&children[id.0], &mut unmet, &pos, &mut check);
+                    continue;
+                }
+                let pulled = opts
+                    .remote
+                    .as_ref()
+                    .and_then(|r| r.pull(cache, key, &dag.stage(id).name));
+                if let Some(entry) = pulled {
+                    state[id.0] = State::Done;
+                    let key = key.clone();
+                    settle(dag, id, &key, End::Pulled(&entry), record, reporter);
                     done[id.0] = Some(entry);
                     ready_children(&children[id.0], &mut unmet, &pos, &mut check);
                     continue;
@@ -544,6 +559,8 @@ fn resolve_key(
 enum End<'a> {
     /// The cache held its key before it was launched.
     Cached(&'a Entry),
+    /// The remote cache held its key; pulled instead of launched.
+    Pulled(&'a Entry),
     /// Its job's outcome: `Ran`, or `Cached` when another run made it meanwhile.
     Finished(StageStatus, &'a Entry),
     /// It failed, or could not start.
@@ -563,6 +580,7 @@ fn settle(
 ) {
     let (status, wall_s, metrics, error, failure) = match end {
         End::Cached(entry) => (StageStatus::Cached, 0.0, entry.metrics.clone(), None, None),
+        End::Pulled(entry) => (StageStatus::Pulled, 0.0, entry.metrics.clone(), None, None),
         End::Finished(status, entry) => (status, entry.wall_s, entry.metrics.clone(), None, None),
         End::Failed(f) => (
             StageStatus::Failed,

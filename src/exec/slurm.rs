@@ -138,6 +138,8 @@ pub struct SlurmExecutor {
     /// The cluster's `MaxArraySize`, asked once, when the first array goes out.
     max_array: Option<usize>,
     calls: Calls,
+    /// With a remote cache: jobs work in node-local scratch caches, through it.
+    remote: Option<(crate::remote::Remote, crate::remote::RemoteConfig)>,
 }
 
 /// A batch script shared by the tasks of one submission.
@@ -224,7 +226,21 @@ impl SlurmExecutor {
             squeue_errors: 0,
             max_array: None,
             calls: Calls::default(),
+            remote: None,
         })
+    }
+
+    /// Jobs without the shared cache folder: each job pulls its inputs from
+    /// `remote` into a node-local scratch cache, runs there and pushes its
+    /// result, which this side pulls. Only the small `slurm/` folder (job,
+    /// result and log files) must be visible to the nodes.
+    pub fn with_remote(
+        mut self,
+        remote: crate::remote::Remote,
+        config: crate::remote::RemoteConfig,
+    ) -> SlurmExecutor {
+        self.remote = Some((remote, config));
+        self
     }
 
     /// The `sbatch` arguments for one stage (script last).
@@ -306,14 +322,59 @@ impl SlurmExecutor {
 
     /// Write the job file `hcpipe exec --job` reads.
     fn write_job_file(&self, path: &Path, job: Job) -> Result<(), Failure> {
+        let remote = match &self.remote {
+            Some((remote, config)) => Some(self.remote_job(remote, config, &job)?),
+            None => None,
+        };
         let exec_job = ExecJob {
             cache: self.cache.root.clone(),
             job,
+            remote,
         };
         let bytes =
             serde_json::to_vec_pretty(&exec_job).map_err(|e| Failure::msg(e.to_string()))?;
         write_atomic(path, &bytes)
             .map_err(|e| Failure::msg(format!("writing the Slurm job file: {e}")))
+    }
+
+    /// A job's remote part: its inputs pushed (the remote may lack what ran
+    /// or was cached here), and their keys. An input's folder is
+    /// `<cache>/artifacts/<key>`: its name is the key.
+    fn remote_job(
+        &self,
+        remote: &crate::remote::Remote,
+        config: &crate::remote::RemoteConfig,
+        job: &Job,
+    ) -> Result<crate::remote::RemoteJob, Failure> {
+        let mut keys = Vec::new();
+        for input in &job.inputs {
+            let key = input
+                .dir
+                .file_name()
+                .and_then(|n| StageKey::parse(&n.to_string_lossy()))
+                .ok_or_else(|| {
+                    Failure::msg(format!(
+                        "internal: input `{}` is not a cache artifact ({}) (bug, please report)",
+                        input.stage,
+                        input.dir.display()
+                    ))
+                })?;
+            let entry = self.cache.entry(&key).ok().flatten().ok_or_else(|| {
+                Failure::msg(format!("input `{}` has no cache entry", input.stage))
+            })?;
+            crate::remote::sync::push_entry(remote, &self.cache, &entry).map_err(|e| {
+                Failure::msg(format!(
+                    "pushing input `{}` for the job to pull: {e}",
+                    input.stage
+                ))
+            })?;
+            keys.push(key);
+        }
+        Ok(crate::remote::RemoteJob {
+            url: config.url.clone(),
+            endpoint: config.endpoint.clone(),
+            inputs: keys,
+        })
     }
 
     /// Write `script` and submit it; Slurm's job id. On a refusal the script
@@ -603,6 +664,18 @@ impl SlurmExecutor {
         };
         match self.cache.entry(&key) {
             Ok(Some(entry)) => Ok((status, entry)),
+            // The job worked in its own scratch cache and pushed the result.
+            Ok(None) if self.remote.is_some() => {
+                let remote = &self.remote.as_ref().expect("checked").0;
+                match crate::remote::sync::pull_entry(remote, &self.cache, &key) {
+                    Ok(Some((entry, _))) => Ok((status, entry)),
+                    Ok(None) => Err(sub.failure(
+                        job_id,
+                        &format!("finished {} but its result is not on the remote {}", key.short(), remote.url()),
+                    )),
+                    Err(e) => Err(sub.failure(job_id, &format!("finished, but pulling its result failed: {e}"))),
+                }
+            }
             Ok(None) => Err(sub.failure(
                 job_id,
                 &format!(
@@ -820,6 +893,7 @@ mod tests {
             squeue_errors: 0,
             max_array: None,
             calls: Calls::default(),
+            remote: None,
         };
         let res = Resources {
             cpu: 4,

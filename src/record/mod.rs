@@ -20,6 +20,8 @@ use crate::ops::{Metrics, Params};
 pub enum StageStatus {
     Ran,
     Cached,
+    /// Not in the local cache: its result came from the remote cache.
+    Pulled,
     Failed,
     /// Not run because an upstream stage failed.
     Skipped,
@@ -30,6 +32,7 @@ impl StageStatus {
         match self {
             StageStatus::Ran => "ran",
             StageStatus::Cached => "cached",
+            StageStatus::Pulled => "pulled",
             StageStatus::Failed => "failed",
             StageStatus::Skipped => "skipped",
         }

@@ -42,7 +42,9 @@ impl Project {
             .arg("--cache")
             .arg(self.cache())
             .current_dir(self.path());
-        c.env_remove("HCPIPE_CACHE").env_remove("RUST_LOG");
+        c.env_remove("HCPIPE_CACHE")
+            .env_remove("HCPIPE_REMOTE")
+            .env_remove("RUST_LOG");
         c
     }
 
