@@ -319,16 +319,18 @@ impl Reporter {
     }
 
     /// The run's last line: its id (what `show`, `diff` and `runs` take) and
-    /// how many stages ran, came from the cache or failed. With `--json`, a
+    /// how many stages ran, came from the cache (local, or pulled from a
+    /// remote) or failed. With `--json`, a
     /// line `{"event": "run", "run": ID, "status": ..., "ran": N, ...}`.
     pub fn run_finished(&self, record: &RunRecord) {
         if self.quiet {
             return;
         }
         let count = |st: StageStatus| record.stages.iter().filter(|s| s.status == st).count();
-        let (ran, cached, failed, skipped) = (
+        let (ran, cached, pulled, failed, skipped) = (
             count(StageStatus::Ran),
             count(StageStatus::Cached),
+            count(StageStatus::Pulled),
             count(StageStatus::Failed),
             count(StageStatus::Skipped),
         );
@@ -339,6 +341,7 @@ impl Reporter {
                 "status": record.status.as_str(),
                 "ran": ran,
                 "cached": cached,
+                "pulled": pulled,
                 "failed": failed,
                 "skipped": skipped,
             });
@@ -347,9 +350,15 @@ impl Reporter {
             let _ = out.flush();
         } else if record.status == crate::record::RunStatus::Ok {
             // After `finish`: the bar is gone, so straight to stderr.
+            // A remote hit is worth saying apart from a local one: it is the
+            // proof that a pushed cache reproduced this run.
+            let pulled = match pulled {
+                0 => String::new(),
+                n => format!(", {n} pulled"),
+            };
             let _ = writeln!(
                 std::io::stderr(),
-                "run {}: {ran} ran, {cached} cached",
+                "run {}: {ran} ran, {cached} cached{pulled}",
                 record.id
             );
         }
