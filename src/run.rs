@@ -226,7 +226,7 @@ impl PlannedRun {
             ExecutorKind::Slurm => {
                 let resources = dag
                     .ids()
-                    .map(|id| dag.stage(id).resources.clone())
+                    .map(|id| (*dag.stage(id).resources).clone())
                     .collect();
                 Box::new(
                     SlurmExecutor::new(cache.clone(), resources, slurm_opt)

@@ -84,7 +84,7 @@ enum State {
 
 /// Whether `--force` names `stage`: by name, by its matrix's base name, or `*`.
 pub fn is_forced(force: &HashSet<String>, stage: &crate::spec::StageSpec) -> bool {
-    force.contains(&stage.name) || force.contains(&stage.base) || force.contains("*")
+    force.contains(&stage.name) || force.contains(&*stage.base) || force.contains("*")
 }
 
 /// Run every stage of `dag` not already cached. Returns whether all succeeded.
@@ -137,13 +137,10 @@ pub fn run_dag(
         pos[id.0] = i;
     }
     for id in dag.ids() {
-        let needs = &dag.stage(id).needs;
-        for need in needs {
-            if let Some(up) = dag.find(need) {
-                children[up.0].push(id);
-                if state[up.0] != State::Done {
-                    unmet[id.0] += 1;
-                }
+        for up in dag.needs_iter(id) {
+            children[up.0].push(id);
+            if state[up.0] != State::Done {
+                unmet[id.0] += 1;
             }
         }
     }
@@ -440,7 +437,7 @@ fn base_indices(dag: &Dag) -> Vec<Option<usize>> {
                 return None;
             }
             let next = index.len();
-            Some(*index.entry(s.base.as_str()).or_insert(next))
+            Some(*index.entry(&*s.base).or_insert(next))
         })
         .collect()
 }
@@ -603,7 +600,7 @@ fn build_job(
             .ensure_artifact(entry, rehash)
             .map_err(|e| e.to_string())?;
         verified.insert(entry.key.clone());
-        input_matrix.push(dag.stage(up).matrix.clone());
+        input_matrix.push(dag.stage(up).matrix.to_map());
         inputs.push(Input {
             stage: dag.stage(up).name.clone(),
             op: dag.stage(up).op_name().map(str::to_string),
