@@ -171,7 +171,7 @@ pub fn hash_deps(
 
 /// A stage's deps as written, then those its op implies.
 pub fn all_deps(stage: &StageSpec) -> Vec<String> {
-    let mut deps = stage.deps.clone();
+    let mut deps = stage.deps.to_vec();
     deps.extend(implied_deps(stage));
     deps
 }
@@ -211,7 +211,7 @@ pub fn stage_key_inputs(
         params: serde_json::Value::Object(stage.params.clone()),
         upstream,
         deps,
-        outs: stage.outs.clone(),
+        outs: stage.outs.to_vec(),
         env,
     }
 }

@@ -7,7 +7,8 @@
 //!   torch stage of the run (their CUDA kernels overlap in one process).
 //! - [`Scheduler`]: launches ready stages, honours slots, stops a failed
 //!   stage's dependants while independent branches finish, and writes the
-//!   run record as stages finish (at most every half second).
+//!   run record as stages finish (at most every half second, or 20× as long
+//!   as a rewrite took).
 //!
 //! The loop never uses `?`: after a failure it stops launching that branch,
 //! drains what is running, and reports everything at the end.
@@ -172,6 +173,9 @@ pub fn run_dag(
     let mut running = 0usize;
     let mut saved = usize::MAX;
     let mut last_save: Option<Instant> = None;
+    // How often the record is rewritten at most: RECORD_INTERVAL, or longer
+    // once a rewrite (O(stages)) takes long, see below.
+    let mut save_every = RECORD_INTERVAL;
     // Keys whose files were hashed this run: committed here, or re-hashed before first use.
     let mut verified = HashSet::new();
     loop {
@@ -331,18 +335,23 @@ pub fn run_dag(
         // RECORD_INTERVAL: a save is the whole record and two fsyncs, so one per
         // stage would make a run O(stages²). The cache entries are the truth;
         // a killed run's record may miss the last interval's stages, never one's result.
-        if record.stages.len() != saved && last_save.is_none_or(|t| t.elapsed() >= RECORD_INTERVAL)
-        {
+        if record.stages.len() != saved && last_save.is_none_or(|t| t.elapsed() >= save_every) {
             saved = record.stages.len();
-            last_save = Some(Instant::now());
+            let start = Instant::now();
+            last_save = Some(start);
             counts.record_writes += 1;
             let _ = record.save(cache);
+            // The loop launches nothing while it writes: a rewrite may take
+            // at most 1/RECORD_SHARE of the time between two, however many
+            // stages the record holds (issue 15: at 10,000 stages one took
+            // tens of ms, every half second).
+            save_every = RECORD_INTERVAL.max(start.elapsed() * RECORD_SHARE);
         }
         if running == 0 {
             continue;
         }
         let wait = match last_save {
-            Some(t) if record.stages.len() != saved => RECORD_INTERVAL
+            Some(t) if record.stages.len() != saved => save_every
                 .saturating_sub(t.elapsed())
                 .min(executor.poll_interval()),
             _ => executor.poll_interval(),
@@ -444,6 +453,10 @@ fn base_indices(dag: &Dag) -> Vec<Option<usize>> {
 
 /// How often a run record is rewritten at most while stages finish.
 const RECORD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A record rewrite is spaced at least this many times its own duration
+/// from the next: rewriting stays under 5 % of the scheduler's time.
+const RECORD_SHARE: u32 = 20;
 
 /// What the scheduler did, logged at `-v` (tests count it: it must stay O(stages + needs)).
 #[derive(Default)]
@@ -631,7 +644,7 @@ fn build_job(
         inputs,
         input_matrix,
         workdir: dag.pipeline.dir.clone(),
-        outs: stage.outs.clone(),
+        outs: stage.outs.to_vec(),
         empty_out_ok: stage.empty_out_ok,
         threads,
         force,

@@ -75,12 +75,13 @@ pub struct StageSpec {
     /// Upstream stages (matrix members already resolved), as indices into
     /// [`Pipeline::stages`], in `needs` order: a gather of a million members
     /// holds a million numbers, not a million names.
-    pub needs: Vec<u32>,
+    pub needs: Box<[u32]>,
     pub params: Params,
     /// Relative to the pipeline folder, normalised ([`paths::normalize`]):
-    /// `./d.txt` and `d.txt` are one dep, and one key.
-    pub deps: Vec<String>,
-    pub outs: Vec<String>,
+    /// `./d.txt` and `d.txt` are one dep, and one key. Shared by a matrix
+    /// stage's members, as are `outs`, `resources` and `desc`.
+    pub deps: Arc<[String]>,
+    pub outs: Arc<[String]>,
     /// `outs: []` was written: an empty `{out}` is this cmd's expected result.
     pub empty_out_ok: bool,
     /// Shared by a matrix stage's members.
@@ -88,7 +89,7 @@ pub struct StageSpec {
     /// This member's matrix values (empty for plain stages).
     pub matrix: Matrix,
     pub gather: bool,
-    pub desc: Option<String>,
+    pub desc: Option<Arc<str>>,
     pub loc: Loc,
 }
 

@@ -68,8 +68,10 @@ pub fn subst_string(s: &str, scope: &Scope) -> Result<String, String> {
         let end = after
             .find('}')
             .ok_or_else(|| format!("unclosed `${{` in `{s}`; write `${{params.NAME}}`"))?;
-        let value = lookup(&after[..end], scope)?;
-        out.push_str(&display_value(value));
+        match lookup(&after[..end], scope)? {
+            Value::String(text) => out.push_str(text),
+            other => out.push_str(&display_value(other)),
+        }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -84,23 +86,27 @@ fn lookup<'a>(path: &str, scope: &'a Scope) -> Result<&'a Value, String> {
     if ns == "stage" {
         return lookup_stage(path, name, scope);
     }
-    let (map_keys, found): (Vec<&str>, Option<&Value>) = match ns {
-        "params" => (
-            scope.params.keys().map(String::as_str).collect(),
-            scope.params.get(name),
-        ),
-        "matrix" => (scope.matrix.keys().collect(), scope.matrix.get(name)),
-        "pipeline" => (
-            scope.pipeline.keys().map(String::as_str).collect(),
-            scope.pipeline.get(name),
-        ),
+    let found = match ns {
+        "params" => scope.params.get(name),
+        "matrix" => scope.matrix.get(name),
+        "pipeline" => scope.pipeline.get(name),
         _ => {
             return Err(format!(
                 "`${{{path}}}`: unknown namespace `{ns}`; use `params`, `matrix`, `pipeline` or `stage.params`"
             ))
         }
     };
+    // The valid names only for the error: a million members substitute
+    // without listing them once each.
+    let map_keys = || -> Vec<&str> {
+        match ns {
+            "params" => scope.params.keys().map(String::as_str).collect(),
+            "matrix" => scope.matrix.keys().collect(),
+            _ => scope.pipeline.keys().map(String::as_str).collect(),
+        }
+    };
     found.ok_or_else(|| {
+        let map_keys = map_keys();
         let valid = if map_keys.is_empty() {
             "none are defined".to_string()
         } else {

@@ -122,7 +122,15 @@ pub fn validate(
             (base.clone(), decl)
         })
         .collect();
-    let mut stage_axes = axes::resolve(&decls).into_iter();
+    let stage_axes = axes::resolve(&decls);
+    // Every stage's members, counted before expanding: the list of stages is
+    // made once at its size (growing it would hold two copies at once).
+    let total = stage_axes
+        .iter()
+        .map(|a| a.as_ref().map_or(1, |axes| axes::product(axes)))
+        .fold(0u64, u64::saturating_add);
+    stages.reserve_exact(total.min(MAX_STAGES) as usize);
+    let mut stage_axes = stage_axes.into_iter();
     for (written, (base, spanned)) in raw.stages.iter().enumerate() {
         let axes_of = stage_axes.next().unwrap_or_else(|| Ok(Vec::new()));
         let loc = loc_of(&spanned.referenced);
@@ -223,7 +231,9 @@ pub fn validate(
                 ));
             }
         }
-        let outs = normalized_outs(stage.outs.as_deref().unwrap_or_default());
+        let deps: Arc<[String]> = deps.into();
+        let outs: Arc<[String]> = normalized_outs(stage.outs.as_deref().unwrap_or_default()).into();
+        let desc: Option<Arc<str>> = stage.desc.as_deref().map(Arc::from);
         let resources = stage_resources(&stage.resources).map(Arc::new);
         // Members are the combinations of the axes, the first axis varying
         // slowest; each member holds its value indices (see `Matrix`), its
@@ -383,15 +393,15 @@ pub fn validate(
                 name,
                 base: Arc::clone(&shared_base),
                 kind,
-                needs: Vec::new(),
+                needs: Box::default(),
                 params: stage_params,
-                deps: deps.clone(),
-                outs: outs.clone(),
+                deps: Arc::clone(&deps),
+                outs: Arc::clone(&outs),
                 empty_out_ok: stage.outs.as_ref().is_some_and(Vec::is_empty),
                 resources,
                 matrix: values,
                 gather: stage.gather,
-                desc: stage.desc.clone(),
+                desc: desc.clone(),
                 loc,
             });
         }
@@ -429,7 +439,7 @@ pub fn validate(
 
     // Pass 2: resolve `needs` against expanded members.
     let all_bases: Vec<&str> = raw.stages.keys().map(String::as_str).collect();
-    let mut all_needs: Vec<Vec<u32>> = Vec::with_capacity(stages.len());
+    let mut all_needs: Vec<Box<[u32]>> = Vec::with_capacity(stages.len());
     for (i, &written) in written_as.iter().enumerate() {
         let needs = &raw.stages[written].value.needs;
         let me = &stages[i];
@@ -588,7 +598,7 @@ pub fn validate(
                 }
             }
         }
-        all_needs.push(resolved);
+        all_needs.push(resolved.into_boxed_slice());
     }
     drop(by_name);
     drop(matrix_bases);
@@ -907,6 +917,52 @@ mod tests {
                     && err.contains(&format!("--set p=str:{v}")),
                 "{err}"
             );
+        }
+    }
+
+    /// What a million members would otherwise hold a million times is
+    /// held once per stage (issue 15): counted by sharing, not timed.
+    #[test]
+    fn members_share_what_their_stage_has_once() {
+        let text = "name: s\nstages:\n  prep: {cmd: 'true'}\n  m:\n    cmd: 'echo ${matrix.a} ${matrix.b}'\n    needs: [prep]\n    outs: [x]\n    desc: grid\n    resources: {mem: 1G}\n    matrix: {b: [0, 1, 2], a: [x, y]}\n  t: {cmd: 'true', needs: [m], gather: true}\n  e: {cmd: 'true', needs: [m]}\n";
+        let raw = super::super::load::parse_str(text, "p.yaml").unwrap();
+        let p = validate(
+            raw,
+            text,
+            Path::new("/tmp/p.yaml"),
+            "p.yaml",
+            String::new(),
+            &[],
+        )
+        .unwrap();
+        let m: Vec<&StageSpec> = p.stages.iter().filter(|s| &*s.base == "m").collect();
+        assert_eq!(m.len(), 6);
+        assert_eq!(
+            m[1].name, "m[a=x,b=1]",
+            "the first axis in sorted order varies slowest"
+        );
+        for s in &m[1..] {
+            assert!(Arc::ptr_eq(&s.base, &m[0].base));
+            assert!(Arc::ptr_eq(&s.resources, &m[0].resources));
+            assert!(Arc::ptr_eq(&s.outs, &m[0].outs));
+            assert!(Arc::ptr_eq(
+                s.desc.as_ref().unwrap(),
+                m[0].desc.as_ref().unwrap()
+            ));
+            assert!(std::ptr::eq(
+                s.matrix.table().unwrap(),
+                m[0].matrix.table().unwrap()
+            ));
+            assert_eq!(s.matrix.picks().len(), 2, "one index per axis");
+            assert_eq!(&*s.needs, &[0], "needs are stage indices");
+        }
+        let t = p.stages.iter().find(|s| s.name == "t").unwrap();
+        assert_eq!(&*t.needs, &[1, 2, 3, 4, 5, 6]);
+        // Fan-out pairs each `e` member with the `m` member of its values.
+        for s in p.stages.iter().filter(|s| &*s.base == "e") {
+            let up = &p.stages[s.needs[0] as usize];
+            assert_eq!(up.matrix.to_map(), s.matrix.to_map());
+            assert_eq!(s.name.replacen('e', "m", 1), up.name);
         }
     }
 
