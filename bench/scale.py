@@ -318,7 +318,7 @@ def main():
     ap.add_argument("--max-first-run", type=int, default=10000, help="largest N given a first run")
     ap.add_argument("--first-timeout", type=float, default=600)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--label", default="", help="before|after: one half of a before/after section")
+    ap.add_argument("--label", default="", help="before|after|grid: one table of the section, beside the others")
     ap.add_argument("--commit", default="", help="the commit measured, for the section's text")
     ap.add_argument("--workdir", default=None, help="where the throwaway projects go (default: $TMPDIR)")
     ap.add_argument("--hcpipe", default=str(runner.HCPIPE), help="the binary measured (a copy of an older build)")
@@ -368,17 +368,20 @@ def main():
         return
     intro = """## Scale (issue 15)
 
-One `prep` cmd stage, an N-member matrix stage over it (`echo ${matrix.i} > {out}/x`) and one
-gather stage reading the members through `{in.m:list}` (bench/scale.py writes it). Reproduce:
-`make bench-scale` (= `python3 bench/scale.py`). 99,998 members is the largest N under the
-spec's cap of 100,000 stages; above it `hcpipe` refuses the file, and the row says why.
+One `prep` cmd stage, an N-member matrix stage over it (a grid of axes of 10 values:
+`echo ${matrix.a} ${matrix.b} ... > {out}/x`) and one gather stage reading the members through
+`{in.m:list}` (bench/scale.py writes it, and the same grid as a Snakefile). Reproduce:
+`make bench-scale` (= `python3 bench/scale.py --label grid`). The spec's cap is 2,000,000 stages.
 """
     if args.label:
         if BEGIN not in runner.BENCHMARKS.read_text():
             runner.write_section(intro, BEGIN, END)
         tag = args.label
+        # A new labelled table goes after the last one there is.
+        text = runner.BENCHMARKS.read_text()
+        ends = [m for m in ("<!-- scale-after:end -->", "<!-- scale-before:end -->") if m in text]
         runner.write_section(part, f"<!-- scale-{tag}:begin -->", f"<!-- scale-{tag}:end -->",
-                             after=END)
+                             after=ends[0] if ends else END)
     else:
         runner.write_section(intro + "\n" + part, BEGIN, END)
     print(f"wrote {runner.BENCHMARKS}")
