@@ -134,7 +134,7 @@ bench-demo: build
 # dry-run, first and no-op run, medians and peak RSS (BENCHMARKS.md, "Scale").
 bench-scale:
 	cargo build --release
-	$(PYTHON) bench/scale.py
+	$(PYTHON) bench/scale.py --label grid
 
 # A 1,000-member matrix on scripts/slurm-local (issues 15, 16): sbatch calls,
 # submit time, squeue calls per poll, slurmctld RPCs (BENCHMARKS.md, "Slurm at

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Scale: planning and running pipelines of 1,000 to 100,000 stages (issue 15).
+"""Scale: planning and running pipelines of 1,000 to 1,000,000 stages (issue 15).
 
-A cmd pipeline of one `prep` stage, an N-member matrix stage `m` over it (each
-member writes its own index: `echo ${matrix.i} > {out}/x`, so no two members
-share a key) and one gather stage `table` that reads the members' folders
-through `{in.m:list}`. For each N, each figure the median of --reps samples
+A cmd pipeline of one `prep` stage, an N-member matrix stage `m` over it (a
+grid of axes, see `axes_of`; each member writes its own values: `echo
+${matrix.a} ${matrix.b} ... > {out}/x`, so no two members share a key) and one
+gather stage `table` that reads the members' folders through `{in.m:list}`. For each N, each figure the median of --reps samples
 (min-max in brackets), wall seconds and the peak RSS of the hcpipe process:
 
   status      `hcpipe status` with nothing cached
@@ -49,19 +49,34 @@ SCENARIOS = [
     ("dry", "`run --dry-run`"),
     ("first", "first `run`"),
     ("noop", "no-op `run`"),
+    ("snakemake", "`snakemake -n` (same grid)"),
 ]
 
 
+def axes_of(n):
+    """N members as a grid, the way a user writes a big sweep: axes of 10
+    values while 10 divides what is left (1,000,000 = 10^6: `a`..`f`), the
+    rest one last axis (2,000 = 10 x 10 x 10 x 2). The file stays small."""
+    sizes = []
+    while n % 10 == 0 and n > 10:
+        sizes.append(10)
+        n //= 10
+    sizes.append(n)
+    return {chr(ord("a") + k): size for k, size in enumerate(sizes)}
+
+
 def pipeline_text(n):
-    values = ", ".join(str(i) for i in range(n))
+    axes = axes_of(n)
+    matrix = ", ".join(f"{k}: [{', '.join(str(i) for i in range(size))}]" for k, size in axes.items())
+    values = " ".join(f"${{matrix.{k}}}" for k in axes)
     return f"""name: scale
 stages:
   prep:
     cmd: "echo prep > {{out}}/p"
   m:
-    cmd: "echo ${{matrix.i}} > {{out}}/x"
+    cmd: "echo {values} > {{out}}/x"
     needs: [prep]
-    matrix: {{i: [{values}]}}
+    matrix: {{{matrix}}}
   table:
     cmd: "wc -l < {{in.m:list}} > {{out}}/n"
     needs: [m]
@@ -69,12 +84,72 @@ stages:
 """
 
 
+def snakefile_text(n):
+    """The same pipeline as a Snakefile: `prep`, one job per grid point (its
+    output path holds the values as wildcards), and `table` over all of them."""
+    axes = axes_of(n)
+    path = "m/" + "/".join(f"{{{k}}}" for k in axes) + "/x"
+    values = " ".join(f"{{wildcards.{k}}}" for k in axes)
+    grid = ", ".join(f"{k}=range({size})" for k, size in axes.items())
+    constraints = ", ".join(f'{k}=r"\\d+"' for k in axes)
+    return f"""wildcard_constraints: {constraints}
+
+rule all:
+    input: "table/n"
+
+rule prep:
+    output: "prep/p"
+    shell: "echo prep > {{output}}"
+
+rule m:
+    input: "prep/p"
+    output: "{path}"
+    shell: "echo {values} > {{output}}"
+
+rule table:
+    input: expand("{path}", {grid})
+    output: "table/n"
+    run:
+        with open(output[0], "w") as f:
+            f.write(f"{{len(input)}}\\n")
+"""
+
+
+def ensure_snakemake():
+    """Snakemake at bench/runner.py's pin, in its venv (installed once if missing)."""
+    bindir = runner.VENV / "bin"
+    want = f"snakemake=={runner.PINS['snakemake']}"
+    exe = bindir / "snakemake"
+    if exe.exists():
+        out = subprocess.run([bindir / "python", "-m", "pip", "freeze", "--disable-pip-version-check"],
+                             capture_output=True, text=True).stdout.lower()
+        if want.lower() in out:
+            return exe
+    print(f"installing {want} into {runner.VENV} (once)", flush=True)
+    if not (bindir / "python").exists():
+        subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", runner.VENV], check=True)
+    subprocess.run([bindir / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q", want], check=True)
+    return exe
+
+
+def own_cpu(pid):
+    """CPU seconds of process `pid` itself (all its threads, not its children)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def timed_rss(args, cwd, timeout=None):
-    """(wall seconds, peak RSS in KiB from wait4, exit code or "timeout", stderr tail)."""
+    """(wall seconds, peak RSS in KiB from wait4, exit code or "timeout", stderr
+    tail, CPU seconds of the process itself as last seen in /proc: without
+    the processes it started)."""
     t0 = time.perf_counter()
     err_f = tempfile.TemporaryFile()
     p = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err_f)
     deadline = None if timeout is None else t0 + timeout
+    cpu, polled = None, 0.0
     while True:
         pid, status, ru = os.wait4(p.pid, os.WNOHANG)
         if pid:
@@ -85,13 +160,16 @@ def timed_rss(args, cwd, timeout=None):
                 os.wait4(p.pid, 0)
             except ChildProcessError:
                 pass
-            return time.perf_counter() - t0, None, "timeout", ""
+            return time.perf_counter() - t0, None, "timeout", "", cpu
+        if time.perf_counter() - polled > 0.05:
+            cpu = own_cpu(p.pid) or cpu
+            polled = time.perf_counter()
         time.sleep(0.002)
     wall = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     err_f.seek(0)
     err = err_f.read().decode(errors="replace")[-600:]
-    return wall, ru.ru_maxrss, p.returncode, err
+    return wall, ru.ru_maxrss, p.returncode, err, cpu
 
 
 def fmt_s(xs):
@@ -121,7 +199,7 @@ def measure(n, args):
         ]:
             walls, rss = [], []
             for _ in range(args.reps):
-                w, r, rc, err = timed_rss(cmd, work)
+                w, r, rc, err, _ = timed_rss(cmd, work)
                 if rc != 0:
                     res["error"] = f"`{' '.join(cmd[1:3])}` exited {rc}: {err.strip().splitlines()[-1] if err.strip() else ''}"
                     print(f"N={n}: {res['error']}", flush=True)
@@ -132,12 +210,13 @@ def measure(n, args):
             print(f"N={n} {key}: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
         if n > args.max_first_run:
             return res
-        walls, rss = [], []
-        for rep in range(args.first_reps):
+        walls, rss, cpus = [], [], []
+        reps = args.first_reps if n <= 1000 else args.first_reps_big
+        for rep in range(reps):
             if rep:
                 shutil.rmtree(cache, ignore_errors=True)
             cmd = base + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
-            w, r, rc, err = timed_rss(cmd, work, timeout=args.first_timeout)
+            w, r, rc, err, cpu = timed_rss(cmd, work, timeout=args.first_timeout)
             if rc == "timeout":
                 res["first"] = {"timeout": args.first_timeout}
                 print(f"N={n} first: > {args.first_timeout} s (killed)", flush=True)
@@ -148,12 +227,14 @@ def measure(n, args):
                 return res
             walls.append(w)
             rss.append(r)
-        res["first"] = {"wall": walls, "rss_kib": rss}
-        print(f"N={n} first: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
+            if cpu is not None:
+                cpus.append(cpu)
+        res["first"] = {"wall": walls, "rss_kib": rss, "runner_cpu": cpus, "stages": n + 2}
+        print(f"N={n} first: {cell(res, 'first')}", flush=True)
         walls, rss = [], []
         cmd = base + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
         for _ in range(args.reps):
-            w, r, rc, err = timed_rss(cmd, work)
+            w, r, rc, err, _ = timed_rss(cmd, work)
             if rc != 0:
                 res["noop_error"] = f"exited {rc}"
                 return res
@@ -162,6 +243,33 @@ def measure(n, args):
         res["noop"] = {"wall": walls, "rss_kib": rss}
         print(f"N={n} noop: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
         return res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_snakemake(n, args):
+    """`snakemake -n` on the same grid, in a fresh folder (nothing made yet)."""
+    work = Path(tempfile.mkdtemp(prefix=f"scale-smk-{n}-", dir=args.workdir))
+    try:
+        (work / "Snakefile").write_text(snakefile_text(n))
+        cmd = [str(args.snakemake_exe), "-n", "--cores", str(args.jobs)]
+        walls, rss = [], []
+        for _ in range(args.snakemake_reps):
+            w, r, rc, err, _ = timed_rss(cmd, work, timeout=args.snakemake_timeout)
+            if rc == "timeout":
+                print(f"N={n} snakemake -n: > {args.snakemake_timeout:g} s (killed)", flush=True)
+                return {"timeout": args.snakemake_timeout}
+            if rc != 0:
+                line = err.strip().splitlines()[-1] if err.strip() else ""
+                print(f"N={n} snakemake -n: exited {rc}: {line}", flush=True)
+                return {"error": f"exited {rc}: {line}"}
+            walls.append(w)
+            rss.append(r)
+            # One sample of a slow case is enough to compare with.
+            if w > 60:
+                break
+        print(f"N={n} snakemake -n: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
+        return {"wall": walls, "rss_kib": rss}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -175,8 +283,14 @@ def cell(r, key):
     if v is None:
         return "–"
     if "timeout" in v:
-        return f"> {v['timeout']} s (killed)"
-    return f"{fmt_s(v['wall'])}, {fmt_mb(v['rss_kib'])}"
+        return f"> {v['timeout']:g} s (killed)"
+    if "error" in v:
+        return f"failed: {v['error']}"
+    text = f"{fmt_s(v['wall'])}, {fmt_mb(v['rss_kib'])}"
+    if v.get("runner_cpu"):
+        per = statistics.median(v["runner_cpu"]) / v["stages"] * 1000
+        text += f"; runner's own CPU {per:.2g} ms/stage"
+    return text
 
 
 def table(results):
@@ -192,14 +306,19 @@ def table(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1000,10000,99998,1000000",
-                    help="matrix members; 99,998 + prep + table = the spec's cap of 100,000 stages")
+    ap.add_argument("--sizes", default="1000,10000,100000,1000000",
+                    help="matrix members (+ prep + table); the spec's cap is 2,000,000 stages")
     ap.add_argument("--reps", type=int, default=5, help="samples of status, dry-run and no-op run")
-    ap.add_argument("--first-reps", type=int, default=1, help="samples of the first run")
+    ap.add_argument("--first-reps", type=int, default=3, help="samples of the first run, N <= 1,000")
+    ap.add_argument("--first-reps-big", type=int, default=1, help="samples of the first run, N > 1,000")
+    ap.add_argument("--snakemake-sizes", default="10000,100000",
+                    help="N measured with `snakemake -n` on the same grid as a Snakefile ('' for none)")
+    ap.add_argument("--snakemake-reps", type=int, default=3)
+    ap.add_argument("--snakemake-timeout", type=float, default=900)
     ap.add_argument("--max-first-run", type=int, default=10000, help="largest N given a first run")
     ap.add_argument("--first-timeout", type=float, default=600)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--label", default="", help="before|after: one half of a before/after section")
+    ap.add_argument("--label", default="", help="before|after|grid: one table of the section, beside the others")
     ap.add_argument("--commit", default="", help="the commit measured, for the section's text")
     ap.add_argument("--workdir", default=None, help="where the throwaway projects go (default: $TMPDIR)")
     ap.add_argument("--hcpipe", default=str(runner.HCPIPE), help="the binary measured (a copy of an older build)")
@@ -212,7 +331,15 @@ def main():
     sizes = [int(s) for s in args.sizes.split(",") if s]
     load_before = runner.loadavg()
     t0 = time.time()
-    results = [measure(n, args) for n in sizes]
+    smk_sizes = [int(s) for s in args.snakemake_sizes.split(",") if s]
+    args.snakemake_exe = ensure_snakemake() if smk_sizes else None
+    smk_version = runner.version([str(args.snakemake_exe), "--version"]) if smk_sizes else ""
+    results = []
+    for n in sizes:
+        r = measure(n, args)
+        if n in smk_sizes:
+            r["snakemake"] = measure_snakemake(n, args)
+        results.append(r)
     elapsed = time.time() - t0
     commit = args.commit or runner.version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     runner.DATA.mkdir(parents=True, exist_ok=True)
@@ -224,8 +351,14 @@ def main():
 {table(results)}
 
 - Medians of {args.reps} samples (min–max) for status, dry-run and no-op run; the first run
-  {args.first_reps} sample(s), `--jobs {args.jobs}`, killed after {args.first_timeout:g} s. Peak RSS of
-  the hcpipe process (wait4 `ru_maxrss`; for a first run the largest child counts too).
+  {args.first_reps} sample(s) for N ≤ 1,000, {args.first_reps_big} above, `--jobs {args.jobs}`, killed after
+  {args.first_timeout:g} s. Peak RSS of the hcpipe process (wait4 `ru_maxrss`; for a first run the
+  largest child counts too). "Runner's own CPU": user + system time of the hcpipe process's own
+  threads (`/proc/PID/stat`, last seen before it exited), not of the stages' processes, per stage.
+- `snakemake -n --cores {args.jobs}` ({smk_version}) on the same grid written as a Snakefile
+  (`snakefile_text` in bench/scale.py: one rule per stage, the grid as wildcards, `table` over
+  `expand(...)`), in a fresh folder; medians of up to {args.snakemake_reps} samples (one when a sample
+  exceeds 60 s), killed after {args.snakemake_timeout:g} s.
 - Machine: {runner.machine()}; other processes may have shared its cores.
 - Load average (1, 5, 15 min): {load_before} before, {runner.loadavg()} after.
 - Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; took {elapsed / 60:.1f} min.
@@ -235,17 +368,20 @@ def main():
         return
     intro = """## Scale (issue 15)
 
-One `prep` cmd stage, an N-member matrix stage over it (`echo ${matrix.i} > {out}/x`) and one
-gather stage reading the members through `{in.m:list}` (bench/scale.py writes it). Reproduce:
-`make bench-scale` (= `python3 bench/scale.py`). 99,998 members is the largest N under the
-spec's cap of 100,000 stages; above it `hcpipe` refuses the file, and the row says why.
+One `prep` cmd stage, an N-member matrix stage over it (a grid of axes of 10 values:
+`echo ${matrix.a} ${matrix.b} ... > {out}/x`) and one gather stage reading the members through
+`{in.m:list}` (bench/scale.py writes it, and the same grid as a Snakefile). Reproduce:
+`make bench-scale` (= `python3 bench/scale.py --label grid`). The spec's cap is 2,000,000 stages.
 """
     if args.label:
         if BEGIN not in runner.BENCHMARKS.read_text():
             runner.write_section(intro, BEGIN, END)
         tag = args.label
+        # A new labelled table goes after the last one there is.
+        text = runner.BENCHMARKS.read_text()
+        ends = [m for m in ("<!-- scale-after:end -->", "<!-- scale-before:end -->") if m in text]
         runner.write_section(part, f"<!-- scale-{tag}:begin -->", f"<!-- scale-{tag}:end -->",
-                             after=END)
+                             after=ends[0] if ends else END)
     else:
         runner.write_section(intro + "\n" + part, BEGIN, END)
     print(f"wrote {runner.BENCHMARKS}")

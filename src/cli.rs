@@ -341,7 +341,7 @@ pub fn main() -> Result<(), Error> {
             let dag = load_dag(&args.pipeline, &[])?;
             let mut names: Vec<&str> = Vec::new();
             for s in &dag.pipeline.stages {
-                if s.base != s.name && !names.contains(&s.base.as_str()) {
+                if *s.base != *s.name && !names.contains(&&*s.base) {
                     names.push(&s.base);
                 }
             }

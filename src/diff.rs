@@ -160,17 +160,13 @@ impl Side {
             .iter()
             .map(|&id| {
                 let (key, inputs, metrics, table) = match &planned.stages[id.0] {
-                    Planned::Known {
-                        inputs,
-                        key,
-                        cached,
-                    } => (
+                    Planned::Known { key, cached } => (
                         Some(key.clone()),
-                        Some(inputs.clone()),
+                        Some(planned.inputs(&dag, id)),
                         cached.as_ref().map(|e| e.metrics.clone()),
                         aggregate_table(cache, cached.as_deref(), &mut notes),
                     ),
-                    Planned::Pending { partial, .. } => (None, Some(partial.clone()), None, None),
+                    Planned::Pending { .. } => (None, Some(planned.inputs(&dag, id)), None, None),
                 };
                 SideStage {
                     name: dag.stage(id).name.clone(),

@@ -3,6 +3,10 @@
 //! (`hcpipe::Error::exit_code`).
 
 fn main() {
+    // A stage's launcher (see exec::job::spawn_logged): becomes the stage's command.
+    if let Some(code) = hcpipe::exec::job::stage_child() {
+        std::process::exit(code);
+    }
     let code = match hcpipe::cli::main() {
         Ok(()) => 0,
         Err(e) => {

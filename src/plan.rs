@@ -23,21 +23,24 @@ use crate::spec::{StageKind, StageSpec};
 pub enum Planned {
     /// Every upstream is cached: the key is known, and so whether it is cached.
     Known {
-        inputs: KeyInputs,
         key: StageKey,
         cached: Option<Box<Entry>>,
     },
     /// Its key depends on the output of `upstream`, which will (re-)run first.
-    /// `partial` holds the inputs known now (its deps are hashed already, so
-    /// a missing dep is reported before anything runs).
-    Pending {
-        upstream: StageId,
-        partial: KeyInputs,
-    },
+    Pending { upstream: StageId },
 }
 
+/// Every stage's plan. Key inputs are not kept per stage (a million stages'
+/// commands, params and variables would be held twice): [`Plan::inputs`]
+/// puts them together again from the stage, the hashes of its deps (hashed
+/// already, so a missing dep is reported before anything runs) and its
+/// upstreams' contents.
 pub struct Plan {
     pub stages: Vec<Planned>,
+    /// Per stage: its deps' hashes.
+    deps: Vec<BTreeMap<String, String>>,
+    /// Per stage: the content of its artifact, when cached and not forced.
+    content: Vec<Option<String>>,
 }
 
 impl Plan {
@@ -48,11 +51,19 @@ impl Plan {
         }
     }
 
-    pub fn inputs(&self, id: StageId) -> Option<&KeyInputs> {
-        match &self.stages[id.0] {
-            Planned::Known { inputs, .. } => Some(inputs),
-            Planned::Pending { .. } => None,
-        }
+    /// The key inputs known now: every input of a [`Planned::Known`] stage;
+    /// for a pending one, all but the upstreams that will (re-)run.
+    pub fn inputs(&self, dag: &Dag, id: StageId) -> KeyInputs {
+        let upstream = dag
+            .needs_iter(id)
+            .filter_map(|up| {
+                Some(UpstreamInput {
+                    stage: dag.stage(up).name.clone(),
+                    content: self.content[up.0].clone()?,
+                })
+            })
+            .collect();
+        stage_key_inputs(dag.stage(id), upstream, self.deps[id.0].clone())
     }
 
     /// The entry for the stage's current key, when known and cached.
@@ -89,55 +100,44 @@ pub fn plan_with(
     deps: &mut DepHasher,
 ) -> Result<Plan, CacheError> {
     let n = dag.len();
+    let mut plan = Plan {
+        stages: Vec::with_capacity(n),
+        deps: vec![BTreeMap::new(); n],
+        content: vec![None; n],
+    };
     let mut stages: Vec<Option<Planned>> = vec![None; n];
-    // The content of each stage's artifact, when cached and not forced.
-    let mut content: Vec<Option<String>> = vec![None; n];
     for &id in dag.topo_order() {
-        let mut upstream = Vec::new();
         let mut pending_on = None;
-        for up in dag.needs(id) {
-            match &content[up.0] {
-                Some(c) => upstream.push(UpstreamInput {
-                    stage: dag.stage(up).name.clone(),
-                    content: c.clone(),
-                }),
-                None => {
-                    // Name the stage that actually runs, not a pending one between.
-                    let root = match &stages[up.0] {
-                        Some(Planned::Pending { upstream, .. }) => *upstream,
-                        _ => up,
-                    };
-                    pending_on.get_or_insert(root);
-                }
+        for up in dag.needs_iter(id) {
+            if plan.content[up.0].is_none() {
+                // Name the stage that actually runs, not a pending one between.
+                let root = match &stages[up.0] {
+                    Some(Planned::Pending { upstream }) => *upstream,
+                    _ => up,
+                };
+                pending_on = Some(root);
+                break;
             }
         }
-        let inputs = stage_key_inputs(dag.stage(id), upstream, deps(dag.stage(id))?);
+        plan.deps[id.0] = deps(dag.stage(id))?;
         let planned = match pending_on {
-            Some(upstream) => Planned::Pending {
-                upstream,
-                partial: inputs,
-            },
+            Some(upstream) => Planned::Pending { upstream },
             None => {
-                let key = inputs.key();
+                let key = plan.inputs(dag, id).key();
                 let cached = cache.entry(&key)?.map(Box::new);
                 if !forced(id) {
-                    content[id.0] = cached.as_deref().map(artifact_content);
+                    plan.content[id.0] = cached.as_deref().map(artifact_content);
                 }
-                Planned::Known {
-                    inputs,
-                    key,
-                    cached,
-                }
+                Planned::Known { key, cached }
             }
         };
         stages[id.0] = Some(planned);
     }
-    Ok(Plan {
-        stages: stages
-            .into_iter()
-            .map(|p| p.expect("every stage planned in topological order"))
-            .collect(),
-    })
+    plan.stages = stages
+        .into_iter()
+        .map(|p| p.expect("every stage planned in topological order"))
+        .collect();
+    Ok(plan)
 }
 
 /// The content hash a stage's key chains for an upstream artifact.
@@ -171,7 +171,7 @@ pub fn hash_deps(
 
 /// A stage's deps as written, then those its op implies.
 pub fn all_deps(stage: &StageSpec) -> Vec<String> {
-    let mut deps = stage.deps.clone();
+    let mut deps = stage.deps.to_vec();
     deps.extend(implied_deps(stage));
     deps
 }
@@ -211,7 +211,7 @@ pub fn stage_key_inputs(
         params: serde_json::Value::Object(stage.params.clone()),
         upstream,
         deps,
-        outs: stage.outs.clone(),
+        outs: stage.outs.to_vec(),
         env,
     }
 }
@@ -226,7 +226,7 @@ pub fn stage_key_inputs(
 /// set by the executor, not here: a user's own setting of them wins.
 pub fn cmd_env(stage: &StageSpec) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([("HCPIPE_THREADS".to_string(), cmd_threads(stage).to_string())]);
-    for (axis, value) in &stage.matrix {
+    for (axis, value) in stage.matrix.iter() {
         let value = match value {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),

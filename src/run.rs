@@ -234,7 +234,7 @@ impl PlannedRun {
             ExecutorKind::Slurm => {
                 let resources = dag
                     .ids()
-                    .map(|id| dag.stage(id).resources.clone())
+                    .map(|id| (*dag.stage(id).resources).clone())
                     .collect();
                 let slurm = SlurmExecutor::new(cache.clone(), resources, slurm_opt)
                     .map_err(Error::Slurm)?;

@@ -316,14 +316,14 @@ fn inherited_axes_count_towards_the_stage_cap_before_expansion() {
         "p.yaml",
         &format!(
             "name: m\nstages:\n  a: {{cmd: 'true', matrix: {{k: [{}]}}}}\n  b: {{cmd: 'true', needs: [a], matrix: {{j: [{}]}}}}\n",
-            values(400),
-            values(300)
+            values(2000),
+            values(1001)
         ),
     );
     let r = p.run(&["status", "p.yaml"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stderr.contains("stage `b`: matrix expands to 120000 members (400 `k` (from `a`) × 300 `j`), over the limit of 100000 stages per pipeline"),
+        r.stderr.contains("stage `b`: matrix expands to 2002000 members (2000 `k` (from `a`) × 1001 `j`), over the limit of 2000000 stages per pipeline"),
         "{}",
         r.stderr
     );

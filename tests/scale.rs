@@ -90,3 +90,59 @@ fn scheduler_work_is_linear_in_the_stages() {
     check("forced prep", c, t.elapsed().as_secs_f64());
     assert_eq!(c[3], 2000, "every key computed once, prep's too: {c:?}");
 }
+
+/// Stages are started without copying the runner (`posix_spawn` of
+/// `hcpipe __stage-child`, which then becomes the command): a fork per
+/// stage cost the runner's page tables, which grow with the pipeline. The
+/// launcher keeps the guarantee fork gave: the stage's shell dies with a
+/// runner killed by SIGKILL (PR_SET_PDEATHSIG), and the command sees the
+/// environment, folder and arguments it did before.
+#[test]
+fn stages_start_through_the_launcher_and_die_with_a_killed_runner() {
+    let p = Project::new();
+    p.write(
+        "w/p.yaml",
+        "name: l\nstages:\n  s: {cmd: \"echo $$ > ../shell.pid; pwd > ../pwd; echo \\\"$HCPIPE_THREADS $1\\\" > ../env; sleep 30\"}\n",
+    );
+    let mut child = p
+        .cmd(&["run", "w/p.yaml"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while p.read("shell.pid").trim().is_empty() {
+        assert!(Instant::now() < deadline, "stage never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let shell: i32 = p.read("shell.pid").trim().parse().unwrap();
+    // The shell is the runner's own child: the launcher became it.
+    let stat = std::fs::read_to_string(format!("/proc/{shell}/stat")).unwrap();
+    let ppid: u32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, child.id(), "{stat}");
+    assert!(p.read("pwd").trim().ends_with("/w"), "{}", p.read("pwd"));
+    assert_eq!(p.read("env").trim(), "1");
+    child.kill().unwrap(); // SIGKILL: the runner cannot clean up
+    child.wait().unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let alive = std::fs::read_to_string(format!("/proc/{shell}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        if !alive {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stage's shell outlived the killed runner"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

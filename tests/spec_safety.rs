@@ -332,7 +332,7 @@ fn a_huge_matrix_is_refused_before_expanding() {
         r.stderr.contains("p.yaml:")
             && r.stderr.contains("`sweep`")
             && r.stderr.contains("1000000000")
-            && r.stderr.contains("limit of 100000 "),
+            && r.stderr.contains("limit of 2000000 "),
         "{}",
         r.stderr
     );

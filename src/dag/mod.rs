@@ -7,7 +7,8 @@
 pub mod render;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::OnceLock;
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -22,33 +23,29 @@ pub struct StageId(pub usize);
 pub struct Dag {
     pub pipeline: Pipeline,
     graph: DiGraph<StageId, ()>,
-    /// Stage name → id: `find` and `needs` are O(1) per name, not a scan
-    /// (a 10,000-member gather would otherwise cost 10⁸ comparisons).
-    index: std::collections::HashMap<String, StageId>,
+    /// Stage name → id, built on the first [`Dag::find`]: names given on the
+    /// command line are looked up in O(1), and a run or `status` that looks
+    /// none up does not hold a second copy of every name (needs are ids already).
+    index: OnceLock<HashMap<String, StageId>>,
     /// Stages in an order where every stage comes after its needs.
     order: Vec<StageId>,
 }
 
 impl Dag {
     pub fn build(pipeline: Pipeline) -> Result<Dag, SpecError> {
-        let mut graph = DiGraph::new();
-        let nodes: Vec<NodeIndex> = (0..pipeline.stages.len())
-            .map(|i| graph.add_node(StageId(i)))
-            .collect();
-        let index: std::collections::HashMap<String, StageId> = pipeline
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), StageId(i)))
-            .collect();
+        let n = pipeline.stages.len();
+        let edges: usize = pipeline.stages.iter().map(|s| s.needs.len()).sum();
+        let mut graph = DiGraph::with_capacity(n, edges);
+        let nodes: Vec<NodeIndex> = (0..n).map(|i| graph.add_node(StageId(i))).collect();
         for (i, stage) in pipeline.stages.iter().enumerate() {
-            for need in &stage.needs {
-                let up = index.get(need.as_str()).ok_or_else(|| {
+            for &need in &stage.needs {
+                let up = nodes.get(need as usize).ok_or_else(|| {
                     SpecError::new(format!(
-                        "internal: unresolved need `{need}` (bug, please report)"
+                        "internal: need {need} of `{}` is not a stage (bug, please report)",
+                        stage.name
                     ))
                 })?;
-                graph.add_edge(nodes[up.0], nodes[i], ());
+                graph.add_edge(*up, nodes[i], ());
             }
         }
         let order = match stable_topo_order(&graph) {
@@ -58,7 +55,7 @@ impl Dag {
         Ok(Dag {
             pipeline,
             graph,
-            index,
+            index: OnceLock::new(),
             order,
         })
     }
@@ -84,7 +81,15 @@ impl Dag {
     }
 
     pub fn find(&self, name: &str) -> Option<StageId> {
-        self.index.get(name).copied()
+        let index = self.index.get_or_init(|| {
+            self.pipeline
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), StageId(i)))
+                .collect()
+        });
+        index.get(name).copied()
     }
 
     /// The stages a name given on the command line stands for: a stage (or
@@ -100,17 +105,12 @@ impl Dag {
             .order
             .iter()
             .copied()
-            .filter(|&id| self.stage(id).base == name)
+            .filter(|&id| &*self.stage(id).base == name)
             .collect();
         if !members.is_empty() {
             return Ok(members);
         }
-        let mut bases: Vec<&str> = self
-            .pipeline
-            .stages
-            .iter()
-            .map(|s| s.base.as_str())
-            .collect();
+        let mut bases: Vec<&str> = self.pipeline.stages.iter().map(|s| &*s.base).collect();
         bases.dedup();
         let names = self
             .pipeline
@@ -157,23 +157,39 @@ impl Dag {
                 stack.extend(self.needs(id));
             }
         }
+        // Needs are indices: renumbered for the stages kept (a kept stage's
+        // needs are all kept).
+        let mut new_index = vec![u32::MAX; keep.len()];
+        let mut next = 0u32;
+        for (i, &k) in keep.iter().enumerate() {
+            if k {
+                new_index[i] = next;
+                next += 1;
+            }
+        }
         let Dag { pipeline, .. } = self;
         let stages = pipeline
             .stages
             .into_iter()
             .zip(keep)
-            .filter_map(|(s, k)| k.then_some(s))
+            .filter_map(|(mut s, k)| {
+                for need in &mut s.needs {
+                    *need = new_index[*need as usize];
+                }
+                k.then_some(s)
+            })
             .collect();
         Dag::build(Pipeline { stages, ..pipeline }).map_err(|e| e.to_string())
     }
 
     /// Direct upstream stages, in `needs` order.
     pub fn needs(&self, id: StageId) -> Vec<StageId> {
-        self.stage(id)
-            .needs
-            .iter()
-            .filter_map(|n| self.find(n))
-            .collect()
+        self.needs_iter(id).collect()
+    }
+
+    /// [`Dag::needs`] without a list.
+    pub fn needs_iter(&self, id: StageId) -> impl ExactSizeIterator<Item = StageId> + '_ {
+        self.stage(id).needs.iter().map(|&n| StageId(n as usize))
     }
 
     /// Direct downstream stages.

@@ -59,7 +59,13 @@ pub fn render(dag: &Dag, format: DagFormat) -> String {
                 let needs = if s.needs.is_empty() {
                     String::new()
                 } else {
-                    format!("  ← {}", s.needs.join(", "))
+                    format!(
+                        "  ← {}",
+                        dag.needs_iter(id)
+                            .map(|u| dag.stage(u).name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 };
                 let _ = writeln!(out, "{} ({}){needs}", s.name, s.op_name().unwrap_or("cmd"));
             }

@@ -349,25 +349,72 @@ pub fn torch_worker() -> Result<PathBuf, String> {
 /// reason survives even when the log file cannot be written (a full disk).
 const TAIL_BYTES: usize = 16 * 1024;
 
+/// The first argument that makes `hcpipe` a stage's launcher (see [`spawn_logged`]).
+pub const CHILD_ARG: &str = "__stage-child";
+
+/// `hcpipe __stage-child RUNNER_PID PROGRAM ARGS...` (what [`spawn_logged`]
+/// starts): ask to be killed when the runner's thread that started it dies
+/// (PR_SET_PDEATHSIG), then become PROGRAM. `None` when this process is not
+/// one (the normal command line). Called first thing in `main`.
+pub fn stage_child() -> Option<i32> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != CHILD_ARG {
+        return None;
+    }
+    let parent: i32 = args.next()?.to_str()?.parse().ok()?;
+    let program = args.next()?;
+    // SAFETY: prctl and getppid only read or set this process's own flags.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // The runner died before the flag was set: nothing would kill us.
+        if libc::getppid() != parent {
+            return Some(137);
+        }
+    }
+    let err = Command::new(&program).args(args).exec();
+    eprintln!("hcpipe: cannot start {}: {err}", program.to_string_lossy());
+    Some(127)
+}
+
 /// Run a child with stdout+stderr into `log` (and the last bytes in memory);
-/// the child dies with us (PR_SET_PDEATHSIG).
-fn spawn_logged(mut command: Command, log: &Path, what: &str) -> Result<(), Failure> {
+/// the child dies with us (PR_SET_PDEATHSIG) and has its own process group,
+/// so cancelling reaches the stage's whole tree (a `sh -c` and what it
+/// started), not just the shell.
+///
+/// Setting PDEATHSIG in the child would take a `pre_exec` hook, which makes
+/// std `fork` the runner: a copy of its page tables per stage, which grow
+/// with the pipeline (fork and the child's exec were a third of the runner's
+/// CPU at 5,000 stages, issue 15). Instead the child is spawned without a
+/// copy (posix_spawn, a vfork) as `hcpipe __stage-child`, which sets the flag
+/// itself and then becomes the command: a constant cost per stage.
+fn spawn_logged(command: Command, log: &Path, what: &str) -> Result<(), Failure> {
     let (mut reader, writer) =
         std::io::pipe().map_err(|e| Failure::msg(format!("cannot make a pipe: {e}")))?;
     let writer2 = writer
         .try_clone()
         .map_err(|e| Failure::msg(e.to_string()))?;
-    command.stdin(Stdio::null()).stdout(writer).stderr(writer2);
-    // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
-    // Its own process group, so cancelling reaches the stage's whole tree
-    // (a `sh -c` and what it started), not just the shell.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            libc::setpgid(0, 0);
-            Ok(())
-        });
+    let mut launcher = Command::new("/proc/self/exe");
+    launcher
+        .arg(CHILD_ARG)
+        .arg(std::process::id().to_string())
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => launcher.env(k, v),
+            None => launcher.env_remove(k),
+        };
     }
+    if let Some(dir) = command.get_current_dir() {
+        launcher.current_dir(dir);
+    }
+    drop(command);
+    let mut command = launcher;
+    command
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer2)
+        .process_group(0);
     let mut child = command
         .spawn()
         .map_err(|e| Failure::msg(format!("cannot start the {what}: {e}")))?;

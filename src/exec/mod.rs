@@ -9,7 +9,8 @@
 //!   torch stage of the run (their CUDA kernels overlap in one process).
 //! - [`Scheduler`]: launches ready stages, honours slots, stops a failed
 //!   stage's dependants while independent branches finish, and writes the
-//!   run record as stages finish (at most every half second).
+//!   run record as stages finish (at most every half second, or 20× as long
+//!   as a rewrite took).
 //!
 //! The loop never uses `?`: after a failure it stops launching that branch,
 //! drains what is running, and reports everything at the end.
@@ -90,7 +91,7 @@ enum State {
 
 /// Whether `--force` names `stage`: by name, by its matrix's base name, or `*`.
 pub fn is_forced(force: &HashSet<String>, stage: &crate::spec::StageSpec) -> bool {
-    force.contains(&stage.name) || force.contains(&stage.base) || force.contains("*")
+    force.contains(&stage.name) || force.contains(&*stage.base) || force.contains("*")
 }
 
 /// Run every stage of `dag` not already cached. Returns whether all succeeded.
@@ -143,13 +144,10 @@ pub fn run_dag(
         pos[id.0] = i;
     }
     for id in dag.ids() {
-        let needs = &dag.stage(id).needs;
-        for need in needs {
-            if let Some(up) = dag.find(need) {
-                children[up.0].push(id);
-                if state[up.0] != State::Done {
-                    unmet[id.0] += 1;
-                }
+        for up in dag.needs_iter(id) {
+            children[up.0].push(id);
+            if state[up.0] != State::Done {
+                unmet[id.0] += 1;
             }
         }
     }
@@ -181,6 +179,9 @@ pub fn run_dag(
     let mut running = 0usize;
     let mut saved = usize::MAX;
     let mut last_save: Option<Instant> = None;
+    // How often the record is rewritten at most: RECORD_INTERVAL, or longer
+    // once a rewrite (O(stages)) takes long, see below.
+    let mut save_every = RECORD_INTERVAL;
     // Keys whose files were hashed this run: committed here, or re-hashed before first use.
     let mut verified = HashSet::new();
     // Each running stage's progress file (none when its folder cannot be made).
@@ -355,18 +356,23 @@ pub fn run_dag(
         // RECORD_INTERVAL: a save is the whole record and two fsyncs, so one per
         // stage would make a run O(stages²). The cache entries are the truth;
         // a killed run's record may miss the last interval's stages, never one's result.
-        if record.stages.len() != saved && last_save.is_none_or(|t| t.elapsed() >= RECORD_INTERVAL)
-        {
+        if record.stages.len() != saved && last_save.is_none_or(|t| t.elapsed() >= save_every) {
             saved = record.stages.len();
-            last_save = Some(Instant::now());
+            let start = Instant::now();
+            last_save = Some(start);
             counts.record_writes += 1;
             let _ = record.save(cache);
+            // The loop launches nothing while it writes: a rewrite may take
+            // at most 1/RECORD_SHARE of the time between two, however many
+            // stages the record holds (issue 15: at 10,000 stages a rewrite
+            // is 2.2 MB and two fsyncs, every half second).
+            save_every = RECORD_INTERVAL.max(start.elapsed() * RECORD_SHARE);
         }
         if running == 0 {
             continue;
         }
         let wait = match last_save {
-            Some(t) if record.stages.len() != saved => RECORD_INTERVAL
+            Some(t) if record.stages.len() != saved => save_every
                 .saturating_sub(t.elapsed())
                 .min(executor.poll_interval()),
             _ => executor.poll_interval(),
@@ -470,13 +476,17 @@ fn base_indices(dag: &Dag) -> Vec<Option<usize>> {
                 return None;
             }
             let next = index.len();
-            Some(*index.entry(s.base.as_str()).or_insert(next))
+            Some(*index.entry(&*s.base).or_insert(next))
         })
         .collect()
 }
 
 /// How often a run record is rewritten at most while stages finish.
 const RECORD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A record rewrite is spaced at least this many times its own duration
+/// from the next: rewriting stays under 5 % of the scheduler's time.
+const RECORD_SHARE: u32 = 20;
 
 /// What the scheduler did, logged at `-v` (tests count it: it must stay O(stages + needs)).
 #[derive(Default)]
@@ -636,7 +646,7 @@ fn build_job(
             .ensure_artifact(entry, rehash)
             .map_err(|e| e.to_string())?;
         verified.insert(entry.key.clone());
-        input_matrix.push(dag.stage(up).matrix.clone());
+        input_matrix.push(dag.stage(up).matrix.to_map());
         inputs.push(Input {
             stage: dag.stage(up).name.clone(),
             op: dag.stage(up).op_name().map(str::to_string),
@@ -667,7 +677,7 @@ fn build_job(
         inputs,
         input_matrix,
         workdir: dag.pipeline.dir.clone(),
-        outs: stage.outs.clone(),
+        outs: stage.outs.to_vec(),
         empty_out_ok: stage.empty_out_ok,
         threads,
         force,

@@ -97,10 +97,7 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
                 None => Freshness::NeverRun,
                 Some(prev) => match cache.entry(&prev.key) {
                     Ok(Some(old)) => {
-                        let why = plan
-                            .inputs(id)
-                            .map(|i| i.why_differs(&old.inputs))
-                            .unwrap_or_default();
+                        let why = plan.inputs(dag, id).why_differs(&old.inputs);
                         Freshness::Stale(if why.is_empty() {
                             vec![StaleReason::InputsChanged]
                         } else {

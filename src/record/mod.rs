@@ -1,5 +1,6 @@
 //! Run records: one JSON file per `hcpipe run`, rewritten atomically as
-//! stages finish (at most every half second, and at the end), so even a
+//! stages finish (at most every half second, less often when a rewrite is
+//! slow: see `exec`'s RECORD_SHARE; and at the end), so even a
 //! killed run leaves an account of what it finished (the cache entries, not
 //! the record, are what a next run continues from). `show`, `diff` and `gc` read them.
 

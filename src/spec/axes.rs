@@ -252,7 +252,9 @@ pub fn product(axes: &[Axis]) -> u64 {
         .fold(1u64, |n, a| n.saturating_mul(a.values.len() as u64))
 }
 
-/// Every combination of `axes`, the first axis varying slowest.
+/// Every combination of `axes`, the first axis varying slowest (`validate`
+/// walks them by index instead, without a map per member).
+#[cfg(test)]
 pub fn combinations(axes: &[Axis]) -> Vec<BTreeMap<String, Value>> {
     let mut out = vec![BTreeMap::new()];
     for axis in axes {

@@ -103,6 +103,43 @@ mod tests {
         );
     }
 
+    /// What a million members would otherwise hold a million times is
+    /// held once per stage (issue 15): counted by sharing, not timed.
+    #[test]
+    fn members_share_what_their_stage_has_once() {
+        let text = "name: s\nstages:\n  prep: {cmd: 'true'}\n  m:\n    cmd: 'echo ${matrix.a} ${matrix.b}'\n    needs: [prep]\n    outs: [x]\n    desc: grid\n    resources: {mem: 1G}\n    matrix: {b: [0, 1, 2], a: [x, y]}\n  t: {cmd: 'true', needs: [m], gather: true}\n  e: {cmd: 'true', needs: [m]}\n";
+        let p = load_pipeline_text(text, Path::new("/tmp/p.yaml"), "p.yaml", &[]).unwrap();
+        let m: Vec<&crate::spec::StageSpec> = p.stages.iter().filter(|s| &*s.base == "m").collect();
+        assert_eq!(m.len(), 6);
+        assert_eq!(
+            m[1].name, "m[a=x,b=1]",
+            "the first axis in sorted order varies slowest"
+        );
+        for s in &m[1..] {
+            assert!(std::sync::Arc::ptr_eq(&s.base, &m[0].base));
+            assert!(std::sync::Arc::ptr_eq(&s.resources, &m[0].resources));
+            assert!(std::sync::Arc::ptr_eq(&s.outs, &m[0].outs));
+            assert!(std::sync::Arc::ptr_eq(
+                s.desc.as_ref().unwrap(),
+                m[0].desc.as_ref().unwrap()
+            ));
+            assert!(std::ptr::eq(
+                s.matrix.table().unwrap(),
+                m[0].matrix.table().unwrap()
+            ));
+            assert_eq!(s.matrix.picks().len(), 2, "one index per axis");
+            assert_eq!(&*s.needs, &[0], "needs are stage indices");
+        }
+        let t = p.stages.iter().find(|s| s.name == "t").unwrap();
+        assert_eq!(&*t.needs, &[1, 2, 3, 4, 5, 6]);
+        // Fan-out pairs each `e` member with the `m` member of its values.
+        for s in p.stages.iter().filter(|s| &*s.base == "e") {
+            let up = &p.stages[s.needs[0] as usize];
+            assert_eq!(up.matrix.to_map(), s.matrix.to_map());
+            assert_eq!(s.name.replacen('e', "m", 1), up.name);
+        }
+    }
+
     #[test]
     fn syntax_error_names_file_line_col() {
         let err = parse_str("name: x\nstages:\n  a: {op: [fetch\n", "p.yaml").unwrap_err();

@@ -11,16 +11,15 @@
 //! are part of that stage's key: it re-runs on a new revision, and no stage
 //! sees them unless it asks.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
+use super::Matrix;
 use crate::ops::Params;
 
 /// What placeholders may refer to.
 pub struct Scope<'a> {
     pub params: &'a Params,
-    pub matrix: &'a BTreeMap<String, Value>,
+    pub matrix: &'a Matrix,
     /// `name` and, when the file mentions it, `revision`.
     pub pipeline: &'a Params,
     /// The stage's own params, already substituted (`${stage.params.x}` in a
@@ -69,8 +68,10 @@ pub fn subst_string(s: &str, scope: &Scope) -> Result<String, String> {
         let end = after
             .find('}')
             .ok_or_else(|| format!("unclosed `${{` in `{s}`; write `${{params.NAME}}`"))?;
-        let value = lookup(&after[..end], scope)?;
-        out.push_str(&display_value(value));
+        match lookup(&after[..end], scope)? {
+            Value::String(text) => out.push_str(text),
+            other => out.push_str(&display_value(other)),
+        }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -85,17 +86,27 @@ fn lookup<'a>(path: &str, scope: &'a Scope) -> Result<&'a Value, String> {
     if ns == "stage" {
         return lookup_stage(path, name, scope);
     }
-    let (map_keys, found): (Vec<&String>, Option<&Value>) = match ns {
-        "params" => (scope.params.keys().collect(), scope.params.get(name)),
-        "matrix" => (scope.matrix.keys().collect(), scope.matrix.get(name)),
-        "pipeline" => (scope.pipeline.keys().collect(), scope.pipeline.get(name)),
+    let found = match ns {
+        "params" => scope.params.get(name),
+        "matrix" => scope.matrix.get(name),
+        "pipeline" => scope.pipeline.get(name),
         _ => {
             return Err(format!(
                 "`${{{path}}}`: unknown namespace `{ns}`; use `params`, `matrix`, `pipeline` or `stage.params`"
             ))
         }
     };
+    // The valid names only for the error: a million members substitute
+    // without listing them once each.
+    let map_keys = || -> Vec<&str> {
+        match ns {
+            "params" => scope.params.keys().map(String::as_str).collect(),
+            "matrix" => scope.matrix.keys().collect(),
+            _ => scope.pipeline.keys().map(String::as_str).collect(),
+        }
+    };
     found.ok_or_else(|| {
+        let map_keys = map_keys();
         let valid = if map_keys.is_empty() {
             "none are defined".to_string()
         } else {
@@ -105,7 +116,7 @@ fn lookup<'a>(path: &str, scope: &'a Scope) -> Result<&'a Value, String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let hint = crate::suggest::closest(name, map_keys.iter().map(|k| k.as_str()))
+        let hint = crate::suggest::closest(name, map_keys.iter().copied())
             .map(|c| format!(" (did you mean `{c}`?)"))
             .unwrap_or_default();
         format!("`${{{path}}}`: no {ns} named `{name}`{hint}; valid: {valid}")
@@ -159,12 +170,13 @@ pub fn display_value(v: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     fn scope_with(params: &Params, matrix: &BTreeMap<String, Value>) -> String {
         let pipeline = Params::new();
         let scope = Scope {
             params,
-            matrix,
+            matrix: &Matrix::from_map(matrix),
             pipeline: &pipeline,
             stage: None,
         };
@@ -186,6 +198,7 @@ mod tests {
             "python x.py --lr 0.0001 --seed 3"
         );
         let pipeline = Params::new();
+        let matrix = Matrix::from_map(&matrix);
         let scope = Scope {
             params: &params,
             matrix: &matrix,
@@ -206,7 +219,7 @@ mod tests {
     fn unknown_param_lists_valid_ones() {
         let mut params = Params::new();
         params.insert("seed".into(), json!(0));
-        let matrix = BTreeMap::new();
+        let matrix = Matrix::default();
         let pipeline = Params::new();
         let scope = Scope {
             params: &params,

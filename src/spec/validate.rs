@@ -5,23 +5,26 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::axes::{self, AxisError, Decl, Site};
 use super::cmd_text::{placeholders, InForm, Quoting, Ref};
-use super::matrix::member_name;
+use super::matrix::{member_name, name_key, name_value};
 use super::paths::normalize;
-use super::raw::{RawPipeline, RawStage};
+use super::raw::{RawPipeline, RawResources, RawStage};
 use super::subst::{display_value, subst_string, subst_value, Scope};
-use super::{Loc, Pipeline, Resources, SpecError, StageKind, StageSpec};
+use super::{AxisTable, Loc, Matrix, Pipeline, Resources, SpecError, StageKind, StageSpec};
 use crate::ops::{self, Params};
 use crate::suggest::closest;
 
 /// A pipeline expands to at most this many stages (matrix members counted
 /// one by one), checked before any matrix is expanded: a 9-key matrix of 10
-/// values each would otherwise be a billion stages and exhaust memory.
-pub const MAX_STAGES: u64 = 100_000;
+/// values each would otherwise be a billion stages and exhaust memory. Two
+/// million is twice the largest grid measured (1,000,000 members plan in
+/// seconds, BENCHMARKS.md "Scale"), and still well within a laptop's memory.
+pub const MAX_STAGES: u64 = 2_000_000;
 
 struct Problems<'a> {
     shown: &'a str,
@@ -95,7 +98,11 @@ pub fn validate(
     // Pass 1: expand matrices, substitute, check kinds and params.
     let mut members_of: HashMap<String, Vec<usize>> = HashMap::new();
     let mut stages: Vec<StageSpec> = Vec::new();
-    let mut raw_needs: Vec<Vec<(String, Loc)>> = Vec::new();
+    // Per expanded stage: the index of the stage written in the file (its
+    // `needs` as written, with their places, are read from there).
+    let mut written_as: Vec<usize> = Vec::new();
+    // Per matrix stage: its axes in expansion order (the first varies slowest).
+    let mut expansion: HashMap<String, Vec<axes::Axis>> = HashMap::new();
     let mut planned: u64 = 0;
     // Each stage's axes, inherited and own (see `axes`), before any expansion.
     let decls: Vec<(String, Decl)> = raw
@@ -115,8 +122,16 @@ pub fn validate(
             (base.clone(), decl)
         })
         .collect();
-    let mut stage_axes = axes::resolve(&decls).into_iter();
-    for (base, spanned) in &raw.stages {
+    let stage_axes = axes::resolve(&decls);
+    // Every stage's members, counted before expanding: the list of stages is
+    // made once at its size (growing it would hold two copies at once).
+    let total = stage_axes
+        .iter()
+        .map(|a| a.as_ref().map_or(1, |axes| axes::product(axes)))
+        .fold(0u64, u64::saturating_add);
+    stages.reserve_exact(total.min(MAX_STAGES) as usize);
+    let mut stage_axes = stage_axes.into_iter();
+    for (written, (base, spanned)) in raw.stages.iter().enumerate() {
         let axes_of = stage_axes.next().unwrap_or_else(|| Ok(Vec::new()));
         let loc = loc_of(&spanned.referenced);
         let stage: &RawStage = &spanned.value;
@@ -198,8 +213,89 @@ pub fn validate(
             continue;
         }
         planned = after;
-        for values in axes::combinations(&axes) {
-            let name = member_name(base, &values);
+        // What every member shares is worked out once per stage: its deps
+        // (checked on disk once, not once per member), outs and resources.
+        let shared_base: Arc<str> = Arc::from(base.as_str());
+        let mut deps: Vec<String> = Vec::new();
+        let mut dep_problems: Vec<(Loc, String)> = Vec::new();
+        for dep in &stage.deps {
+            let norm = normalize(&dep.value, Some(&dir));
+            let path = dir.join(&norm);
+            if !deps.contains(&norm) {
+                deps.push(norm);
+            }
+            if !path.exists() {
+                dep_problems.push((
+                    loc_of(&dep.referenced),
+                    format!("dep `{}` does not exist (looked for {}); deps are relative to the pipeline file", dep.value, path.display()),
+                ));
+            }
+        }
+        let deps: Arc<[String]> = deps.into();
+        let outs: Arc<[String]> = normalized_outs(stage.outs.as_deref().unwrap_or_default()).into();
+        let desc: Option<Arc<str>> = stage.desc.as_deref().map(Arc::from);
+        let resources = stage_resources(&stage.resources).map(Arc::new);
+        // Members are the combinations of the axes, the first axis varying
+        // slowest; each member holds its value indices (see `Matrix`), its
+        // name is put together from each value's text, worked out once.
+        let table = Arc::new(AxisTable::new(
+            axes.iter()
+                .map(|a| (a.name.clone(), a.values.clone()))
+                .collect(),
+        ));
+        let sorted_at: Vec<usize> = axes
+            .iter()
+            .map(|a| {
+                table
+                    .names()
+                    .iter()
+                    .position(|n| n == &a.name)
+                    .expect("every axis is in the table")
+            })
+            .collect();
+        let parts: Vec<Vec<String>> = table
+            .names()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                table
+                    .values(i)
+                    .iter()
+                    .map(|v| format!("{}={}", name_key(k), name_value(v)))
+                    .collect()
+            })
+            .collect();
+        if !axes.is_empty() {
+            expansion.insert(base.clone(), axes.clone());
+        }
+        for member in 0..members {
+            let mut picks = vec![0u32; axes.len()].into_boxed_slice();
+            let mut rest = member;
+            for (e, axis) in axes.iter().enumerate().rev() {
+                let n = axis.values.len() as u64;
+                picks[sorted_at[e]] = (rest % n) as u32;
+                rest /= n;
+            }
+            let name = if axes.is_empty() {
+                base.clone()
+            } else {
+                let mut name = String::with_capacity(base.len() + 8 * axes.len());
+                name.push_str(base);
+                name.push('[');
+                for (i, &p) in picks.iter().enumerate() {
+                    if i > 0 {
+                        name.push(',');
+                    }
+                    name.push_str(&parts[i][p as usize]);
+                }
+                name.push(']');
+                name
+            };
+            let values = if axes.is_empty() {
+                Matrix::default()
+            } else {
+                Matrix::new(Arc::clone(&table), picks)
+            };
             let scope = Scope {
                 params: &params,
                 matrix: &values,
@@ -274,74 +370,38 @@ pub fn validate(
                     ok = false;
                 }
             }
-            let mut deps: Vec<String> = Vec::new();
-            for dep in &stage.deps {
-                let norm = normalize(&dep.value, Some(&dir));
-                let path = dir.join(&norm);
-                if !deps.contains(&norm) {
-                    deps.push(norm);
-                }
-                if !path.exists() {
-                    problems.add(
-                        loc_of(&dep.referenced),
-                        base,
-                        format!("dep `{}` does not exist (looked for {}); deps are relative to the pipeline file", dep.value, path.display()),
-                    );
-                    ok = false;
-                }
+            for (at, msg) in &dep_problems {
+                problems.add(*at, base, msg);
+                ok = false;
             }
             if !ok {
                 continue;
             }
-            let r = &stage.resources;
-            let gpu = r.gpu.unwrap_or(0.0);
-            let gpu_milli = if !gpu.is_finite()
-                || gpu < 0.0
-                || (gpu > 1.0 && gpu.fract() != 0.0)
-                || gpu > 64.0
-            {
-                problems.add(loc, base, format!("resources.gpu = {gpu}: give a whole number of GPUs, or a fraction below 1 (e.g. 0.5) to share one"));
-                continue;
-            } else {
-                (gpu * 1000.0).round() as u32
-            };
-            if r.array_throttle == Some(0) {
-                problems.add(loc, base, "resources.array_throttle = 0: give at least 1 (the most members of this stage's Slurm job array that run at once), or leave it out for no limit");
-                continue;
-            }
-            let resources = Resources {
-                cpu: r.cpu.unwrap_or(1).max(1),
-                gpu_milli,
-                mem: r.mem.clone(),
-                time: r.time.clone(),
-                partition: r.partition.clone(),
-                account: r.account.clone(),
-                array_throttle: r.array_throttle,
+            let resources = match &resources {
+                Ok(r) => Arc::clone(r),
+                Err(msg) => {
+                    problems.add(loc, base, msg);
+                    continue;
+                }
             };
             members_of
                 .entry(base.clone())
                 .or_default()
                 .push(stages.len());
-            raw_needs.push(
-                stage
-                    .needs
-                    .iter()
-                    .map(|n| (n.value.clone(), loc_of(&n.referenced)))
-                    .collect(),
-            );
+            written_as.push(written);
             stages.push(StageSpec {
                 name,
-                base: base.clone(),
+                base: Arc::clone(&shared_base),
                 kind,
-                needs: Vec::new(),
+                needs: Box::default(),
                 params: stage_params,
-                deps,
-                outs: normalized_outs(stage.outs.as_deref().unwrap_or_default()),
+                deps: Arc::clone(&deps),
+                outs: Arc::clone(&outs),
                 empty_out_ok: stage.outs.as_ref().is_some_and(Vec::is_empty),
                 resources,
                 matrix: values,
                 gather: stage.gather,
-                desc: stage.desc.clone(),
+                desc: desc.clone(),
                 loc,
             });
         }
@@ -349,9 +409,9 @@ pub fn validate(
 
     // Member names are injective (see `matrix::member_name`); a clash here
     // would make one stage read another's data, so it is refused outright.
-    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(stages.len());
     for (i, s) in stages.iter().enumerate() {
-        if let Some(&j) = by_name.get(&s.name) {
+        if let Some(&j) = by_name.get(s.name.as_str()) {
             let first = &stages[j];
             problems.add(
                 s.loc,
@@ -362,70 +422,85 @@ pub fn validate(
                 ),
             );
         } else {
-            by_name.insert(s.name.clone(), i);
+            by_name.insert(s.name.as_str(), i);
         }
     }
-    let matrix_bases: HashSet<String> = members_of
+    let matrix_bases: HashSet<&str> = members_of
         .iter()
         .filter(|(_, m)| m.len() > 1 || !stages[m[0]].matrix.is_empty())
-        .map(|(b, _)| b.clone())
+        .map(|(b, _)| b.as_str())
         .collect();
-    // For fan-out: each matrix stage's members by their values, so pairing
-    // a member with its upstream is a lookup, not a scan.
+    // For fan-out when an upstream lost members to an error: its members by
+    // their values, built only then (the pipeline is refused anyway).
     let mut by_values: HashMap<&str, HashMap<String, usize>> = HashMap::new();
-    for (base, members) in &members_of {
-        if matrix_bases.contains(base) {
-            let index = members
-                .iter()
-                .map(|&m| (values_key(&stages[m].matrix, stages[m].matrix.keys()), m))
-                .collect();
-            by_values.insert(base.as_str(), index);
-        }
-    }
+    // For fan-out: per (stage written, need), how a member's value indices
+    // map onto the upstream's member (see `Pairing`), worked out once.
+    let mut pairings: HashMap<(usize, &str), Option<Pairing>> = HashMap::new();
 
     // Pass 2: resolve `needs` against expanded members.
     let all_bases: Vec<&str> = raw.stages.keys().map(String::as_str).collect();
-    for (i, needs) in raw_needs.iter().enumerate() {
-        let mut resolved = Vec::new();
-        for (need, loc) in needs {
-            let me = &stages[i];
-            if need == &me.base {
-                problems.add(*loc, &me.name, "needs itself; remove it from `needs`");
+    let mut all_needs: Vec<Box<[u32]>> = Vec::with_capacity(stages.len());
+    for (i, &written) in written_as.iter().enumerate() {
+        let needs = &raw.stages[written].value.needs;
+        let me = &stages[i];
+        let mut resolved: Vec<u32> = Vec::new();
+        for spanned in needs {
+            let need = &spanned.value;
+            let loc = loc_of(&spanned.referenced);
+            if need.as_str() == &*me.base {
+                problems.add(loc, &me.name, "needs itself; remove it from `needs`");
                 continue;
             }
             if let Some(members) = members_of.get(need) {
-                if !matrix_bases.contains(need) {
-                    resolved.push(stages[members[0]].name.clone());
+                if !matrix_bases.contains(need.as_str()) {
+                    resolved.push(members[0] as u32);
                 } else if me.gather {
-                    resolved.extend(members.iter().map(|&m| stages[m].name.clone()));
+                    resolved.extend(members.iter().map(|&m| m as u32));
                 } else {
                     // Fan-out: the one member whose values are this member's,
                     // projected onto the upstream's axes (which this stage
                     // inherited, see `axes`).
-                    let up_keys = stages[members[0]].matrix.keys();
-                    if !up_keys.clone().all(|k| me.matrix.contains_key(k)) {
+                    let Some(up_axes) = expansion.get(need.as_str()) else {
+                        continue;
+                    };
+                    if !up_axes.iter().all(|a| me.matrix.contains_key(&a.name)) {
                         // Only a cycle in `needs` keeps axes from being inherited.
                         problems.add(
-                            *loc,
+                            loc,
                             &me.name,
                             format!("needs matrix stage `{need}`, which needs this stage in turn (a cycle in `needs`); remove one of these needs"),
                         );
                         continue;
                     }
-                    let key = values_key(&me.matrix, up_keys);
-                    match by_values
-                        .get(need.as_str())
-                        .and_then(|index| index.get(&key))
-                    {
-                        Some(&one) => resolved.push(stages[one].name.clone()),
+                    let complete = members.len() as u64 == axes::product(up_axes);
+                    let pairing = pairings.entry((written, need.as_str())).or_insert_with(|| {
+                        complete
+                            .then(|| Pairing::new(&me.matrix, up_axes))
+                            .flatten()
+                    });
+                    let found = match pairing {
+                        Some(p) => p.member(&me.matrix).map(|k| members[k]),
                         None => {
-                            let picked: BTreeMap<String, Value> = stages[members[0]]
-                                .matrix
-                                .keys()
-                                .filter_map(|k| Some((k.clone(), me.matrix.get(k)?.clone())))
+                            let index = by_values.entry(need.as_str()).or_insert_with(|| {
+                                members
+                                    .iter()
+                                    .map(|&m| (values_key(&stages[m].matrix, up_axes), m))
+                                    .collect()
+                            });
+                            index.get(&values_key(&me.matrix, up_axes)).copied()
+                        }
+                    };
+                    match found {
+                        Some(one) => resolved.push(one as u32),
+                        None => {
+                            let picked: BTreeMap<String, Value> = up_axes
+                                .iter()
+                                .filter_map(|a| {
+                                    Some((a.name.clone(), me.matrix.get(&a.name)?.clone()))
+                                })
                                 .collect();
                             problems.add(
-                                *loc,
+                                loc,
                                 &me.name,
                                 format!(
                                     "needs `{}`, which was not built (see the problem reported for `{need}`)",
@@ -435,8 +510,8 @@ pub fn validate(
                         }
                     }
                 }
-            } else if by_name.contains_key(need) {
-                resolved.push(need.clone());
+            } else if let Some(&u) = by_name.get(need.as_str()) {
+                resolved.push(u as u32);
             } else if raw.stages.contains_key(need) {
                 // Declared but dropped by an earlier error: already reported.
             } else {
@@ -449,46 +524,41 @@ pub fn validate(
                     .collect::<Vec<_>>()
                     .join(", ");
                 problems.add(
-                    *loc,
+                    loc,
                     &me.name,
                     format!("needs unknown stage `{need}`; {hint}stages: {valid}"),
                 );
             }
         }
-        stages[i].needs = resolved;
-        if let StageKind::Op(def) = stages[i].kind {
-            let needs: Vec<(&str, Option<&str>)> = stages[i]
-                .needs
+        if let StageKind::Op(def) = me.kind {
+            let needs: Vec<(&str, Option<&str>)> = resolved
                 .iter()
-                .filter_map(|n| {
-                    by_name
-                        .get(n.as_str())
-                        .map(|&u| (stages[u].name.as_str(), stages[u].op_name()))
+                .map(|&u| {
+                    let up = &stages[u as usize];
+                    (up.name.as_str(), up.op_name())
                 })
                 .collect();
             if let Err(e) = ops::check_needs(def.name, &needs) {
-                problems.add(stages[i].loc, &stages[i].name, e);
+                problems.add(me.loc, &me.name, e);
             }
         }
-        if let StageKind::Cmd(text) = &stages[i].kind {
-            let me = &stages[i];
+        if let StageKind::Cmd(text) = &me.kind {
             for p in placeholders(text) {
                 let Ref::In { name, form } = p.what else {
                     continue;
                 };
                 let written = &text[p.start..p.end];
-                let needed = me
-                    .needs
-                    .iter()
-                    .any(|n| n == name || by_name.get(n).is_some_and(|&u| stages[u].base == name));
-                if !needed && raw_needs[i].iter().any(|(n, _)| n == name) {
+                let needed = resolved.iter().any(|&u| {
+                    let up = &stages[u as usize];
+                    up.name == name || &*up.base == name
+                });
+                if !needed && needs.iter().any(|n| n.value == name) {
                     // In `needs` but not resolved: reported above.
                     continue;
                 }
                 if !needed {
                     // A typo of a need, a stage not listed in `needs`, or no stage at all.
-                    let declared: Vec<&str> =
-                        raw_needs[i].iter().map(|(n, _)| n.as_str()).collect();
+                    let declared: Vec<&str> = needs.iter().map(|n| n.value.as_str()).collect();
                     let msg = if let Some(near) = closest(name, declared.iter().copied()) {
                         format!(
                             "cmd uses `{written}`, but `{name}` is not in its `needs`; did you mean `{}`?",
@@ -528,6 +598,14 @@ pub fn validate(
                 }
             }
         }
+        all_needs.push(resolved.into_boxed_slice());
+    }
+    drop(by_name);
+    drop(matrix_bases);
+    drop(by_values);
+    drop(pairings);
+    for (stage, needs) in stages.iter_mut().zip(all_needs) {
+        stage.needs = needs;
     }
 
     if !problems.list.is_empty() {
@@ -552,13 +630,73 @@ pub fn validate(
     })
 }
 
-/// A member's values under `keys`, as one comparable string.
-fn values_key<'a>(
-    values: &BTreeMap<String, Value>,
-    keys: impl Iterator<Item = &'a String>,
-) -> String {
-    let picked: Vec<Option<&Value>> = keys.map(|k| values.get(k)).collect();
+/// A member's values on `axes`, as one comparable string.
+fn values_key(values: &Matrix, axes: &[axes::Axis]) -> String {
+    let picked: Vec<Option<&Value>> = axes.iter().map(|a| values.get(&a.name)).collect();
     serde_json::to_string(&picked).unwrap_or_default()
+}
+
+/// How the members of a matrix stage find the member of an upstream matrix
+/// stage they fan out with, by arithmetic rather than a lookup by name or
+/// values: the upstream's members are the combinations of its axes (the
+/// first varying slowest), so a member's offset among them is the sum, over
+/// the upstream's axes, of the upstream's value index times its stride.
+struct Pairing {
+    /// Per upstream axis: where it is among this stage's sorted axes, the
+    /// upstream's value index for each of this stage's value indices (`None`:
+    /// a value the upstream does not have), and its stride.
+    axes: Vec<(usize, Vec<Option<u32>>, usize)>,
+}
+
+impl Pairing {
+    /// `None` when a member of this stage lacks one of the upstream's axes.
+    fn new(mine: &Matrix, up_axes: &[axes::Axis]) -> Option<Pairing> {
+        let table = mine.table()?;
+        let mut stride = 1usize;
+        let mut out = Vec::with_capacity(up_axes.len());
+        for axis in up_axes.iter().rev() {
+            let at = table.names().iter().position(|n| n == &axis.name)?;
+            let map = table
+                .values(at)
+                .iter()
+                .map(|v| axis.values.iter().position(|u| u == v).map(|p| p as u32))
+                .collect();
+            out.push((at, map, stride));
+            stride = stride.saturating_mul(axis.values.len());
+        }
+        Some(Pairing { axes: out })
+    }
+
+    /// The upstream member's offset among the upstream's members.
+    fn member(&self, mine: &Matrix) -> Option<usize> {
+        let picks = mine.picks();
+        let mut offset = 0usize;
+        for (at, map, stride) in &self.axes {
+            let up = (*map.get(*picks.get(*at)? as usize)?)?;
+            offset += up as usize * stride;
+        }
+        Some(offset)
+    }
+}
+
+/// A stage's resources, or what is wrong with them.
+fn stage_resources(r: &RawResources) -> Result<Resources, String> {
+    let gpu = r.gpu.unwrap_or(0.0);
+    if !gpu.is_finite() || gpu < 0.0 || (gpu > 1.0 && gpu.fract() != 0.0) || gpu > 64.0 {
+        return Err(format!("resources.gpu = {gpu}: give a whole number of GPUs, or a fraction below 1 (e.g. 0.5) to share one"));
+    }
+    if r.array_throttle == Some(0) {
+        return Err("resources.array_throttle = 0: give at least 1 (the most members of this stage's Slurm job array that run at once), or leave it out for no limit".into());
+    }
+    Ok(Resources {
+        cpu: r.cpu.unwrap_or(1).max(1),
+        gpu_milli: (gpu * 1000.0).round() as u32,
+        mem: r.mem.clone(),
+        time: r.time.clone(),
+        partition: r.partition.clone(),
+        account: r.account.clone(),
+        array_throttle: r.array_throttle,
+    })
 }
 
 /// A value listed twice under one matrix key: two members would run the
