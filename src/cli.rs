@@ -110,6 +110,12 @@ struct RunArgs {
     /// After a successful run, push its stages' results to the remote cache.
     #[arg(long)]
     push: bool,
+    /// After the first failure, start no new stage: the running ones finish, the rest are skipped.
+    #[arg(long, conflicts_with = "keep_going")]
+    fail_fast: bool,
+    /// Independent branches run to the end when a stage fails (the default; `make -k`).
+    #[arg(long, short = 'k')]
+    keep_going: bool,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -446,6 +452,7 @@ fn cmd_run(cache_dir: &Path, args: RunArgs) -> Result<(), Error> {
         executor: args.executor,
         slurm_opt: args.slurm_opt,
         json: args.json,
+        fail_fast: args.fail_fast,
         remote: remote.clone(),
         remote_config: args.remote.config(),
     })?;

@@ -61,6 +61,8 @@ pub struct Settings {
     pub slurm_opt: Vec<String>,
     /// One JSON line per finished stage on stdout instead of progress lines.
     pub json: bool,
+    /// `--fail-fast`: no stage starts after the first failure.
+    pub fail_fast: bool,
     /// The remote cache: a stage missing locally is pulled from it, when it
     /// has it, instead of run.
     pub remote: Option<crate::remote::Remote>,
@@ -164,6 +166,7 @@ impl PlannedRun {
             executor: executor_kind,
             slurm_opt,
             json,
+            fail_fast,
             remote,
             remote_config,
         } = settings;
@@ -200,6 +203,7 @@ impl PlannedRun {
                 ExecutorKind::Slurm => 0,
             },
             force: forced,
+            fail_fast,
             remote: remote.clone().map(crate::remote::Lookup::new),
         };
         let stat = Arc::new(Mutex::new(stat));

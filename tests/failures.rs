@@ -118,3 +118,35 @@ fn interrupting_the_runner_kills_the_stage_and_its_children() {
         .unwrap_or(false);
     assert!(!alive, "the stage's `sleep` outlived the interrupted run");
 }
+
+#[test]
+fn fail_fast_starts_nothing_after_the_first_failure() {
+    let p = Project::new();
+    // One slot: `bad` runs first (topological order), then nothing else starts.
+    p.write(
+        "p.yaml",
+        r#"
+name: f
+stages:
+  bad: {cmd: "exit 3"}
+  after_bad: {cmd: "true", needs: [bad]}
+  good: {cmd: "echo ok > {out}/ok"}
+  after_good: {cmd: "cat {in.good}/ok > {out}/ok", needs: [good]}
+"#,
+    );
+    let r = p.run(&["run", "p.yaml", "--json", "--jobs", "1", "--fail-fast"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.status_of("bad"), "failed");
+    for s in ["after_bad", "good", "after_good"] {
+        assert_eq!(r.status_of(s), "skipped", "{s}: {}", r.stdout);
+    }
+    // `--keep-going` (`-k`) is the default, spelt out: every independent branch runs.
+    let r = p.run(&["run", "p.yaml", "--json", "--jobs", "1", "-k"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.status_of("good"), "ran");
+    assert_eq!(r.status_of("after_good"), "ran");
+    assert_eq!(r.status_of("after_bad"), "skipped");
+    // Both at once is a usage error.
+    let r = p.run(&["run", "p.yaml", "--fail-fast", "--keep-going"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

@@ -200,9 +200,16 @@ fn push_then_pull_round_trip_and_run_pulls_instead_of_running() {
         assert_eq!(run.status_of(s), "pulled", "{}", run.stdout);
     }
     // The run's last line counts them apart from local cache hits.
-    let last = run.stdout.lines().rev().find(|l| l.contains(r#""event":"run""#));
+    let last = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(r#""event":"run""#));
     let last: serde_json::Value = serde_json::from_str(last.expect("a run line")).unwrap();
-    assert_eq!((last["pulled"].as_u64(), last["ran"].as_u64()), (Some(4), Some(0)));
+    assert_eq!(
+        (last["pulled"].as_u64(), last["ran"].as_u64()),
+        (Some(4), Some(0))
+    );
     assert_eq!(d_text(&c), "data\nhello\ndata\nhello\n11\n");
 
     // A changed input: `a`'s key changed, so it runs, and so does what its

@@ -75,6 +75,10 @@ pub struct RunOptions {
     pub gpus: usize,
     /// Stage names (or base names of matrix stages) to run even when cached.
     pub force: HashSet<String>,
+    /// `--fail-fast`: after the first failure no stage starts; the running
+    /// ones finish and every other is skipped. Without it (`make -k`, the
+    /// default) independent branches run to the end.
+    pub fail_fast: bool,
     /// The remote cache, asked for a stage the local cache lacks before it
     /// is launched (or submitted to Slurm).
     pub remote: Option<crate::remote::Lookup>,
@@ -186,6 +190,9 @@ pub fn run_dag(
     let mut verified = HashSet::new();
     // Each running stage's progress file (none when its folder cannot be made).
     let mut watch = progress::Watch::new(cache);
+    // A stage failed (for `--fail-fast`).
+    let mut failed = false;
+    let mut stopped = false;
     loop {
         if interrupt::requested() {
             executor.cancel_all();
@@ -235,6 +242,7 @@ pub fn run_dag(
                         let key = plan.key(id).cloned().unwrap_or_else(StageKey::unknown);
                         let failure = Failure::msg(message);
                         settle(dag, id, &key, End::Failed(&failure), record, reporter);
+                        failed = true;
                         doom(&children[id.0], &state, &pos, &mut check);
                         continue;
                     }
@@ -267,6 +275,25 @@ pub fn run_dag(
             queued.insert(p);
             if let Some(b) = base_of[id.0] {
                 queued_of[b].insert(p);
+            }
+        }
+        if failed && opts.fail_fast && !stopped {
+            // Once, O(stages): every stage not started is skipped, which
+            // leaves only the running ones to wait for.
+            stopped = true;
+            check.clear();
+            queued.clear();
+            queued_of.iter_mut().for_each(BTreeSet::clear);
+            for &id in order {
+                if state[id.0] == State::Waiting {
+                    state[id.0] = State::Skipped;
+                    let key = resolved[id.0]
+                        .as_ref()
+                        .map(|r| r.1.clone())
+                        .or_else(|| plan.key(id).cloned())
+                        .unwrap_or_else(StageKey::unknown);
+                    settle(dag, id, &key, End::Skipped, record, reporter);
+                }
             }
         }
         // Launch queued stages that fit the free slots, in topological order;
@@ -320,6 +347,7 @@ pub fn run_dag(
                         state[id.0] = State::Failed;
                         let failure = Failure::msg(message);
                         settle(dag, id, &key, End::Failed(&failure), record, reporter);
+                        failed = true;
                         doom(&children[id.0], &state, &pos, &mut check);
                     }
                 }
@@ -426,6 +454,7 @@ pub fn run_dag(
                 Err(failure) => {
                     state[id.0] = State::Failed;
                     settle(dag, id, &key, End::Failed(&failure), record, reporter);
+                    failed = true;
                     doom(&children[id.0], &state, &pos, &mut check);
                 }
             }
