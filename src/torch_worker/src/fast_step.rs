@@ -60,7 +60,7 @@ extern "C" {
 }
 
 /// Turns the shim's error text (NULL = success) into a Result.
-fn check(error: *mut c_char, what: &str) -> Result<()> {
+pub(crate) fn check(error: *mut c_char, what: &str) -> Result<()> {
     if error.is_null() {
         return Ok(());
     }
@@ -273,6 +273,8 @@ mod tests {
     /// loss does not reach (left alone by both).
     #[test]
     fn fused_adam_matches_libtorch_adam() {
+        // Draws from libtorch's default generator, which other tests check.
+        let _default = crate::rng::default_generator();
         tch::manual_seed(4);
         let make = || {
             let vs = VarStore::new(Device::Cpu);

@@ -54,7 +54,8 @@ pub fn run(ctx: &OpCtx, p: TrainAeParams) -> Result<Metrics> {
         shift: resolve_shift(ctx.stage, p.shift, &data.meta)?,
     };
 
-    let (vs, ae) = seeded_store(p.seed, device, AutoEncoder::new);
+    // The autoencoder draws no random numbers after its initialisation.
+    let (vs, ae, _) = seeded_store(p.seed, device, AutoEncoder::new)?;
     let outcome = fit(
         &vs,
         &data,

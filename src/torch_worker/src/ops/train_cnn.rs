@@ -42,7 +42,8 @@ pub fn run(ctx: &OpCtx, p: TrainCnnParams) -> Result<Metrics> {
         shift: resolve_shift(ctx.stage, p.shift, &data.meta)?,
     };
 
-    let (vs, net) = seeded_store(p.seed, device, CustomNetwork::new);
+    let (vs, mut net, generator) = seeded_store(p.seed, device, CustomNetwork::new)?;
+    net.draw_dropout_from(generator);
     let outcome = fit(
         &vs,
         &data,
