@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
-use crate::train::{classifier_stats, eval_batch, fit, seeded_store, write_history, Schedule};
+use crate::train::{Net, classifier_stats, eval_batch, fit, seeded_store, write_history, Schedule};
 
 pub fn run(ctx: &OpCtx, p: TrainCnnParams) -> Result<Metrics> {
     let started = Instant::now();
@@ -57,7 +57,7 @@ pub fn run(ctx: &OpCtx, p: TrainCnnParams) -> Result<Metrics> {
                 0.0,
             )
         },
-        || classifier_stats(&net, &data, eval_batch(device)),
+        || classifier_stats(&net, &data, eval_batch(device, Net::Cnn)),
     )?;
 
     outcome.best.save(
