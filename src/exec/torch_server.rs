@@ -85,12 +85,15 @@ pub enum JobError {
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether a local run should use a torch server: yes unless
-/// `HCPIPE_TORCH_SERVER=0`, with or without GPUs.
+/// `HCPIPE_TORCH_SERVER=0`, with or without GPUs (the GPUs found no longer
+/// matter: on the CPU too the server saves a libtorch start per stage).
 pub fn wanted(_gpus: usize) -> bool {
-    !matches!(
-        std::env::var("HCPIPE_TORCH_SERVER").as_deref().map(str::trim),
-        Ok("0")
-    )
+    wanted_by(std::env::var("HCPIPE_TORCH_SERVER").ok().as_deref())
+}
+
+/// [`wanted`], given `HCPIPE_TORCH_SERVER`'s value.
+fn wanted_by(setting: Option<&str>) -> bool {
+    setting.map(str::trim) != Some("0")
 }
 
 /// A running `hcpipe-torch --serve`; dropping it stops the worker.
@@ -325,5 +328,18 @@ impl TorchServer {
             log_tail: tail(&self.log, 20),
             log: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wanted_by;
+
+    #[test]
+    fn every_local_run_is_served_unless_turned_off() {
+        assert!(wanted_by(None), "the default, GPU or not");
+        assert!(wanted_by(Some("1")));
+        assert!(!wanted_by(Some("0")));
+        assert!(!wanted_by(Some(" 0\n")));
     }
 }
