@@ -121,7 +121,10 @@ pub fn dropout(x: &Tensor, p: f64, train: bool, gen: Option<&JobGenerator>) -> T
 pub fn set_threads(threads: usize) -> Result<()> {
     let n = i32::try_from(threads.max(1)).unwrap_or(i32::MAX);
     // SAFETY: plain call.
-    check(unsafe { hc_set_threads(n) }, "setting libtorch's thread count")
+    check(
+        unsafe { hc_set_threads(n) },
+        "setting libtorch's thread count",
+    )
 }
 
 #[cfg(test)]

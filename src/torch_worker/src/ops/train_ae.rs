@@ -18,7 +18,7 @@ use super::{
 use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
-use crate::train::{Net, eval_batch, fit, seeded_store, write_history, EpochStats, Schedule};
+use crate::train::{eval_batch, fit, seeded_store, write_history, EpochStats, Net, Schedule};
 
 /// The lab's `testAE`: Σ squared error / N / prod(patch shape), eval mode, no shift.
 pub fn reconstruction_loss(ae: &AutoEncoder, data: &CropSplit, batch_size: usize) -> f64 {

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
-use crate::train::{Net, classifier_stats, eval_batch, fit, seeded_store, write_history, Schedule};
+use crate::train::{classifier_stats, eval_batch, fit, seeded_store, write_history, Net, Schedule};
 
 pub fn run(ctx: &OpCtx, p: TrainCnnParams) -> Result<Metrics> {
     let started = Instant::now();
