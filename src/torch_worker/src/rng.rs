@@ -24,8 +24,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tch::{Device, Tensor};
 use torch_sys::C_tensor;
 
-use crate::error::Result;
-use crate::fast_step::check;
+use crate::error::{shim_result as check, Result};
 
 #[repr(C)]
 struct RawGenerator {
