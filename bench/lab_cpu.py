@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -98,11 +99,24 @@ def write_section(section):
     runner.write_section(section, BEGIN, END)
 
 
+def children_cpu():
+    """CPU seconds (user + sys) of every finished child so far, grandchildren included."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run(cmd, what):
     p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT)
     if p.returncode != 0:
         die(f"{what} failed (exit {p.returncode}): {' '.join(map(str, cmd))}\n{p.stderr[-3000:]}")
     return p
+
+
+def timed(cmd, what):
+    """`run`, with its wall time and CPU time (of the command and every process it waited for)."""
+    cpu, t = children_cpu(), time.perf_counter()
+    p = run(cmd, what)
+    return p, time.perf_counter() - t, children_cpu() - cpu
 
 
 def bench_pipeline(epochs, ae_epochs):
@@ -137,9 +151,7 @@ def show(cache, pipeline, stage):
 def hcpipe_rep(cache, pipeline, cold, first=False):
     """One `hcpipe run`; `cold`: the stages that must have run (not come from the cache)."""
     cmd = [HCPIPE, "--cache", cache, "run", pipeline, "--json"]
-    t = time.perf_counter()
-    p = run(cmd, "hcpipe run")
-    wall = time.perf_counter() - t
+    p, wall, cpu = timed(cmd, "hcpipe run")
     stages = {}
     for line in p.stdout.splitlines():
         if line.startswith("{"):
@@ -151,17 +163,16 @@ def hcpipe_rep(cache, pipeline, cold, first=False):
             die(f"stage {s} did not run (status {stages.get(s, {}).get('status')}); its cache should be cold")
     if not first and stages.get("dataset", {}).get("status") == "ran":
         die("the dataset stage ran again; it should have been cached")
-    return {"wall": wall, "stages": stages}
+    return {"wall": wall, "cpu": cpu, "stages": stages}
 
 
 def lab_rep(dataset, args, threads):
     cmd = [LAB_PYTHON, LAB, dataset, "--epochs", args.epochs, "--ae-epochs", args.ae_epochs,
            "--threads", threads, "--num-workers", args.num_workers]
-    t = time.perf_counter()
-    p = run(cmd, "bench/lab.py")
-    wall = time.perf_counter() - t
+    p, wall, cpu = timed(cmd, "bench/lab.py")
     out = json.loads(p.stdout.strip().splitlines()[-1])
     out["wall"] = wall
+    out["cpu"] = cpu
     return out
 
 
@@ -287,6 +298,14 @@ def main():
     rows.append(f"| **total, wall of the command** | **{cell([r['wall'] for r in hc_reps])}** | {labs} |")
     labs = " | ".join(cell([r["stages"]["total"] for r in lab_by[n]]) for n in threads)
     rows.append(f"| *of which the lab's stages (in-script)* | — | {labs} |")
+    labs = " | ".join(f"**{cell([r['cpu'] for r in lab_by[n]])}**" for n in threads)
+    rows.append(f"| **CPU time of the command (user + sys, all its processes)** | **{cell([r['cpu'] for r in hc_reps])}** | {labs} |")
+    ratio_rows = []
+    hc_wall, hc_cpu = statistics.median(r["wall"] for r in hc_reps), statistics.median(r["cpu"] for r in hc_reps)
+    for n in threads:
+        lw = statistics.median(r["wall"] for r in lab_by[n])
+        lc = statistics.median(r["cpu"] for r in lab_by[n])
+        ratio_rows.append(f"| lab.py, {n} thread{'s' if n > 1 else ''} | {lw / hc_wall:.1f}× | {lc / hc_cpu:.1f}× |")
     dash = " | ".join("—" for _ in threads)
     rows.append(f"| *sum of hcpipe's stage times (they overlap)* | "
                 f"{cell([sum(s['wall_s'] for n, s in r['stages'].items() if n in cold) for r in hc_reps])} | {dash} |")
@@ -330,6 +349,13 @@ this one has 2 cores). Median (min–max) of {args.reps} runs each, the two taki
 |---|---:|{lab_aligns}|
 {chr(10).join(rows)}
 
+How many times hcpipe is faster (medians; wall time depends on the machine's other load, CPU
+time much less):
+
+| against | wall of the command | CPU time of the command |
+|---|---:|---:|
+{chr(10).join(ratio_rows)}
+
 hcpipe rows sum its stages (load / crop = crop_left + crop_right + demographics + old_validation;
 evaluation = eval_left + eval_right + soft_vote); lab.py's "evaluation" is the lab's test() on the
 validation *and* train loaders for both networks, the ≥ 62 subset and soft voting. One bare pass of
@@ -338,17 +364,25 @@ two such passes per epoch (training, then its evaluation over the train loader),
 autoencoder and codes stages read them again.
 
 What limits each side: both run the same libtorch kernels (hcpipe's worker links the libtorch of
-the venv's torch {TORCH_VERSION}) on 2 shared cores. The largest difference is not data loading but
-threads: with 2 intra-op threads on 2 cores that other processes also use, the lab's libtorch
-burns CPU time in its thread pool waiting for the other thread (once measured: 2 threads, 77 s of
-CPU for 82 s wall; 1 thread, 14 s of CPU for 21 s) and its times swing from run to run; with 1 thread, as each of hcpipe's training stages has, the
-same script is steady and close to hcpipe. Besides, the lab's DataLoader re-reads and re-crops
-every 8.5 MB volume at every pass (in {args.num_workers} worker processes, forked again for every
-pass), while hcpipe crops once (`crop` stores the patches grown by the shift, 34×44×34, and the
-worker draws the random shift from memory). hcpipe runs independent stages at once on the 2 cores
-(cnn_left, cnn_right and ae_left ask for 1 CPU each, so each trains with 1 thread), the
-lab one stage after the other; so hcpipe's stage times overlap and its total is less than
-their sum.
+the venv's torch {TORCH_VERSION}) on 2 shared cores. hcpipe runs every torch stage of the run in
+one worker process (`hcpipe-torch --serve`, started with the run), so libtorch is loaded once, not
+once per stage (a worker process per stage cost about 0.6 s of CPU per stage, mostly system
+time loading libtorch's libraries); each job has its own CPU generator and thread count, so its bytes are those of a
+worker process of its own (src/torch_worker/src/rng.rs). It evaluates the training split after
+each epoch in small batches (4 patches for the CNN, 1 for the AE), about twice as fast per patch
+on this CPU as 32, whose activations overflow the caches. It crops once (`crop` stores the
+patches grown by the shift, 34×44×34, and the worker draws the random shift from memory) where
+the lab's DataLoader re-reads and re-crops every 8.5 MB volume at every pass (in
+{args.num_workers} worker processes, forked again for every pass). And it runs independent stages
+at once on the 2 cores (cnn_left, cnn_right and ae_left ask for 1 CPU each, so each trains with 1
+thread), the lab one stage after the other; so hcpipe's stage times overlap and its total is less
+than their sum. What is left on hcpipe's side is the order: the scheduler starts ready stages in
+the pipeline's order, so the two CNNs train side by side and the autoencoder, the longest chain
+(ae_left, then codes_left, clusters, report), starts only when one of them is done and then trains
+alone on one core while the other idles. With 2 intra-op threads on 2 cores that other processes
+also use, the lab's libtorch burns CPU time in its thread pool waiting for the other thread (once
+measured: 2 threads, 77 s of CPU for 82 s wall; 1 thread, 14 s of CPU for 21 s) and its times swing
+from run to run.
 
 Learning results (same hyper-parameters and seed 0 on both sides, but different random streams
 — initialisation, shuffling, shifts, dropout — so close but not equal; median (min–max) over the

@@ -140,25 +140,25 @@ fn worker_logs(p: &Project) -> usize {
         .count()
 }
 
-/// `HCPIPE_TORCH_SERVER=1` (what a GPU machine gets by default): one worker
-/// process serves every torch stage of the run. One stage at a time on the
-/// CPU, it writes the same bytes as one worker process per stage; a failing
-/// stage's error comes back through it.
+/// By default (no `HCPIPE_TORCH_SERVER`, GPU or not) one worker process
+/// serves every torch stage of the run. With two stages at once in it (the
+/// two CNNs, each seeding and drawing dropout masks), it writes the same
+/// bytes as one worker process per stage (`HCPIPE_TORCH_SERVER=0`); a
+/// failing stage's error comes back through it.
 #[test]
 fn one_torch_worker_for_the_whole_run_gives_the_same_results() {
     if !worker_built() {
         return;
     }
-    let run = |server: &str| {
+    let run = |server: Option<&str>| {
         let p = Project::new();
         p.write("p.yaml", TINY_LAB);
-        let out = Run::from(
-            p.cmd(&["run", "p.yaml", "--json", "--jobs", "1"])
-                .env("HCPIPE_TORCH_SERVER", server)
-                .output()
-                .unwrap(),
-        )
-        .ok();
+        let mut cmd = p.cmd(&["run", "p.yaml", "--json", "--jobs", "2"]);
+        match server {
+            Some(v) => cmd.env("HCPIPE_TORCH_SERVER", v),
+            None => cmd.env_remove("HCPIPE_TORCH_SERVER"),
+        };
+        let out = Run::from(cmd.output().unwrap()).ok();
         assert_eq!(out.ran().len(), 14, "{}", out.stdout);
         p
     };
@@ -170,7 +170,7 @@ fn one_torch_worker_for_the_whole_run_gives_the_same_results() {
     };
     let stale = std::env::temp_dir().join(format!("hcpipe-torch-{dead}-1"));
     std::fs::create_dir_all(&stale).unwrap();
-    let (served, per_stage) = (run("1"), run("0"));
+    let (served, per_stage) = (run(None), run(Some("0")));
     assert!(!stale.exists(), "a served run removes stale socket folders");
     assert_eq!(
         worker_logs(&served),

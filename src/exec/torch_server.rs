@@ -1,27 +1,36 @@
-//! One torch worker for every torch stage of a run, on a machine with a GPU.
+//! One torch worker for every torch stage of a local run.
 //!
-//! Each worker process has its own CUDA context, and a GPU runs the kernels
-//! of different contexts by time-slicing, never side by side. The lab's
-//! networks are small: one training step is a few hundred tiny kernels that
-//! leave most of the GPU idle, so three trainers in three processes each
-//! ran about 2.7× slower than alone (BENCHMARKS.md, table 3: the CNN's
-//! epoch took 73 ms alone, 200 ms beside the other CNN and the AE). In one
-//! process, on one CUDA stream per stage, their kernels overlap.
+//! A worker process per stage pays, per stage, for starting the process and
+//! loading libtorch (about 0.5 s of CPU on the CPU, a few seconds with a
+//! CUDA context), and on a GPU it costs more: each worker process has its
+//! own CUDA context, and a GPU runs the kernels of different contexts by
+//! time-slicing, never side by side. The lab's networks are small: one
+//! training step is a few hundred tiny kernels that leave most of the GPU
+//! idle, so three trainers in three processes each ran about 2.7× slower
+//! than alone (BENCHMARKS.md, table 3: the CNN's epoch took 73 ms alone,
+//! 200 ms beside the other CNN and the AE). In one process, on one CUDA
+//! stream per stage, their kernels overlap. On the CPU (BENCHMARKS.md,
+//! table 2) the lab's six torch stages spent about 3 s of the 2 cores
+//! starting workers.
 //!
-//! So on a machine with a GPU the local executor starts one
-//! `hcpipe-torch --serve SOCKET` per run (only when the run has torch stages
-//! to run) and hands it each torch stage's job file over a Unix socket; the
-//! worker runs each job on its own thread. One job per connection: the runner
-//! sends one JSON [`Request`] line, the worker answers one JSON [`Response`]
-//! line. The runner hanging up (Ctrl-C: [`TorchServer::cancel_all`]) cancels the job. A
-//! job answered with an internal error (a libtorch panic) is retried in a
-//! worker process of its own (`job::execute`).
+//! So the local executor starts one `hcpipe-torch --serve SOCKET` per run
+//! (only when the run has torch stages to run) and hands it each torch
+//! stage's job file over a Unix socket; the worker runs each job on its own
+//! thread, with its own CPU generator and intra-op thread count, so that a
+//! seed gives the same bytes as in a worker process of its own, whatever
+//! else runs beside it (the worker's `rng` module). One job per connection:
+//! the runner sends one JSON [`Request`] line, the worker answers one JSON
+//! [`Response`] line. The runner hanging up (Ctrl-C:
+//! [`TorchServer::cancel_all`]) cancels the job. A job answered with an
+//! internal error (a libtorch panic) is retried in a worker process of its
+//! own (`job::execute`).
 //!
 //! The local executor owns the server ([`super::local::LocalExecutor`]) and hands it to each
 //! job; dropping it stops the worker.
 //!
-//! `HCPIPE_TORCH_SERVER=0` turns this off (a worker process per stage, as on
-//! CPU machines and under Slurm); `=1` turns it on without a GPU (tests).
+//! `HCPIPE_TORCH_SERVER=0` turns this off (a worker process per stage, as
+//! under Slurm, where each stage is a job of its own); `=1` (or unset) keeps
+//! it on.
 //! The socket lives in a fresh mode-0700 folder under the system's temp
 //! folder: only this user can reach it, and its path stays short (Unix
 //! socket paths are limited to 107 bytes, cache paths are not).
@@ -72,19 +81,19 @@ pub enum JobError {
 }
 
 /// How long a job waits for the worker to start listening (loading
-/// libtorch and creating the CUDA context take a few seconds at most).
+/// libtorch and creating a CUDA context take a few seconds at most).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Whether this run should use a torch server, given the GPUs found.
-pub fn wanted(gpus: usize) -> bool {
-    match std::env::var("HCPIPE_TORCH_SERVER")
-        .as_deref()
-        .map(str::trim)
-    {
-        Ok("0") => false,
-        Ok("1") => true,
-        _ => gpus > 0,
-    }
+/// Whether a local run should use a torch server: yes unless
+/// `HCPIPE_TORCH_SERVER=0`, with or without GPUs (the GPUs found no longer
+/// matter: on the CPU too the server saves a libtorch start per stage).
+pub fn wanted(_gpus: usize) -> bool {
+    wanted_by(std::env::var("HCPIPE_TORCH_SERVER").ok().as_deref())
+}
+
+/// [`wanted`], given `HCPIPE_TORCH_SERVER`'s value.
+fn wanted_by(setting: Option<&str>) -> bool {
+    setting.map(str::trim) != Some("0")
 }
 
 /// A running `hcpipe-torch --serve`; dropping it stops the worker.
@@ -319,5 +328,18 @@ impl TorchServer {
             log_tail: tail(&self.log, 20),
             log: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wanted_by;
+
+    #[test]
+    fn every_local_run_is_served_unless_turned_off() {
+        assert!(wanted_by(None), "the default, GPU or not");
+        assert!(wanted_by(Some("1")));
+        assert!(!wanted_by(Some("0")));
+        assert!(!wanted_by(Some(" 0\n")));
     }
 }

@@ -81,7 +81,9 @@ torch_ops! {
     TrainCnn {
         name: "train_cnn",
         // 2: Adam as one fused kernel; initial weights drawn on the CPU on every device.
-        version: 2,
+        // 3: per-epoch evaluation in batches of 4 on the CPU (was 32; faster, and the
+        //    values may round differently on some CPUs).
+        version: 3,
         params: TrainCnnParams,
         summary: "train the lab's CNN on one `crop` stage, or a subject list's train set of it (Adam, best epoch by training loss)",
     }
@@ -95,7 +97,9 @@ torch_ops! {
     TrainAe {
         name: "train_ae",
         // 2: Adam as one fused kernel; initial weights drawn on the CPU on every device.
-        version: 2,
+        // 3: per-epoch evaluation one patch at a time on the CPU (was 32; faster, and
+        //    the summed loss rounds differently, which may pick another best epoch).
+        version: 3,
         params: TrainAeParams,
         summary: "train the lab's autoencoder on one `crop` stage, or a subject list's train set of it (Adam, summed MSE)",
     }
@@ -133,9 +137,9 @@ mod tests {
         assert_eq!(
             table,
             [
-                ("train_cnn", 2),
+                ("train_cnn", 3),
                 ("evaluate", 2),
-                ("train_ae", 2),
+                ("train_ae", 3),
                 ("extract_codes", 1)
             ]
         );

@@ -1,5 +1,5 @@
-// The two libtorch calls that tch 0.24 does not bind, for the training loop
-// (src/train.rs, through src/fast_step.rs):
+// The libtorch calls that tch 0.24 does not bind, for the training loop
+// (src/train.rs, through src/fast_step.rs and src/rng.rs):
 //
 // - `at::_fused_adam_`: the whole Adam update of every parameter in one
 //   multi-tensor kernel (torch.optim.Adam(fused=True)); tch's `nn::Adam` runs
@@ -7,7 +7,11 @@
 // - `at::cuda::CUDAGraph`: capture one training step (forward, backward,
 //   Adam) once and replay it, so each step costs one graph launch instead of
 //   a few hundred kernel launches (the lab's networks are so small that
-//   launches, not arithmetic, bound a step on a GPU).
+//   launches, not arithmetic, bound a step on a GPU);
+// - a CPU generator of a job's own (`at::Generator`, and `bernoulli_` with
+//   it): in a `--serve` worker several jobs train at once, and libtorch's
+//   default CPU generator is one per process, so a job drawing its dropout
+//   masks from it would get numbers that depend on the other jobs.
 //
 // tch passes tensors to C as `torch::Tensor *` (torch-sys's torch_api.h:
 // `typedef torch::Tensor *tensor`), so the pointers are used as they are.
@@ -19,10 +23,13 @@
 // CUDA runtime headers of the wheel's nvidia packages are on the include path).
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <vector>
@@ -91,6 +98,54 @@ char *hc_fused_adam(at::Tensor *const *params, at::Tensor *const *grads,
     at::_fused_adam_(p, g, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, beta1,
                      beta2, weight_decay, eps, /*amsgrad=*/false,
                      /*maximize=*/false);
+  });
+}
+
+// ---- A CPU generator of one job's own (src/rng.rs).
+
+struct hc_generator;
+
+// A copy of libtorch's default CPU generator as it stands now: it draws the
+// numbers the default one would draw next, without touching it. (Under the
+// generator's own lock: another thread may be drawing from it.)
+char *hc_generator_copy_default(hc_generator **out) {
+  return guarded([&] {
+    at::Generator def = at::detail::getDefaultCPUGenerator();  // a handle
+    std::lock_guard<std::mutex> lock(def.mutex());
+    *out = reinterpret_cast<hc_generator *>(new at::Generator(def.clone()));
+  });
+}
+
+void hc_generator_free(hc_generator *gen) {
+  delete reinterpret_cast<at::Generator *>(gen);
+}
+
+// `at::dropout(input, p, /*train=*/true)` on the CPU, its mask drawn from
+// `gen`: the same steps as ATen's CPU path (native/Dropout.cpp,
+// `_dropout_impl`: a Bernoulli(1 - p) mask, divided by 1 - p, times the
+// input), so with a generator in the same state the bytes are the same;
+// autograd sees a product with a constant mask, as it does there. 0 < p < 1.
+char *hc_dropout(hc_generator *gen, at::Tensor *input, double p,
+                 at::Tensor **out) {
+  return guarded([&] {
+    const at::Generator &g = *reinterpret_cast<at::Generator *>(gen);
+    at::Tensor noise = at::empty_like(*input, LEGACY_CONTIGUOUS_MEMORY_FORMAT);
+    noise.bernoulli_(1 - p, g);
+    noise.div_(1 - p);
+    *out = new at::Tensor(input->mul(noise));
+  });
+}
+
+// libtorch's intra-op threads for the calling thread. With the OpenMP
+// backend the count is per thread (OpenMP's nthreads ICV, MKL's local
+// count), but a thread's first parallel call resets it to the last count
+// any thread set (`at::internal::lazy_init_num_threads`): so that first
+// call is made here, before the count is set. Jobs on other threads keep
+// theirs.
+char *hc_set_threads(int threads) {
+  return guarded([&] {
+    (void)at::get_num_threads();
+    at::set_num_threads(threads);
   });
 }
 

@@ -9,8 +9,9 @@ use crate::error::{msg, Result};
 /// intra-op threads. `cuda` without a visible GPU is an error, not a silent
 /// CPU run: a pipeline that asks for a GPU should not take 50× longer.
 pub fn pick(choice: DeviceChoice, threads: usize) -> Result<Device> {
-    // libtorch's default is one thread per core; a stage gets `resources.cpu`.
-    tch::set_num_threads(i32::try_from(threads.max(1)).unwrap_or(i32::MAX));
+    // libtorch's default is one thread per core; a stage gets `resources.cpu`
+    // (for this job's thread only: a `--serve` worker runs several jobs).
+    crate::rng::set_threads(threads)?;
     let cuda = tch::Cuda::is_available();
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),

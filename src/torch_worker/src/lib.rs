@@ -10,10 +10,12 @@
 //! - [`train`]: the lab's training loop (shuffled mini-batches, random
 //!   shifts, per-epoch evaluation, best epoch by training loss);
 //! - [`fast_step`]: fused Adam and CUDA graphs (a C++ shim over libtorch);
+//! - [`rng`]: a CPU generator and a thread count per job, so that jobs
+//!   sharing a `--serve` process do not change each other's results;
 //! - [`weights`]: safetensors checkpoints with the lab's module names, so
 //!   Python's `load_state_dict` reads them;
 //! - [`progress`]: a line per epoch to the runner (`$HCPIPE_PROGRESS`);
-//! - [`server`]: `--serve`, every torch stage of a run in one process (GPU);
+//! - [`server`]: `--serve`, every torch stage of a run in one process;
 //! - [`ops`]: one file per op (`train_cnn`, `evaluate`, `train_ae`,
 //!   `extract_codes`).
 
@@ -26,6 +28,7 @@ pub mod job;
 pub mod models;
 pub mod ops;
 pub mod progress;
+pub mod rng;
 pub mod server;
 pub mod train;
 pub mod weights;

@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, value_name = "JOB.json")]
     job: Option<PathBuf>,
     /// Serve jobs sent over this Unix socket, each on its own thread, until
-    /// killed (the runner starts one such worker per run on a GPU machine).
+    /// killed (the runner starts one such worker per local run).
     #[arg(long, value_name = "SOCKET", conflicts_with = "job")]
     serve: Option<PathBuf>,
     /// Print the worker and libtorch versions and whether CUDA is available.

@@ -1,23 +1,27 @@
 //! `hcpipe-torch --serve SOCKET`: every torch stage of a run in one process.
 //!
-//! The runner starts this on a machine with a GPU (src/exec/torch_server.rs
-//! says why: kernels of separate processes never overlap on a GPU) and
-//! sends one job per connection: a JSON `Request` line, answered by one
+//! The runner starts this for every local run with torch stages to run
+//! (src/exec/torch_server.rs says why: one libtorch start per run instead of
+//! one per stage; on a GPU, kernels of separate processes never overlap)
+//! and sends one job per connection: a JSON `Request` line, answered by one
 //! JSON `Response` line once the job is done. Each job runs on its own
 //! thread, so on its own CUDA stream (`fast_step::SideStream`). A runner
 //! that hangs up cancels its job: the next `cancel::check_cancelled` in the
 //! training loop stops it.
 //!
 //! What jobs share in one process, and how it is kept harmless:
-//! - libtorch's global generators: weights are initialised under a lock
+//! - libtorch's default generators: weights are initialised under a lock
 //!   right after seeding (`train::seeded_store`), so a seed gives the same
-//!   initial weights as a `--job` run; dropout masks on the GPU draw from the
-//!   shared CUDA generator, so they depend on how jobs interleave (GPU
-//!   training is not bit-reproducible anyway: cuDNN's reductions are not);
+//!   initial weights as a `--job` run; on the CPU, dropout then draws from a
+//!   generator of the job's own that goes on where the seeded default one
+//!   stood (`rng`), so a CPU job gives the same bytes as a `--job` run,
+//!   whatever runs beside it. Dropout masks on the GPU draw from the shared
+//!   CUDA generator, so they depend on how jobs interleave (GPU training is
+//!   not bit-reproducible anyway: cuDNN's reductions are not);
 //! - CUDA graph capture: thread-local capture mode, so one job capturing does
 //!   not forbid another's allocations;
-//! - libtorch's CPU thread count is per process: the last job's `threads`
-//!   wins (GPU jobs use few CPU threads).
+//! - libtorch's CPU thread count: set per job thread (`rng::set_threads`;
+//!   with libtorch's OpenMP backend the count is per thread).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

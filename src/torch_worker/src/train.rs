@@ -7,14 +7,16 @@
 //! in eval mode without shift (the lab's `test` / `testAE`) and keep the
 //! weights of the epoch with the lowest such loss (the lab's `best_model`).
 //!
-//! Randomness: weight init and dropout draw from libtorch's generator,
-//! seeded by the op; shuffling and shifts draw from a ChaCha8 stream seeded
+//! Randomness: weight init draws from libtorch's default generator, seeded
+//! by the op; dropout (CPU) from a copy of it taken right after
+//! ([`seeded_store`], [`crate::rng`]), so jobs sharing a process do not
+//! share a stream; shuffling and shifts draw from a ChaCha8 stream seeded
 //! with the same seed (ChaCha8 streams are fixed by the `rand_chacha`
 //! crate's spec, so they do not change with crate upgrades). Same seed, same
-//! thread count, same device ⇒ same CPU result, bit for bit.
+//! thread count, same device ⇒ same CPU result, bit for bit, whether the job
+//! runs in a worker process of its own or beside others in a `--serve` one.
 
 use std::path::Path;
-use std::sync::PoisonError;
 use std::time::Instant;
 
 use hcpipe::artifact::history::{Epoch, History};
@@ -29,6 +31,7 @@ use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
 use crate::fast_step::{self, CudaGraph, FusedAdam, SideStream};
 use crate::models::CustomNetwork;
+use crate::rng::{self, JobGenerator};
 use crate::weights::Snapshot;
 
 /// How to train (from the op's params, the shift resolved against the crop).
@@ -74,32 +77,50 @@ const EAGER_STEPS_BEFORE_CAPTURE: i64 = 3;
 
 /// A VarStore on `device` holding the model `build` makes, its weights
 /// drawn right after `tch::manual_seed(seed)`, on the CPU, under a process-
-/// wide lock: libtorch's generators are global, and in a `--serve` worker
-/// several jobs start at once. Drawing on the CPU also makes a seed give the
-/// same initial weights on every device.
+/// wide lock ([`rng::default_generator`]): libtorch's generators are global,
+/// and in a `--serve` worker several jobs start at once. Drawing on the CPU
+/// also makes a seed give the same initial weights on every device. The
+/// [`JobGenerator`] goes on from there: the job's dropout draws what a worker
+/// process of its own would draw from the default generator next.
 pub fn seeded_store<M>(
     seed: u64,
     device: tch::Device,
     build: impl FnOnce(&nn::Path) -> M,
-) -> (VarStore, M) {
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(PoisonError::into_inner);
+) -> Result<(VarStore, M, JobGenerator)> {
+    let _guard = rng::default_generator();
     // Re-seeding touches the CUDA generator too: not while a graph is captured.
     let _outside = fast_step::outside_capture();
     tch::manual_seed(seed as i64);
     let mut vs = VarStore::new(tch::Device::Cpu);
     let model = build(&vs.root());
+    let generator = JobGenerator::copy_default()?;
     vs.set_device(device);
-    (vs, model)
+    Ok((vs, model, generator))
 }
 
-/// Evaluation batch size on `device`: in eval mode only speed depends on it
-/// (BatchNorm uses its running statistics), so a GPU takes big batches.
-pub fn eval_batch(device: tch::Device) -> usize {
-    if device.is_cuda() {
-        256
-    } else {
-        32
+/// The network a per-epoch evaluation runs (its best batch size differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    Cnn,
+    AutoEncoder,
+}
+
+/// Batch size of the per-epoch evaluation over the training split on
+/// `device`: in eval mode the values depend on it only through rounding
+/// (BatchNorm uses its running statistics), so it is picked for speed. A GPU
+/// takes big batches. On the CPU (one thread, measured with libtorch 2.11
+/// on the lab's patches) small ones are about twice as fast per patch as 32:
+/// the activations of 32 patches (37 MB for the CNN's first block) overflow
+/// the caches, and for batches this small the autoencoder's deeper layers
+/// take libtorch's own kernels instead of oneDNN's, which are slower there.
+/// The CNN's logits are the same bytes for every batch from 2 to 32 on the
+/// machine measured; other CPUs may pick other kernels, so the change came
+/// with new op versions.
+pub fn eval_batch(device: tch::Device, net: Net) -> usize {
+    match (device.is_cuda(), net) {
+        (true, _) => 256,
+        (false, Net::Cnn) => 4,
+        (false, Net::AutoEncoder) => 1,
     }
 }
 

@@ -128,6 +128,8 @@ mod tests {
 
     #[test]
     fn shapes_and_names() {
+        // Draws from libtorch's default generator, which other tests check.
+        let _default = crate::rng::default_generator();
         let vs = nn::VarStore::new(Device::Cpu);
         let ae = AutoEncoder::new(&vs.root());
         let x = Tensor::rand([2, 1, 30, 40, 30], (Kind::Float, Device::Cpu));

@@ -13,6 +13,7 @@ use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
 use super::layers::{batch_norm3d, conv3d, linear, pad_max_pool3d, pooled_shape};
+use crate::rng::{self, JobGenerator};
 
 /// Filters of the three convolution blocks.
 const FILTERS: [i64; 3] = [8, 16, 32];
@@ -30,6 +31,9 @@ struct ConvBlock {
 pub struct CustomNetwork {
     blocks: Vec<ConvBlock>,
     fc: nn::Linear,
+    /// Where training-mode dropout draws its masks on the CPU (the job's
+    /// own generator, `rng`); libtorch's default generator when unset.
+    noise: Option<JobGenerator>,
 }
 
 impl CustomNetwork {
@@ -54,7 +58,13 @@ impl CustomNetwork {
         CustomNetwork {
             blocks,
             fc: linear(vs / "linear" / 1, features, 2),
+            noise: None,
         }
+    }
+
+    /// Draws dropout masks from `generator` from now on.
+    pub fn draw_dropout_from(&mut self, generator: JobGenerator) {
+        self.noise = Some(generator);
     }
 
     /// Whether a patch of `shape` pools to the 4×5×4 the linear layer expects.
@@ -76,7 +86,7 @@ impl ModuleT for CustomNetwork {
                 2,
             );
         }
-        let x = x.flatten(1, -1).dropout(0.5, train);
+        let x = rng::dropout(&x.flatten(1, -1), 0.5, train, self.noise.as_ref());
         self.fc.forward(&x)
     }
 }
@@ -88,6 +98,8 @@ mod tests {
 
     #[test]
     fn output_shape_and_names() {
+        // Draws from libtorch's default generator, which other tests check.
+        let _default = crate::rng::default_generator();
         let vs = nn::VarStore::new(Device::Cpu);
         let net = CustomNetwork::new(&vs.root());
         let x = Tensor::rand([3, 1, 30, 40, 30], (Kind::Float, Device::Cpu));

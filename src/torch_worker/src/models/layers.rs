@@ -184,6 +184,8 @@ mod tests {
 
     #[test]
     fn unpool_inverts_pool_on_odd_dims() {
+        // Draws from libtorch's default generator, which other tests check.
+        let _default = crate::rng::default_generator();
         tch::manual_seed(3);
         // Positive values so that no pad zero is ever the maximum.
         let x = Tensor::rand([2, 3, 15, 20, 15], (Kind::Float, Device::Cpu)) + 0.1;
@@ -218,6 +220,8 @@ mod tests {
 
     #[test]
     fn init_bounds_follow_pytorch() {
+        // Draws from libtorch's default generator, which other tests check.
+        let _default = crate::rng::default_generator();
         let vs = nn::VarStore::new(Device::Cpu);
         let conv = conv3d(vs.root() / "c", 8, 16, 3, 1);
         let bound = 1.0 / ((8 * 27) as f64).sqrt();

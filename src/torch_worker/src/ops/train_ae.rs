@@ -18,7 +18,7 @@ use super::{
 use crate::data::CropSplit;
 use crate::error::{Result, TchContext};
 use crate::models::AutoEncoder;
-use crate::train::{eval_batch, fit, seeded_store, write_history, EpochStats, Schedule};
+use crate::train::{eval_batch, fit, seeded_store, write_history, EpochStats, Net, Schedule};
 
 /// The lab's `testAE`: Σ squared error / N / prod(patch shape), eval mode, no shift.
 pub fn reconstruction_loss(ae: &AutoEncoder, data: &CropSplit, batch_size: usize) -> f64 {
@@ -54,7 +54,8 @@ pub fn run(ctx: &OpCtx, p: TrainAeParams) -> Result<Metrics> {
         shift: resolve_shift(ctx.stage, p.shift, &data.meta)?,
     };
 
-    let (vs, ae) = seeded_store(p.seed, device, AutoEncoder::new);
+    // The autoencoder draws no random numbers after its initialisation.
+    let (vs, ae, _) = seeded_store(p.seed, device, AutoEncoder::new)?;
     let outcome = fit(
         &vs,
         &data,
@@ -66,7 +67,7 @@ pub fn run(ctx: &OpCtx, p: TrainAeParams) -> Result<Metrics> {
         },
         || {
             Ok(EpochStats {
-                loss: reconstruction_loss(&ae, &data, eval_batch(device)),
+                loss: reconstruction_loss(&ae, &data, eval_batch(device, Net::AutoEncoder)),
                 balanced_accuracy: None,
             })
         },

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::{msg, Result};
 use crate::models::CustomNetwork;
-use crate::train::{classifier_stats, eval_batch, fit, seeded_store, write_history, Schedule};
+use crate::train::{classifier_stats, eval_batch, fit, seeded_store, write_history, Net, Schedule};
 
 pub fn run(ctx: &OpCtx, p: TrainCnnParams) -> Result<Metrics> {
     let started = Instant::now();
@@ -42,7 +42,8 @@ pub fn run(ctx: &OpCtx, p: TrainCnnParams) -> Result<Metrics> {
         shift: resolve_shift(ctx.stage, p.shift, &data.meta)?,
     };
 
-    let (vs, net) = seeded_store(p.seed, device, CustomNetwork::new);
+    let (vs, mut net, generator) = seeded_store(p.seed, device, CustomNetwork::new)?;
+    net.draw_dropout_from(generator);
     let outcome = fit(
         &vs,
         &data,
@@ -56,7 +57,7 @@ pub fn run(ctx: &OpCtx, p: TrainCnnParams) -> Result<Metrics> {
                 0.0,
             )
         },
-        || classifier_stats(&net, &data, eval_batch(device)),
+        || classifier_stats(&net, &data, eval_batch(device, Net::Cnn)),
     )?;
 
     outcome.best.save(

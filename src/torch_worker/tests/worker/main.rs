@@ -7,5 +7,6 @@ mod cli;
 mod gpu;
 mod learning;
 mod parity;
+mod served;
 mod subjects;
 mod support;
