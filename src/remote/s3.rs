@@ -13,6 +13,14 @@
 //!
 //! The async client runs on a tokio runtime owned by [`S3Remote`]; the
 //! [`RemoteStore`] methods block on it, from any thread.
+//!
+//! Not every S3-compatible server honours create-only puts: Garage (2.5)
+//! ignores `If-None-Match: *` on PUT and overwrites. Before its first
+//! create-only put an [`S3Remote`] finds out (two create-only puts of
+//! [`PROBE`]: a server that honours them refuses one); on a server that
+//! does not, it warns once and writes entries with a look (HEAD) first and
+//! a read-back after, which keeps every entry whole but cannot make the
+//! first of two simultaneous pushes win (see [`S3Remote::put_new`]).
 
 use std::io::Read;
 use std::path::Path;
@@ -32,6 +40,11 @@ use super::{Listed, RemoteError, RemoteStore};
 /// Files up to this size go up in one request; larger ones in parts of this size.
 const PART: usize = 16 * 1024 * 1024;
 
+/// The object that tells whether the server honours create-only puts (a
+/// few bytes, under the prefix, outside `entries/` and `objects/`, so
+/// `verify`/`gc --remote` never see it).
+pub const PROBE: &str = "probes/create-only";
+
 pub struct S3Remote {
     store: Arc<dyn ObjectStore>,
     prefix: String,
@@ -39,6 +52,10 @@ pub struct S3Remote {
     runtime: tokio::runtime::Runtime,
     /// Removed from every message (a server may echo what it was sent).
     secrets: Vec<String>,
+    /// Whether the server refuses a create-only put over an object: `None`
+    /// until the first [`RemoteStore::put_new`] finds out (the lock also
+    /// keeps two threads from probing at once).
+    create_only: std::sync::Mutex<Option<bool>>,
 }
 
 impl S3Remote {
@@ -137,7 +154,49 @@ impl S3Remote {
             url,
             runtime,
             secrets,
+            create_only: std::sync::Mutex::new(None),
         })
+    }
+
+    /// A create-only put: `false` when the server refused it (something is there).
+    fn put_create(&self, path: &str, bytes: Vec<u8>) -> Result<bool, RemoteError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.runtime.block_on(self.store.put_opts(
+            &self.path(path),
+            PutPayload::from(bytes),
+            opts,
+        )) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.error("write", path, e)),
+        }
+    }
+
+    /// Does the server refuse a create-only put where an object is? Two
+    /// create-only puts of [`PROBE`]: one of them must be refused (the
+    /// first, when an earlier probe left the object). Asked once per remote.
+    fn honours_create_only(&self) -> Result<bool, RemoteError> {
+        let mut known = self
+            .create_only
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(v) = *known {
+            return Ok(v);
+        }
+        let honoured = !self.put_create(PROBE, b"hcpipe\n".to_vec())?
+            || !self.put_create(PROBE, b"hcpipe\n".to_vec())?;
+        if !honoured {
+            eprintln!(
+                "warning: the remote {} ignores create-only writes (`If-None-Match: *`): hcpipe looks before it writes an entry and reads it back after, so every entry stays whole, but of two runners pushing the same stage at the same moment the last one's entry stays and both may report it pushed; push a stage from one runner at a time, or use a server that honours `If-None-Match` (AWS S3, MinIO, moto)",
+                self.url
+            );
+        }
+        *known = Some(honoured);
+        Ok(honoured)
     }
 
     fn path(&self, path: &str) -> ObjPath {
@@ -251,21 +310,28 @@ impl RemoteStore for S3Remote {
         })
     }
 
+    /// Create-only where the server honours it. Elsewhere: nothing is
+    /// written over an entry that is there (HEAD first), and the entry is
+    /// read back after the write: `false` when another runner's entry
+    /// replaced it meanwhile (theirs stands, as with a refused create). Two
+    /// writes that both land before either reads back both return `true`;
+    /// each entry is whole either way (its objects went up before it).
     fn put_new(&self, path: &str, bytes: Vec<u8>) -> Result<bool, RemoteError> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self.runtime.block_on(self.store.put_opts(
-            &self.path(path),
-            PutPayload::from(bytes),
-            opts,
-        )) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.error("write", path, e)),
+        if self.honours_create_only()? {
+            return self.put_create(path, bytes);
         }
+        if self.head(path)?.is_some() {
+            return Ok(false);
+        }
+        let location = self.path(path);
+        self.runtime
+            .block_on(self.store.put(&location, PutPayload::from(bytes.clone())))
+            .map_err(|e| self.error("write", path, e))?;
+        let back = self
+            .runtime
+            .block_on(async { self.store.get(&location).await?.bytes().await })
+            .map_err(|e| self.error("read back", path, e))?;
+        Ok(back.as_ref() == bytes.as_slice())
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, RemoteError> {
