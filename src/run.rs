@@ -5,8 +5,8 @@
 //! `gc` waits for the run) and plans every key that can be known now, while
 //! git reads the pipeline's revision. Then either [`PlannedRun::dry_run`]
 //! says what would run and why, or [`PlannedRun::execute`] writes the run
-//! record, picks the executor, starts the run's torch worker on a GPU
-//! machine, hands the graph to the scheduler (`exec::run_dag`) and ends with
+//! record, picks the executor, starts the run's torch worker (local runs),
+//! hands the graph to the scheduler (`exec::run_dag`) and ends with
 //! the run's outcome: `Ok` when every stage ran or was cached, else
 //! [`Error::RunFailed`] (each failed stage with its log tail) or
 //! [`Error::Interrupted`]. The command line (`cli`) only prints.
@@ -207,7 +207,7 @@ impl PlannedRun {
             remote: remote.clone().map(crate::remote::Lookup::new),
         };
         let stat = Arc::new(Mutex::new(stat));
-        // On a GPU machine, one torch worker serves every torch stage of the
+        // On a local run, one torch worker serves every torch stage of the
         // run (exec::torch_server), started now so that it loads libtorch and
         // CUDA while the first stages run. Never for a run with no torch work.
         let torch_work = dag.ids().any(|id| {
@@ -219,7 +219,7 @@ impl PlannedRun {
             torch && (plan.cached(id).is_none() || is_forced(&opts.force, s))
         });
         let mut torch = None;
-        if executor_kind == ExecutorKind::Local && torch_work && torch_server::wanted(opts.gpus) {
+        if executor_kind == ExecutorKind::Local && torch_work && torch_server::wanted() {
             let worker = crate::exec::job::torch_worker().map_err(Error::TorchWorker)?;
             let log = cache
                 .root

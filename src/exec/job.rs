@@ -250,7 +250,8 @@ fn execute(
 }
 
 /// Runs a torch stage's job file: in the run's shared torch worker `server`
-/// when there is one (a GPU machine, see torch_server), else in a worker process of its
+/// when there is one (every local run unless `HCPIPE_TORCH_SERVER=0`, see
+/// torch_server), else in a worker process of its
 /// own. After an internal error in the shared worker (concurrent jobs in one
 /// process are the newer, less-trodden path) the stage is retried once in a
 /// process of its own, with a warning and a note in the stage log.

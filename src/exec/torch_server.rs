@@ -87,7 +87,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Whether a local run should use a torch server: yes unless
 /// `HCPIPE_TORCH_SERVER=0`, with or without GPUs (the GPUs found no longer
 /// matter: on the CPU too the server saves a libtorch start per stage).
-pub fn wanted(_gpus: usize) -> bool {
+pub fn wanted() -> bool {
     wanted_by(std::env::var("HCPIPE_TORCH_SERVER").ok().as_deref())
 }
 
