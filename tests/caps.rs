@@ -175,7 +175,9 @@ fn a_caps_folder_crops_to_the_same_patches_as_the_lab_tensors() {
          \x20 caps: {op: fetch, params: {path: caps_ds}}\n\
          \x20 lab: {op: fetch, params: {path: lab_ds}}\n\
          \x20 crop_caps: {op: crop, needs: [caps], params: {region: right_hc, shift: 2}}\n\
-         \x20 crop_lab: {op: crop, needs: [lab], params: {region: right_hc, shift: 2}}\n",
+         \x20 crop_lab: {op: crop, needs: [lab], params: {region: right_hc, shift: 2}}\n\
+         \x20 report_caps: {op: report, needs: [caps], params: {subject: sub-OASIS10002}}\n\
+         \x20 report_lab: {op: report, needs: [lab], params: {subject: sub-OASIS10002}}\n",
     );
     let r = p.run(&["run", "p.yaml", "--json"]).ok();
     assert_eq!(r.status_of("crop_caps"), "ran");
@@ -196,6 +198,22 @@ fn a_caps_folder_crops_to_the_same_patches_as_the_lab_tensors() {
         );
         assert!(x == y, "{f}: the CAPS crop differs from the .pt crop");
     }
+    // The report draws the same slices from the NIfTI as from the tensor.
+    let (a, b) = (
+        stage_dir(&p, "p.yaml", "report_caps"),
+        stage_dir(&p, "p.yaml", "report_lab"),
+    );
+    for f in ["preprocessed.png", "crop_left.png", "crop_right.png"] {
+        let (x, y) = (
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+        );
+        assert!(
+            x == y,
+            "{f}: the CAPS report figure differs from the .pt one"
+        );
+    }
+    let a = stage_dir(&p, "p.yaml", "crop_caps");
     // And the patch is the lab's box of the volume: voxel (65, 50, 27) of subject 0
     // is the stored patch's (2, 2, 2) (the margin of 2).
     let bytes = std::fs::read(a.join("train.safetensors")).unwrap();

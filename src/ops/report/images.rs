@@ -1,6 +1,7 @@
 //! The images section: one subject's preprocessed grey-matter map in the
 //! lab's three slices with the hippocampus boxes drawn on them, both crops'
-//! centre slices, and the raw T1's slices when the dataset has one. Paths,
+//! centre slices, and the raw T1's slices when the dataset has one. The map
+//! is the lab's `.pt` tensor or a Clinica CAPS NIfTI (read as crop reads it). Paths,
 //! the volume's shape and the boxes come from the dataset and crop artifacts
 //! ([`crate::artifact::dataset`], [`crate::artifact::crop`]).
 
@@ -11,7 +12,7 @@ use super::html::Page;
 use super::slices::{Grid3, Slice};
 use super::{draw, three_slices, ReportParams, AXES, SLICE_HEIGHT};
 use crate::artifact::crop::Region;
-use crate::artifact::dataset::{Dataset, Split, IMAGE_SHAPE};
+use crate::artifact::dataset::{Dataset, ImageFile, Split, IMAGE_SHAPE, NIFTI_GRID};
 use crate::ops::{Input, OpCtx, OpError};
 
 /// A region's lab box as `[lo, hi)` pairs per axis.
@@ -79,11 +80,26 @@ pub(super) fn images(
     };
     let (pid, sid) = (subject.participant_id.clone(), subject.session_id.as_str());
     page.section("images", &format!("Images of {pid}"));
-    let pt = ds.image_path(&pid, sid);
-    let values = ds.read_image(&pid, sid)?;
-    let [_, a, b, c] = IMAGE_SHAPE;
-    let volume = Grid3::c_order([a, b, c], values)
-        .map_err(|e| OpError::Msg(format!("{}: {e}", pt.display())))?;
+    // The lab's `.pt` tensor, or a CAPS NIfTI with the checks crop makes
+    // (same grid: NIfTI voxel (x, y, z) is tensor [0, x, y, z]).
+    let (shown, volume) = match ds.layout.find_image(&pid, sid)? {
+        ImageFile::Tensor(pt) => {
+            let shown = pt.display().to_string();
+            let [_, a, b, c] = IMAGE_SHAPE;
+            let volume = Grid3::c_order([a, b, c], ds.read_image(&pid, sid)?)
+                .map_err(|e| OpError::Msg(format!("{shown}: {e}")))?;
+            (shown, volume)
+        }
+        ImageFile::Nifti { path, kind } => {
+            let inside = path.strip_prefix(&dataset.dir).unwrap_or(&path);
+            let shown = format!("`{}` of stage `{}`", inside.display(), dataset.stage);
+            let nifti = crate::ops::crop::read_caps_nifti(&path, &shown, kind)
+                .map_err(|e| OpError::Msg(format!("subject {pid} {sid}: {e}")))?;
+            let volume = Grid3::fortran_order(NIFTI_GRID.dims, nifti.data)
+                .map_err(|e| OpError::Msg(format!("{shown}: {e}")))?;
+            (shown, volume)
+        }
+    };
 
     let raw = ds.layout.raw_t1(&pid, sid);
     if raw.exists() {
@@ -91,7 +107,7 @@ pub(super) fn images(
     }
 
     // The lab's [0,60,:,:], [0,:,72,:], [0,:,:,60].
-    let panels = three_slices(&volume, [60, 72, 60], true, &pt.display().to_string())?;
+    let panels = three_slices(&volume, [60, 72, 60], true, &shown)?;
     let file = "preprocessed.png";
     draw(figures::slice_row(
         &ctx.out.join(file),
