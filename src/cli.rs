@@ -949,11 +949,12 @@ fn cmd_gc(cache_dir: &Path, args: GcArgs) -> Result<(), Error> {
     let cache = Cache::open(cache_dir)?;
     let r = crate::record::gc::gc(&cache, args.keep_last)?;
     println!(
-        "gc: dropped {} run record(s), {} entr{}, {} object(s); freed {} bytes",
+        "gc: dropped {} run record(s), {} entr{}, {} object(s), {} stale partial download(s); freed {} bytes",
         r.runs_dropped,
         r.entries_dropped,
         if r.entries_dropped == 1 { "y" } else { "ies" },
         r.objects_dropped,
+        r.downloads_dropped,
         r.bytes_freed
     );
     Ok(())
