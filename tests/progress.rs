@@ -350,37 +350,6 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Start the local Slurm once per test process (as tests/slurm.rs does);
-/// `false` means skip.
-fn slurm_up() -> bool {
-    static UP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let up = UP.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-local");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .output()
-            .expect("run scripts/slurm-local");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        match out.status.code() {
-            Some(0) => Ok(()),
-            Some(3) => Err(text),
-            _ => panic!("scripts/slurm-local start failed:\n{text}"),
-        }
-    });
-    match up {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("SKIPPED (no Slurm here): {}", why.trim());
-            false
-        }
-    }
-}
-
 /// Under Slurm the job writes its progress file on the shared cache, and the
 /// runner reads it at its polls and once more when the job is done.
 #[test]

@@ -1031,34 +1031,6 @@ fn gc_remote_lists_first_and_keeps_the_newest_results() {
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
 
-/// The one-node Slurm of `scripts/slurm-local`, started once; `false`: skip.
-fn slurm_up() -> bool {
-    static UP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let up = UP.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-local");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .output()
-            .expect("run scripts/slurm-local");
-        match out.status.code() {
-            Some(0) => Ok(()),
-            _ => Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )),
-        }
-    });
-    match up {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("SKIPPED (no Slurm here): {}", why.trim());
-            false
-        }
-    }
-}
-
 #[test]
 fn slurm_jobs_work_in_scratch_caches_through_the_remote() {
     let Some(s3) = S3::start(false) else {

@@ -10,40 +10,9 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-/// Start the local cluster once per test process; `false` means "skip".
-fn slurm_up() -> bool {
-    static UP: OnceLock<Result<(), String>> = OnceLock::new();
-    let up = UP.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-local");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .output()
-            .expect("run scripts/slurm-local");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        match out.status.code() {
-            Some(0) => Ok(()),
-            Some(3) => Err(text),
-            _ => panic!("scripts/slurm-local start failed:\n{text}"),
-        }
-    });
-    match up {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("SKIPPED (no Slurm here): {}", why.trim());
-            false
-        }
-    }
-}
 
 /// `hcpipe run ... --executor slurm`, polling squeue every 0.3 s (tests only).
 fn slurm_cmd(p: &Project, args: &[&str]) -> Command {

@@ -178,3 +178,34 @@ pub fn wait_for(path: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Start the one-node Slurm of `scripts/slurm-local` once per test process;
+/// `false` means "skip" (the script exits 3 where Slurm cannot run here).
+pub fn slurm_up() -> bool {
+    static UP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let up = UP.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-local");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .output()
+            .expect("run scripts/slurm-local");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match out.status.code() {
+            Some(0) => Ok(()),
+            Some(3) => Err(text),
+            _ => panic!("scripts/slurm-local start failed:\n{text}"),
+        }
+    });
+    match up {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("SKIPPED (no Slurm here): {}", why.trim());
+            false
+        }
+    }
+}
