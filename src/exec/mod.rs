@@ -221,11 +221,7 @@ pub fn run_dag(
                 if let Some(b) = base_of[id.0] {
                     queued_of[b].remove(&p);
                 }
-                let key = resolved[id.0]
-                    .as_ref()
-                    .map(|r| r.1.clone())
-                    .or_else(|| plan.key(id).cloned())
-                    .unwrap_or_else(StageKey::unknown);
+                let key = key_so_far(&resolved, plan, id);
                 settle(dag, id, &key, End::Skipped, record, reporter);
                 doom(&children[id.0], &state, &pos, &mut check);
                 continue;
@@ -251,22 +247,24 @@ pub fn run_dag(
             if !forced(id) {
                 // Known only now (an upstream ran): the cache may hold it already.
                 let key = &resolved[id.0].as_ref().expect("resolved above").1;
-                if let Ok(Some(entry)) = cache.entry(key) {
+                // Else the remote cache may (then it is pulled, not run).
+                let found = match cache.entry(key) {
+                    Ok(Some(entry)) => Some((entry, false)),
+                    _ => opts
+                        .remote
+                        .as_ref()
+                        .and_then(|r| r.pull(cache, key, &dag.stage(id).name))
+                        .map(|entry| (entry, true)),
+                };
+                if let Some((entry, pulled)) = found {
                     state[id.0] = State::Done;
                     let key = key.clone();
-                    settle(dag, id, &key, End::Cached(&entry), record, reporter);
-                    done[id.0] = Some(entry);
-                    ready_children(&children[id.0], &mut unmet, &pos, &mut check);
-                    continue;
-                }
-                let pulled = opts
-                    .remote
-                    .as_ref()
-                    .and_then(|r| r.pull(cache, key, &dag.stage(id).name));
-                if let Some(entry) = pulled {
-                    state[id.0] = State::Done;
-                    let key = key.clone();
-                    settle(dag, id, &key, End::Pulled(&entry), record, reporter);
+                    let end = if pulled {
+                        End::Pulled(&entry)
+                    } else {
+                        End::Cached(&entry)
+                    };
+                    settle(dag, id, &key, end, record, reporter);
                     done[id.0] = Some(entry);
                     ready_children(&children[id.0], &mut unmet, &pos, &mut check);
                     continue;
@@ -287,11 +285,7 @@ pub fn run_dag(
             for &id in order {
                 if state[id.0] == State::Waiting {
                     state[id.0] = State::Skipped;
-                    let key = resolved[id.0]
-                        .as_ref()
-                        .map(|r| r.1.clone())
-                        .or_else(|| plan.key(id).cloned())
-                        .unwrap_or_else(StageKey::unknown);
+                    let key = key_so_far(&resolved, plan, id);
                     settle(dag, id, &key, End::Skipped, record, reporter);
                 }
             }
@@ -568,6 +562,16 @@ fn done_needs<'a>(
             Ok((up, entry))
         })
         .collect()
+}
+
+/// A stage's key as far as it is known: resolved this run, else planned,
+/// else unknown (an upstream failed before it could be computed).
+fn key_so_far(resolved: &[Option<(KeyInputs, StageKey)>], plan: &Plan, id: StageId) -> StageKey {
+    resolved[id.0]
+        .as_ref()
+        .map(|r| r.1.clone())
+        .or_else(|| plan.key(id).cloned())
+        .unwrap_or_else(StageKey::unknown)
 }
 
 /// A ready stage's key: its needs' artifact contents and its deps as they are now.
