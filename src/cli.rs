@@ -710,7 +710,7 @@ fn show_pipeline(
         let s = dag.stage(id);
         // The current key's result, else the newest run's result for this stage.
         let entry = match plan.cached(id) {
-            Some(e) => Some(e.clone()),
+            Some(e) => Some(crate::cache::Entry::clone(e)),
             None => record::newest_entry(cache, &dag.pipeline.path, &s.name),
         };
         let Some(entry) = entry else {

@@ -2,6 +2,13 @@
 //! into a message and an exit code — the one place exit codes are chosen
 //! (`hcpipe::Error::exit_code`).
 
+/// mimalloc rather than glibc's malloc: planning and settling a pipeline
+/// allocate and free a few small strings and maps per stage, and at 100,000
+/// stages glibc's free lists (`malloc_consolidate`, `unlink_chunk`) were a
+/// fifth of a no-op run (BENCHMARKS.md, "Scale").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // A stage's launcher (see exec::job::spawn_logged): becomes the stage's command.
     if let Some(code) = hcpipe::exec::job::stage_child() {

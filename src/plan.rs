@@ -12,9 +12,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
+use crate::cache::key::KeyParts;
 use crate::cache::statcache::StatCache;
-use crate::cache::{content_hash, Cache, CacheError, Entry, KeyInputs, StageKey, UpstreamInput};
+use crate::cache::{Cache, CacheError, Entry, KeyInputs, StageKey, UpstreamInput};
 use crate::dag::{Dag, StageId};
 use crate::spec::{StageKind, StageSpec};
 
@@ -24,7 +26,8 @@ pub enum Planned {
     /// Every upstream is cached: the key is known, and so whether it is cached.
     Known {
         key: StageKey,
-        cached: Option<Box<Entry>>,
+        /// Shared with the scheduler, which settles it without a copy.
+        cached: Option<Arc<Entry>>,
     },
     /// Its key depends on the output of `upstream`, which will (re-)run first.
     Pending { upstream: StageId },
@@ -66,10 +69,21 @@ impl Plan {
         stage_key_inputs(dag.stage(id), upstream, self.deps[id.0].clone())
     }
 
+    /// The key of a stage whose upstreams are all cached: [`Plan::inputs`]'
+    /// key, hashed from the stage's own fields without copying them (planning
+    /// a cached pipeline computes every stage's key).
+    fn key_now(&self, dag: &Dag, id: StageId) -> StageKey {
+        let names: Vec<(&str, &str)> = dag
+            .needs_iter(id)
+            .filter_map(|up| Some((dag.stage(up).name.as_str(), self.content[up.0].as_deref()?)))
+            .collect();
+        stage_key(dag.stage(id), &names, &self.deps[id.0])
+    }
+
     /// The entry for the stage's current key, when known and cached.
-    pub fn cached(&self, id: StageId) -> Option<&Entry> {
+    pub fn cached(&self, id: StageId) -> Option<&Arc<Entry>> {
         match &self.stages[id.0] {
-            Planned::Known { cached, .. } => cached.as_deref(),
+            Planned::Known { cached, .. } => cached.as_ref(),
             Planned::Pending { .. } => None,
         }
     }
@@ -123,8 +137,8 @@ pub fn plan_with(
         let planned = match pending_on {
             Some(upstream) => Planned::Pending { upstream },
             None => {
-                let key = plan.inputs(dag, id).key();
-                let cached = cache.entry(&key)?.map(Box::new);
+                let key = plan.key_now(dag, id);
+                let cached = cache.entry(&key)?.map(Arc::new);
                 if !forced(id) {
                     plan.content[id.0] = cached.as_deref().map(artifact_content);
                 }
@@ -142,7 +156,7 @@ pub fn plan_with(
 
 /// The content hash a stage's key chains for an upstream artifact.
 pub fn artifact_content(entry: &Entry) -> String {
-    content_hash(&entry.files)
+    crate::cache::store::manifest_hash(&entry.files)
 }
 
 /// Hash a stage's deps (declared, and those its op implies) under `dir`.
@@ -214,6 +228,35 @@ pub fn stage_key_inputs(
         outs: stage.outs.to_vec(),
         env,
     }
+}
+
+/// [`stage_key_inputs`]' key, from borrowed parts: `upstream` is each
+/// need's (name, content) in `needs` order.
+pub fn stage_key(
+    stage: &StageSpec,
+    upstream: &[(&str, &str)],
+    deps: &BTreeMap<String, String>,
+) -> StageKey {
+    let (op, op_version, cmd) = match &stage.kind {
+        StageKind::Op(def) => (Some(def.name), Some(def.version), None),
+        StageKind::Cmd(text) => (None, None, Some(text.as_str())),
+    };
+    let env = match &stage.kind {
+        StageKind::Cmd(_) => cmd_env(stage),
+        StageKind::Op(_) => BTreeMap::new(),
+    };
+    KeyParts {
+        cache_version: crate::cache::key::CACHE_VERSION,
+        op,
+        op_version,
+        cmd,
+        params: &stage.params,
+        upstream,
+        deps,
+        outs: &stage.outs,
+        env: &env,
+    }
+    .key()
 }
 
 /// The variables hcpipe sets for a cmd stage, all in its key (two stages that

@@ -99,54 +99,53 @@ impl KeyInputs {
         StageKey(blake3::hash(&self.canonical_json()).to_hex().to_string())
     }
 
-    /// The bytes a key hashes: `canonical(&serde_json::to_value(self))` as
-    /// compact JSON, written field by field in sorted order. Planning a
-    /// cached pipeline computes every stage's key, and going through
-    /// `serde_json::Value` trees twice took a quarter of a 100,000-stage
-    /// no-op run; `tests::streamed_keys_are_the_reference_bytes` holds the
-    /// two equal, so keys in existing caches keep their meaning.
+    /// The bytes a key hashes: the canonical JSON of these inputs (see
+    /// [`KeyParts::canonical_json`]).
     pub fn canonical_json(&self) -> Vec<u8> {
+        match self.params.as_object() {
+            Some(params) => self.parts(params, &self.upstream_parts()).canonical_json(),
+            // hcpipe's params are always an object; anything else (an entry
+            // written elsewhere) is hashed the general way.
+            None => canonical(&serde_json::to_value(self).unwrap_or(Value::Null))
+                .to_string()
+                .into_bytes(),
+        }
+    }
+
+    fn upstream_parts(&self) -> Vec<(&str, &str)> {
+        self.upstream
+            .iter()
+            .map(|u| (u.stage.as_str(), u.content.as_str()))
+            .collect()
+    }
+
+    fn parts<'a>(
+        &'a self,
+        params: &'a serde_json::Map<String, Value>,
+        upstream: &'a [(&'a str, &'a str)],
+    ) -> KeyParts<'a> {
         let KeyInputs {
             cache_version,
             op,
             op_version,
             cmd,
+            params: _,
+            upstream: _,
+            deps,
+            outs,
+            env,
+        } = self;
+        KeyParts {
+            cache_version: *cache_version,
+            op: op.as_deref(),
+            op_version: *op_version,
+            cmd: cmd.as_deref(),
             params,
             upstream,
             deps,
             outs,
             env,
-        } = self;
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(b"{\"cache_version\":");
-        write_json(cache_version, &mut out);
-        out.extend_from_slice(b",\"cmd\":");
-        write_json(cmd, &mut out);
-        out.extend_from_slice(b",\"deps\":");
-        write_json(deps, &mut out);
-        out.extend_from_slice(b",\"env\":");
-        write_json(env, &mut out);
-        out.extend_from_slice(b",\"op\":");
-        write_json(op, &mut out);
-        out.extend_from_slice(b",\"op_version\":");
-        write_json(op_version, &mut out);
-        out.extend_from_slice(b",\"outs\":");
-        write_json(outs, &mut out);
-        out.extend_from_slice(b",\"params\":");
-        write_canonical(params, &mut out);
-        out.extend_from_slice(b",\"upstream\":[");
-        for (i, UpstreamInput { stage, content }) in upstream.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"content\":");
-            write_json(content, &mut out);
-            out.extend_from_slice(b",\"stage\":");
-            write_json(stage, &mut out);
-            out.push(b'}');
         }
-        out.extend_from_slice(b"]}");
-        out
     }
 
     /// Why `self` (new) differs from `old`, one reason per changed input.
@@ -222,6 +221,78 @@ impl KeyInputs {
     }
 }
 
+/// [`KeyInputs`] borrowed from wherever its parts live (a stage's spec,
+/// its upstreams' contents), so a key is hashed without copying them.
+/// `upstream` is each need's (name, content) in `needs` order.
+pub struct KeyParts<'a> {
+    pub cache_version: u32,
+    pub op: Option<&'a str>,
+    pub op_version: Option<u32>,
+    pub cmd: Option<&'a str>,
+    pub params: &'a serde_json::Map<String, Value>,
+    pub upstream: &'a [(&'a str, &'a str)],
+    pub deps: &'a BTreeMap<String, String>,
+    pub outs: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+}
+
+impl KeyParts<'_> {
+    /// blake3 of [`KeyParts::canonical_json`].
+    pub fn key(&self) -> StageKey {
+        StageKey(blake3::hash(&self.canonical_json()).to_hex().to_string())
+    }
+
+    /// The bytes a key hashes: `canonical(&serde_json::to_value(inputs))` of
+    /// the matching [`KeyInputs`] as compact JSON, written field by field in
+    /// sorted order. Planning a cached pipeline computes every stage's key,
+    /// and going through `serde_json::Value` trees twice took a quarter of a
+    /// 100,000-stage no-op run; `tests::streamed_keys_are_the_reference_bytes`
+    /// holds the two equal, so keys in existing caches keep their meaning.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        let KeyParts {
+            cache_version,
+            op,
+            op_version,
+            cmd,
+            params,
+            upstream,
+            deps,
+            outs,
+            env,
+        } = self;
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"{\"cache_version\":");
+        write_json(cache_version, &mut out);
+        out.extend_from_slice(b",\"cmd\":");
+        write_json(cmd, &mut out);
+        out.extend_from_slice(b",\"deps\":");
+        write_json(deps, &mut out);
+        out.extend_from_slice(b",\"env\":");
+        write_json(env, &mut out);
+        out.extend_from_slice(b",\"op\":");
+        write_json(op, &mut out);
+        out.extend_from_slice(b",\"op_version\":");
+        write_json(op_version, &mut out);
+        out.extend_from_slice(b",\"outs\":");
+        write_json(outs, &mut out);
+        out.extend_from_slice(b",\"params\":");
+        write_canonical_object(params, &mut out);
+        out.extend_from_slice(b",\"upstream\":[");
+        for (i, (stage, content)) in upstream.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"content\":");
+            write_json(content, &mut out);
+            out.extend_from_slice(b",\"stage\":");
+            write_json(stage, &mut out);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
 fn op_label(k: &KeyInputs) -> String {
     match (&k.op, k.op_version) {
         (Some(op), Some(v)) => format!("{op} v{v}"),
@@ -268,27 +339,14 @@ fn diff_params(
 
 /// Compact JSON of a value whose maps (BTreeMap) are already sorted and
 /// which holds no `serde_json::Value` object.
-fn write_json<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+pub(crate) fn write_json<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
     serde_json::to_writer(out, v).expect("JSON of strings, numbers and sorted maps to memory");
 }
 
 /// `canonical(v).to_string()` appended to `out`, without building the copy.
 pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Object(map) => {
-            let mut fields: Vec<(&String, &Value)> = map.iter().collect();
-            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (name, value)) in fields.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(name, out);
-                out.push(b':');
-                write_canonical(value, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -301,6 +359,21 @@ pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
         }
         scalar => write_json(scalar, out),
     }
+}
+
+fn write_canonical_object(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
+    let mut fields: Vec<(&String, &Value)> = map.iter().collect();
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (name, value)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(name, out);
+        out.push(b':');
+        write_canonical(value, out);
+    }
+    out.push(b'}');
 }
 
 /// The same value with every object's keys sorted, so equal params hash equally

@@ -27,18 +27,95 @@ use serde::{Deserialize, Serialize};
 
 use super::fsutil::{sync_dir, unique_suffix, write_atomic};
 use super::hash::hash_file;
-use super::key::{KeyInputs, StageKey};
+use super::key::{write_json, KeyInputs, StageKey};
 use super::lock::{StageLock, UseLock};
 use super::CacheError;
 use crate::ops::Metrics;
 
 /// One path inside an artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "FileRecFields")]
 pub struct FileRec {
     /// Relative path, `/`-separated.
     pub path: String,
     #[serde(flatten)]
     pub kind: FileKind,
+}
+
+/// A [`FileRec`] as its JSON object spells it. Read through this plain
+/// struct rather than serde's `flatten` + tagged enum, which buffers every
+/// record before reading it again: a 100,000-stage no-op run reads every
+/// stage's entry.
+#[derive(Deserialize)]
+struct FileRecFields {
+    path: String,
+    kind: String,
+    hash: Option<String>,
+    size: Option<u64>,
+    exec: Option<bool>,
+    target: Option<String>,
+}
+
+impl TryFrom<FileRecFields> for FileRec {
+    type Error = String;
+
+    fn try_from(f: FileRecFields) -> Result<FileRec, String> {
+        let kind = match (f.kind.as_str(), f.hash, f.size, f.exec, f.target) {
+            ("file", Some(hash), Some(size), Some(exec), None) => {
+                FileKind::File { hash, size, exec }
+            }
+            ("dir", None, None, None, None) => FileKind::Dir,
+            ("link", None, None, None, Some(target)) => FileKind::Link { target },
+            (kind, ..) => {
+                return Err(format!(
+                    "`{}`: a `{kind}` record with the wrong fields (a file has hash, size and \
+                     exec; a link, target; a dir, none)",
+                    f.path
+                ))
+            }
+        };
+        Ok(FileRec { path: f.path, kind })
+    }
+}
+
+/// The identity of an artifact's content: `key::content_hash` of its
+/// manifest (every path with its kind, object hash, size, mode or link
+/// target), written directly: each dependant's key chains it, so planning a
+/// cached pipeline computes it for every stage.
+pub fn manifest_hash(files: &[FileRec]) -> String {
+    let mut out = Vec::with_capacity(64 + 160 * files.len());
+    out.push(b'[');
+    for (i, f) in files.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Fields in sorted order, as the canonical JSON sorts them.
+        match &f.kind {
+            FileKind::File { hash, size, exec } => {
+                out.extend_from_slice(b"{\"exec\":");
+                write_json(exec, &mut out);
+                out.extend_from_slice(b",\"hash\":");
+                write_json(hash, &mut out);
+                out.extend_from_slice(b",\"kind\":\"file\",\"path\":");
+                write_json(&f.path, &mut out);
+                out.extend_from_slice(b",\"size\":");
+                write_json(size, &mut out);
+            }
+            FileKind::Dir => {
+                out.extend_from_slice(b"{\"kind\":\"dir\",\"path\":");
+                write_json(&f.path, &mut out);
+            }
+            FileKind::Link { target } => {
+                out.extend_from_slice(b"{\"kind\":\"link\",\"path\":");
+                write_json(&f.path, &mut out);
+                out.extend_from_slice(b",\"target\":");
+                write_json(target, &mut out);
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    blake3::hash(&out).to_hex().to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -730,4 +807,65 @@ fn make_writable(root: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::content_hash;
+
+    fn files() -> Vec<FileRec> {
+        vec![
+            FileRec {
+                path: "b/ü \"x\"".into(),
+                kind: FileKind::File {
+                    hash: "ab".repeat(32),
+                    size: 18_446_744_073_709_551_615,
+                    exec: true,
+                },
+            },
+            FileRec {
+                path: "a".into(),
+                kind: FileKind::Dir,
+            },
+            FileRec {
+                path: "l".into(),
+                kind: FileKind::Link {
+                    target: "../t\n".into(),
+                },
+            },
+            FileRec {
+                path: "z".into(),
+                kind: FileKind::File {
+                    hash: "00".repeat(32),
+                    size: 0,
+                    exec: false,
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn manifest_hash_is_the_canonical_content_hash() {
+        // content_hash (serde_json's canonical JSON) is what existing keys chained.
+        assert_eq!(manifest_hash(&files()), content_hash(&files()));
+        assert_eq!(manifest_hash(&[]), content_hash(&Vec::<FileRec>::new()));
+    }
+
+    #[test]
+    fn file_records_read_back_as_written_and_wrong_fields_are_refused() {
+        let text = serde_json::to_string(&files()).unwrap();
+        let back: Vec<FileRec> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, files());
+        for bad in [
+            r#"{"path":"x","kind":"file","hash":"ab","size":1}"#,
+            r#"{"path":"x","kind":"dir","target":"y"}"#,
+            r#"{"path":"x","kind":"socket"}"#,
+        ] {
+            let err = serde_json::from_str::<FileRec>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`x`"), "{bad}: {err}");
+        }
+    }
 }

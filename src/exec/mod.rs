@@ -26,7 +26,7 @@ pub mod torch_server;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache::statcache::StatCache;
@@ -118,7 +118,7 @@ pub fn run_dag(
     let n = dag.len();
     let mut state = vec![State::Waiting; n];
     // The finished artifact of each done stage: what its dependants' keys chain.
-    let mut done: Vec<Option<Entry>> = vec![None; n];
+    let mut done: Vec<Option<Arc<Entry>>> = vec![None; n];
     // Each stage's key once its needs are done.
     let mut resolved: Vec<Option<(KeyInputs, StageKey)>> = vec![None; n];
     let (tx, rx): (Sender<Finished>, Receiver<Finished>) = channel();
@@ -131,7 +131,7 @@ pub fn run_dag(
             if !forced(id) {
                 state[id.0] = State::Done;
                 settle(dag, id, &entry.key, End::Cached(entry), record, reporter);
-                done[id.0] = Some(entry.clone());
+                done[id.0] = Some(Arc::clone(entry));
             }
         }
     }
@@ -265,7 +265,7 @@ pub fn run_dag(
                         End::Cached(&entry)
                     };
                     settle(dag, id, &key, end, record, reporter);
-                    done[id.0] = Some(entry);
+                    done[id.0] = Some(Arc::new(entry));
                     ready_children(&children[id.0], &mut unmet, &pos, &mut check);
                     continue;
                 }
@@ -442,7 +442,7 @@ pub fn run_dag(
                         record,
                         reporter,
                     );
-                    done[id.0] = Some(entry);
+                    done[id.0] = Some(Arc::new(entry));
                     ready_children(&children[id.0], &mut unmet, &pos, &mut check);
                 }
                 Err(failure) => {
@@ -548,12 +548,12 @@ fn doom(children: &[StageId], state: &[State], pos: &[usize], check: &mut BTreeS
 fn done_needs<'a>(
     dag: &Dag,
     id: StageId,
-    done: &'a [Option<Entry>],
+    done: &'a [Option<Arc<Entry>>],
 ) -> Result<Vec<(StageId, &'a Entry)>, String> {
     dag.needs(id)
         .into_iter()
         .map(|up| {
-            let entry = done[up.0].as_ref().ok_or_else(|| {
+            let entry = done[up.0].as_deref().ok_or_else(|| {
                 format!(
                     "internal: upstream `{}` is done but has no result (bug, please report)",
                     dag.stage(up).name
@@ -578,7 +578,7 @@ fn key_so_far(resolved: &[Option<(KeyInputs, StageKey)>], plan: &Plan, id: Stage
 fn resolve_key(
     dag: &Dag,
     id: StageId,
-    done: &[Option<Entry>],
+    done: &[Option<Arc<Entry>>],
     stat: &Mutex<StatCache>,
 ) -> Result<(KeyInputs, StageKey), String> {
     let stage = dag.stage(id);
@@ -662,7 +662,7 @@ fn build_job(
     cache: &Cache,
     id: StageId,
     (key_inputs, key): (KeyInputs, StageKey),
-    done: &[Option<Entry>],
+    done: &[Option<Arc<Entry>>],
     force: bool,
     threads: usize,
     verified: &mut HashSet<StageKey>,
