@@ -51,7 +51,7 @@ fn aggregate_table(
     notes: &mut Vec<String>,
 ) -> Option<PaperTable> {
     let entry = entry?;
-    if entry.inputs.op.as_deref() != Some("aggregate") {
+    if entry.inputs.op().as_deref() != Some("aggregate") {
         return None;
     }
     let read = cache
@@ -97,7 +97,7 @@ impl Side {
                 SideStage {
                     name: s.stage.clone(),
                     key: (!s.key.0.is_empty()).then(|| s.key.clone()),
-                    inputs: entry.map(|e| e.inputs),
+                    inputs: entry.and_then(|e| e.inputs.get().ok()),
                     metrics,
                     table,
                 }

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use crate::cache::key::KeyParts;
 use crate::cache::statcache::StatCache;
 use crate::cache::{Cache, CacheError, Entry, KeyInputs, StageKey, UpstreamInput};
@@ -72,12 +74,12 @@ impl Plan {
     /// The key of a stage whose upstreams are all cached: [`Plan::inputs`]'
     /// key, hashed from the stage's own fields without copying them (planning
     /// a cached pipeline computes every stage's key).
-    fn key_now(&self, dag: &Dag, id: StageId) -> StageKey {
+    fn key_now(&self, dag: &Dag, id: StageId, deps: &BTreeMap<String, String>) -> StageKey {
         let names: Vec<(&str, &str)> = dag
             .needs_iter(id)
             .filter_map(|up| Some((dag.stage(up).name.as_str(), self.content[up.0].as_deref()?)))
             .collect();
-        stage_key(dag.stage(id), &names, &self.deps[id.0])
+        stage_key(dag.stage(id), &names, deps)
     }
 
     /// The entry for the stage's current key, when known and cached.
@@ -107,6 +109,13 @@ pub fn plan(
 pub type DepHasher<'a> = dyn FnMut(&StageSpec) -> Result<BTreeMap<String, String>, CacheError> + 'a;
 
 /// [`plan`] with deps hashed by `deps` (a git revision's, for `diff`).
+///
+/// Stages are planned level by level (a stage's level is one more than its
+/// deepest need's), and the stages of one level at once on every core when
+/// there are many: with everything cached, a stage's plan is its key and
+/// one read of its cache entry, and a 100,000-member matrix is one level.
+/// The result is what planning one stage after the other gives; of several
+/// errors, the first by level, then by topological order, is returned.
 pub fn plan_with(
     dag: &Dag,
     cache: &Cache,
@@ -120,38 +129,91 @@ pub fn plan_with(
         content: vec![None; n],
     };
     let mut stages: Vec<Option<Planned>> = vec![None; n];
-    for &id in dag.topo_order() {
-        let mut pending_on = None;
-        for up in dag.needs_iter(id) {
-            if plan.content[up.0].is_none() {
-                // Name the stage that actually runs, not a pending one between.
-                let root = match &stages[up.0] {
-                    Some(Planned::Pending { upstream }) => *upstream,
-                    _ => up,
-                };
-                pending_on = Some(root);
-                break;
+    for level in levels(dag) {
+        type Planning = Result<(Planned, BTreeMap<String, String>), CacheError>;
+        let planned: Vec<Planning> = if level.len() >= PARALLEL_LEVEL {
+            let mut hashed = Vec::with_capacity(level.len());
+            for &id in &level {
+                hashed.push(deps(dag.stage(id)));
             }
-        }
-        plan.deps[id.0] = deps(dag.stage(id))?;
-        let planned = match pending_on {
-            Some(upstream) => Planned::Pending { upstream },
-            None => {
-                let key = plan.key_now(dag, id);
-                let cached = cache.entry(&key)?.map(Arc::new);
+            level
+                .par_iter()
+                .zip(hashed)
+                .map(|(&id, d)| plan_one(dag, cache, &plan, &stages, id, d?))
+                .collect()
+        } else {
+            let mut out = Vec::with_capacity(level.len());
+            for &id in &level {
+                out.push(
+                    deps(dag.stage(id)).and_then(|d| plan_one(dag, cache, &plan, &stages, id, d)),
+                );
+            }
+            out
+        };
+        for (&id, planned) in level.iter().zip(planned) {
+            let (planned, deps) = planned?;
+            if let Planned::Known { cached, .. } = &planned {
                 if !forced(id) {
                     plan.content[id.0] = cached.as_deref().map(artifact_content);
                 }
-                Planned::Known { key, cached }
             }
-        };
-        stages[id.0] = Some(planned);
+            plan.deps[id.0] = deps;
+            stages[id.0] = Some(planned);
+        }
     }
     plan.stages = stages
         .into_iter()
         .map(|p| p.expect("every stage planned in topological order"))
         .collect();
     Ok(plan)
+}
+/// A level with at least this many stages is planned on every core (below,
+/// starting the threads costs more than they save).
+const PARALLEL_LEVEL: usize = 256;
+
+/// The stages by level (0: no needs; else one more than the deepest need),
+/// each level in topological order.
+fn levels(dag: &Dag) -> Vec<Vec<StageId>> {
+    let mut level = vec![0usize; dag.len()];
+    let mut out: Vec<Vec<StageId>> = Vec::new();
+    for &id in dag.topo_order() {
+        let l = dag
+            .needs_iter(id)
+            .map(|up| level[up.0] + 1)
+            .max()
+            .unwrap_or(0);
+        level[id.0] = l;
+        if out.len() <= l {
+            out.resize_with(l + 1, Vec::new);
+        }
+        out[l].push(id);
+    }
+    out
+}
+
+/// One stage's plan, given its deps' hashes and the plans of the levels
+/// before its own; returns the hashes back with it.
+fn plan_one(
+    dag: &Dag,
+    cache: &Cache,
+    plan: &Plan,
+    stages: &[Option<Planned>],
+    id: StageId,
+    deps: BTreeMap<String, String>,
+) -> Result<(Planned, BTreeMap<String, String>), CacheError> {
+    for up in dag.needs_iter(id) {
+        if plan.content[up.0].is_none() {
+            // Name the stage that actually runs, not a pending one between.
+            let upstream = match &stages[up.0] {
+                Some(Planned::Pending { upstream }) => *upstream,
+                _ => up,
+            };
+            return Ok((Planned::Pending { upstream }, deps));
+        }
+    }
+    let key = plan.key_now(dag, id, &deps);
+    let cached = cache.entry(&key)?.map(Arc::new);
+    Ok((Planned::Known { key, cached }, deps))
 }
 
 /// The content hash a stage's key chains for an upstream artifact.

@@ -95,9 +95,9 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
                 .find(|s| &s.key != key);
             match previous {
                 None => Freshness::NeverRun,
-                Some(prev) => match cache.entry(&prev.key) {
-                    Ok(Some(old)) => {
-                        let why = plan.inputs(dag, id).why_differs(&old.inputs);
+                Some(prev) => match cache.entry(&prev.key).map(|e| e.map(|e| e.inputs.get())) {
+                    Ok(Some(Ok(old))) => {
+                        let why = plan.inputs(dag, id).why_differs(&old);
                         Freshness::Stale(if why.is_empty() {
                             vec![StaleReason::InputsChanged]
                         } else {

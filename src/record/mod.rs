@@ -246,7 +246,7 @@ pub fn newest_report(cache: &Cache, runs: &[RunRecord]) -> Option<PathBuf> {
         run.stages.iter().find_map(|st| {
             let entry = cache.entry(&st.key).ok().flatten()?;
             let page = cache.artifact_dir(&st.key).join("report.html");
-            (entry.inputs.op.as_deref() == Some("report") && page.is_file()).then_some(page)
+            (entry.inputs.op().as_deref() == Some("report") && page.is_file()).then_some(page)
         })
     })
 }

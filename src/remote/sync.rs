@@ -184,7 +184,11 @@ pub fn fetch_entry(
     if &entry.key != key {
         return Err(bad(format!("names another key ({})", entry.key)));
     }
-    if &entry.inputs.key() != key {
+    let inputs = entry
+        .inputs
+        .get()
+        .map_err(|e| bad(format!("records unreadable inputs ({e})")))?;
+    if &inputs.key() != key {
         return Err(bad(
             "records inputs that do not hash to its key (it is not this stage's result)".into(),
         ));
@@ -722,7 +726,7 @@ mod tests {
             key: inputs.key(),
             stage: "s".into(),
             pipeline: "p".into(),
-            inputs,
+            inputs: crate::cache::store::StoredInputs::new(&inputs),
             files,
             metrics: Default::default(),
             wall_s: 0.0,
