@@ -126,6 +126,7 @@ pub fn run_dag(
     let forced = |id: StageId| is_forced(&opts.force, dag.stage(id));
 
     // Cached stages are done before anything launches.
+    reporter.hold();
     for &id in dag.topo_order() {
         if let Some(entry) = plan.cached(id) {
             if !forced(id) {
@@ -135,6 +136,8 @@ pub fn run_dag(
             }
         }
     }
+
+    reporter.release();
 
     // Readiness by counters, not scans: `unmet[id]` is how many of its needs
     // are not done yet (one per entry in `needs`), `children[up]` the stages
@@ -202,6 +205,7 @@ pub fn run_dag(
         // settled here (cached, skipped, failed) may make a later one ready,
         // which this same pass then examines.
         let mut cursor = 0usize;
+        reporter.hold();
         while let Some(&p) = check.range(cursor..).next() {
             cursor = p + 1;
             check.remove(&p);
@@ -265,6 +269,11 @@ pub fn run_dag(
                         End::Cached(&entry)
                     };
                     settle(dag, id, &key, end, record, reporter);
+                    if pulled {
+                        // A pull takes a while: show it now, not with the pass.
+                        reporter.release();
+                        reporter.hold();
+                    }
                     done[id.0] = Some(Arc::new(entry));
                     ready_children(&children[id.0], &mut unmet, &pos, &mut check);
                     continue;
@@ -275,6 +284,7 @@ pub fn run_dag(
                 queued_of[b].insert(p);
             }
         }
+        reporter.release();
         if failed && opts.fail_fast && !stopped {
             // Once, O(stages): every stage not started is skipped, which
             // leaves only the running ones to wait for.
