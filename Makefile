@@ -145,7 +145,7 @@ bench-demo: build
 # dry-run, first and no-op run, medians and peak RSS (BENCHMARKS.md, "Scale").
 bench-scale:
 	cargo build --release
-	$(PYTHON) bench/scale.py --label grid
+	$(PYTHON) bench/scale.py --label grid --max-first-run 100000 --first-timeout 1800
 
 # A 1,000-member matrix on scripts/slurm-local (issues 15, 16): sbatch calls,
 # submit time, squeue calls per poll, slurmctld RPCs (BENCHMARKS.md, "Slurm at

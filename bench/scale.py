@@ -51,6 +51,9 @@ SCENARIOS = [
     ("noop", "no-op `run`"),
     ("snakemake", "`snakemake -n` (same grid)"),
 ]
+# With --baseline: the same no-op run by the baseline binary, sample by
+# sample in turn with the one measured (same cache: keys are compatible).
+BASE_SCENARIO = ("noop_base", "no-op `run`, baseline")
 
 
 def axes_of(n):
@@ -231,17 +234,22 @@ def measure(n, args):
                 cpus.append(cpu)
         res["first"] = {"wall": walls, "rss_kib": rss, "runner_cpu": cpus, "stages": n + 2}
         print(f"N={n} first: {cell(res, 'first')}", flush=True)
-        walls, rss = [], []
-        cmd = base + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
+        runs = [("noop", base)]
+        if args.baseline:
+            runs.append(("noop_base", [args.baseline]))
+        samples = {key: ([], []) for key, _ in runs}
         for _ in range(args.reps):
-            w, r, rc, err, _ = timed_rss(cmd, work)
-            if rc != 0:
-                res["noop_error"] = f"exited {rc}"
-                return res
-            walls.append(w)
-            rss.append(r)
-        res["noop"] = {"wall": walls, "rss_kib": rss}
-        print(f"N={n} noop: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
+            for key, exe in runs:
+                cmd = exe + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
+                w, r, rc, err, _ = timed_rss(cmd, work)
+                if rc != 0:
+                    res[f"{key}_error"] = f"exited {rc}"
+                    return res
+                samples[key][0].append(w)
+                samples[key][1].append(r)
+        for key, (walls, rss) in samples.items():
+            res[key] = {"wall": walls, "rss_kib": rss}
+            print(f"N={n} {key}: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
         return res
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -277,8 +285,8 @@ def measure_snakemake(n, args):
 def cell(r, key):
     if key == "first" and "first_error" in r:
         return f"failed: {r['first_error']}"
-    if key == "noop" and "noop_error" in r:
-        return f"failed: {r['noop_error']}"
+    if key.startswith("noop") and f"{key}_error" in r:
+        return f"failed: {r[f'{key}_error']}"
     v = r.get(key)
     if v is None:
         return "–"
@@ -294,13 +302,16 @@ def cell(r, key):
 
 
 def table(results):
-    head = "| N members | " + " | ".join(t for _, t in SCENARIOS) + " |"
-    rows = [head, "|---:|" + "---|" * len(SCENARIOS)]
+    scenarios = list(SCENARIOS)
+    if any("noop_base" in r for r in results):
+        scenarios.insert(4, BASE_SCENARIO)
+    head = "| N members | " + " | ".join(t for _, t in scenarios) + " |"
+    rows = [head, "|---:|" + "---|" * len(scenarios)]
     for r in results:
         if "error" in r and "status" not in r:
-            rows.append(f"| {r['n']:,} | " + r["error"] + " |" + " |" * (len(SCENARIOS) - 1))
+            rows.append(f"| {r['n']:,} | " + r["error"] + " |" + " |" * (len(scenarios) - 1))
             continue
-        rows.append(f"| {r['n']:,} | " + " | ".join(cell(r, k) for k, _ in SCENARIOS) + " |")
+        rows.append(f"| {r['n']:,} | " + " | ".join(cell(r, k) for k, _ in scenarios) + " |")
     return "\n".join(rows)
 
 
@@ -323,6 +334,9 @@ def main():
     ap.add_argument("--workdir", default=None, help="where the throwaway projects go (default: $TMPDIR)")
     ap.add_argument("--hcpipe", default=str(runner.HCPIPE), help="the binary measured (a copy of an older build)")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    ap.add_argument("--baseline", default=None,
+                    help="another hcpipe binary whose no-op run is measured in turn with this one's")
+    ap.add_argument("--baseline-label", default="", help="what the baseline is (a commit), for the text")
     args = ap.parse_args()
     global HCPIPE
     HCPIPE = Path(args.hcpipe)
@@ -346,6 +360,11 @@ def main():
     raw = runner.DATA / f"scale-{args.label or 'latest'}.json"
     raw.write_text(json.dumps({"commit": commit, "results": results}, indent=1))
     title = f"hcpipe at {commit}" + (f" ({args.label})" if args.label else "")
+    baseline_note = (
+        f"- \"Baseline\": `{args.baseline}` ({args.baseline_label}), its no-op run sample by sample in turn\n"
+        "  with this one's, on the same cache.\n"
+        if args.baseline else ""
+    )
     part = f"""### {title}
 
 {table(results)}
@@ -359,7 +378,7 @@ def main():
   (`snakefile_text` in bench/scale.py: one rule per stage, the grid as wildcards, `table` over
   `expand(...)`), in a fresh folder; medians of up to {args.snakemake_reps} samples (one when a sample
   exceeds 60 s), killed after {args.snakemake_timeout:g} s.
-- Machine: {runner.machine()}; other processes may have shared its cores.
+{baseline_note}- Machine: {runner.machine()}; other processes may have shared its cores.
 - Load average (1, 5, 15 min): {load_before} before, {runner.loadavg()} after.
 - Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; took {elapsed / 60:.1f} min.
 """
