@@ -130,7 +130,7 @@ pub fn plan_with(
     };
     let mut stages: Vec<Option<Planned>> = vec![None; n];
     for level in levels(dag) {
-        type Planning = Result<(Planned, BTreeMap<String, String>), CacheError>;
+        type Planning = Result<PlannedOne, CacheError>;
         let planned: Vec<Planning> = if level.len() >= PARALLEL_LEVEL {
             let mut hashed = Vec::with_capacity(level.len());
             for &id in &level {
@@ -151,11 +151,13 @@ pub fn plan_with(
             out
         };
         for (&id, planned) in level.iter().zip(planned) {
-            let (planned, deps) = planned?;
-            if let Planned::Known { cached, .. } = &planned {
-                if !forced(id) {
-                    plan.content[id.0] = cached.as_deref().map(artifact_content);
-                }
+            let PlannedOne {
+                planned,
+                deps,
+                content,
+            } = planned?;
+            if !forced(id) {
+                plan.content[id.0] = content;
             }
             plan.deps[id.0] = deps;
             stages[id.0] = Some(planned);
@@ -167,6 +169,7 @@ pub fn plan_with(
         .collect();
     Ok(plan)
 }
+
 /// A level with at least this many stages is planned on every core (below,
 /// starting the threads costs more than they save).
 const PARALLEL_LEVEL: usize = 256;
@@ -191,8 +194,16 @@ fn levels(dag: &Dag) -> Vec<Vec<StageId>> {
     out
 }
 
+/// One stage's plan, with its deps' hashes and its artifact's content
+/// when cached.
+struct PlannedOne {
+    planned: Planned,
+    deps: BTreeMap<String, String>,
+    content: Option<String>,
+}
+
 /// One stage's plan, given its deps' hashes and the plans of the levels
-/// before its own; returns the hashes back with it.
+/// before its own.
 fn plan_one(
     dag: &Dag,
     cache: &Cache,
@@ -200,7 +211,7 @@ fn plan_one(
     stages: &[Option<Planned>],
     id: StageId,
     deps: BTreeMap<String, String>,
-) -> Result<(Planned, BTreeMap<String, String>), CacheError> {
+) -> Result<PlannedOne, CacheError> {
     for up in dag.needs_iter(id) {
         if plan.content[up.0].is_none() {
             // Name the stage that actually runs, not a pending one between.
@@ -208,12 +219,20 @@ fn plan_one(
                 Some(Planned::Pending { upstream }) => *upstream,
                 _ => up,
             };
-            return Ok((Planned::Pending { upstream }, deps));
+            return Ok(PlannedOne {
+                planned: Planned::Pending { upstream },
+                deps,
+                content: None,
+            });
         }
     }
     let key = plan.key_now(dag, id, &deps);
     let cached = cache.entry(&key)?.map(Arc::new);
-    Ok((Planned::Known { key, cached }, deps))
+    Ok(PlannedOne {
+        content: cached.as_deref().map(artifact_content),
+        planned: Planned::Known { key, cached },
+        deps,
+    })
 }
 
 /// The content hash a stage's key chains for an upstream artifact.
@@ -275,10 +294,7 @@ pub fn stage_key_inputs(
         StageKind::Op(def) => (Some(def.name.to_string()), Some(def.version), None),
         StageKind::Cmd(text) => (None, None, Some(text.clone())),
     };
-    let env = match &stage.kind {
-        StageKind::Cmd(_) => cmd_env(stage),
-        StageKind::Op(_) => BTreeMap::new(),
-    };
+    let env = key_env(stage);
     KeyInputs {
         cache_version: crate::cache::key::CACHE_VERSION,
         op,
@@ -303,10 +319,7 @@ pub fn stage_key(
         StageKind::Op(def) => (Some(def.name), Some(def.version), None),
         StageKind::Cmd(text) => (None, None, Some(text.as_str())),
     };
-    let env = match &stage.kind {
-        StageKind::Cmd(_) => cmd_env(stage),
-        StageKind::Op(_) => BTreeMap::new(),
-    };
+    let env = key_env(stage);
     KeyParts {
         cache_version: crate::cache::key::CACHE_VERSION,
         op,
@@ -319,6 +332,14 @@ pub fn stage_key(
         env: &env,
     }
     .key()
+}
+
+/// The variables in a stage's key: a cmd's (see [`cmd_env`]); none for an op.
+fn key_env(stage: &StageSpec) -> BTreeMap<String, String> {
+    match &stage.kind {
+        StageKind::Cmd(_) => cmd_env(stage),
+        StageKind::Op(_) => BTreeMap::new(),
+    }
 }
 
 /// The variables hcpipe sets for a cmd stage, all in its key (two stages that
