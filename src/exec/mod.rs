@@ -688,18 +688,18 @@ fn build_job(
         });
     }
     let mut params = stage.params.clone();
-    let (work, threads) = match &stage.kind {
+    let work = match &stage.kind {
         crate::spec::StageKind::Op(def) => {
             if def.name == "fetch" {
                 crate::ops::fetch::resolve_local_path(&mut params, &dag.pipeline.dir);
             }
-            (Work::Op(def.name.to_string()), threads)
+            Work::Op(def.name.to_string())
         }
-        // A cmd sees its declared thread count (which is in its key), not the free slots.
-        crate::spec::StageKind::Cmd(text) => {
-            (Work::Cmd(text.clone()), plan::cmd_threads(stage) as usize)
-        }
+        crate::spec::StageKind::Cmd(text) => Work::Cmd(text.clone()),
     };
+    // A cmd or a torch op sees its declared thread count (which is in its
+    // key), not the free slots: its bytes must not depend on `--jobs`.
+    let threads = plan::fixed_threads(stage).unwrap_or(threads);
     Ok(Job {
         stage: stage.name.clone(),
         pipeline: dag.pipeline.name.clone(),
