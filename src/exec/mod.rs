@@ -171,7 +171,7 @@ pub fn run_dag(
     // priority first (the longest expected path to the end of the pipeline,
     // see `priority`), then in topological order. Priorities are computed
     // only when something is left to run (a no-op run reads no past records).
-    let rank: Vec<u64> = if state.iter().any(|s| *s == State::Waiting) {
+    let rank: Vec<u64> = if state.contains(&State::Waiting) {
         let cost = priority::costs(dag, plan, cache, &record.pipeline_path);
         priority::ranks(dag, &cost)
     } else {
