@@ -368,18 +368,28 @@ the venv's torch {TORCH_VERSION}) on 2 shared cores. hcpipe runs every torch sta
 one worker process (`hcpipe-torch --serve`, started with the run), so libtorch is loaded once, not
 once per stage (a worker process per stage cost about 0.6 s of CPU per stage, mostly system
 time loading libtorch's libraries); each job has its own CPU generator and thread count, so its bytes are those of a
-worker process of its own (src/torch_worker/src/rng.rs). It evaluates the training split after
-each epoch in small batches (4 patches for the CNN, 1 for the AE), about twice as fast per patch
-on this CPU as 32, whose activations overflow the caches. It crops once (`crop` stores the
+worker process of its own (src/torch_worker/src/rng.rs). It evaluates in small batches (the
+per-epoch evaluation over the training split, and `evaluate` and `extract_codes` without a
+`batch_size`: 4 patches for the CNN, 1 for the AE), about twice as fast per patch on this CPU as
+the 32 the lab uses, whose activations overflow the caches. Its 3-D max pooling, a fifth of its
+CPU time with libtorch's plain kernel, goes through libtorch's channels-last kernel (vectorised
+along the channels; under a gradient only for the indices, the maxima gathered at them): the same
+maxima, indices and gradients to the byte (src/torch_worker/src/models/layers.rs), and the worker
+keeps the memory libtorch frees at every step instead of faulting it in again (about half of its
+system time). It crops once (`crop` stores the
 patches grown by the shift, 34×44×34, and the worker draws the random shift from memory) where
 the lab's DataLoader re-reads and re-crops every 8.5 MB volume at every pass (in
 {args.num_workers} worker processes, forked again for every pass). And it runs independent stages
 at once on the 2 cores (cnn_left, cnn_right and ae_left ask for 1 CPU each, so each trains with 1
-thread), the lab one stage after the other; so hcpipe's stage times overlap and its total is less
-than their sum. What is left on hcpipe's side is the order: the scheduler starts ready stages in
-the pipeline's order, so the two CNNs train side by side and the autoencoder, the longest chain
-(ae_left, then codes_left, clusters, report), starts only when one of them is done and then trains
-alone on one core while the other idles. With 2 intra-op threads on 2 cores that other processes
+thread; the thread count is in their keys), the lab one stage after the other, so hcpipe's stage
+times overlap and its total is less than their sum. It starts the stage with the longest expected
+path to the end first (src/exec/priority.rs): the autoencoder chain (ae_left, codes_left,
+clusters, report) beside one CNN, the other CNN when that one is done, so neither core idles
+until the end; the crops ask for 1 CPU each and run side by side. What is left: each training
+stage runs on one thread, so the run lasts at least as long as the autoencoder chain (or two
+CNNs one after the other), about half of hcpipe's CPU time; and the 2 cores are shared with
+other processes on this machine, which costs hcpipe's two stages at once more than the lab's
+one thread. With 2 intra-op threads on 2 cores that other processes
 also use, the lab's libtorch burns CPU time in its thread pool waiting for the other thread (once
 measured: 2 threads, 77 s of CPU for 82 s wall; 1 thread, 14 s of CPU for 21 s) and its times swing
 from run to run.

@@ -334,10 +334,16 @@ pub fn stage_key(
     .key()
 }
 
-/// The variables in a stage's key: a cmd's (see [`cmd_env`]); none for an op.
+/// The variables in a stage's key: a cmd's (see [`cmd_env`]); a torch op's
+/// thread count; none for another op.
 fn key_env(stage: &StageSpec) -> BTreeMap<String, String> {
     match &stage.kind {
         StageKind::Cmd(_) => cmd_env(stage),
+        // A torch op's bytes depend on its intra-op thread count (libtorch
+        // splits reductions by it), so the count it runs with is in its key.
+        StageKind::Op(_) if is_torch(stage) => {
+            BTreeMap::from([("HCPIPE_THREADS".to_string(), cmd_threads(stage).to_string())])
+        }
         StageKind::Op(_) => BTreeMap::new(),
     }
 }
@@ -377,9 +383,22 @@ pub fn matrix_env_name(axis: &str) -> String {
     format!("HCPIPE_MATRIX_{axis}")
 }
 
-/// `$HCPIPE_THREADS` of a cmd stage: its declared `resources.cpu`, whatever
-/// `--jobs` is, so the variable (which is in the key) does not depend on how
-/// busy the machine is.
+/// `$HCPIPE_THREADS` of a cmd stage, and the intra-op thread count of a
+/// torch op stage: its declared `resources.cpu`, whatever `--jobs` is, so the
+/// count (which is in the key) does not depend on how busy the machine is.
 pub fn cmd_threads(stage: &StageSpec) -> u32 {
     stage.resources.cpu.max(1)
+}
+
+/// Whether a stage runs in the torch worker (an op of kind `Torch`).
+pub fn is_torch(stage: &StageSpec) -> bool {
+    matches!(&stage.kind, StageKind::Op(def) if matches!(def.kind, crate::ops::OpKind::Torch))
+}
+
+/// The thread count a stage runs with when it is fixed by its spec (and so
+/// in its key): a cmd's or a torch op's declared `resources.cpu`. `None` for
+/// a native op, which gets its CPU slots (its output does not depend on them).
+pub fn fixed_threads(stage: &StageSpec) -> Option<usize> {
+    (matches!(stage.kind, StageKind::Cmd(_)) || is_torch(stage))
+        .then(|| cmd_threads(stage) as usize)
 }

@@ -327,3 +327,69 @@ fn an_internal_error_in_the_shared_worker_is_retried_in_a_process() {
         "{log}"
     );
 }
+
+/// A torch stage's result depends only on its key: it runs with exactly its
+/// declared `resources.cpu` intra-op threads, whatever `--jobs` is (libtorch's
+/// reductions split by thread count, so 1 and 2 threads give other bytes),
+/// and that count is in its key. A `--jobs 1` run in a per-stage worker
+/// process and a `--jobs 2` run in the shared worker agree to the byte;
+/// another declared count is another key.
+#[test]
+fn a_torch_stage_runs_with_its_declared_threads_whatever_jobs_is() {
+    if !worker_built() {
+        return;
+    }
+    let pipeline = |cpu: u32| {
+        format!(
+            r#"
+name: threads
+stages:
+  dataset: {{op: synth, params: {{n_train_ad: 6, n_train_cn: 6, n_val_ad: 2, n_val_cn: 2, seed: 0}}}}
+  crop: {{op: crop, needs: [dataset], params: {{region: left_hc}}}}
+  cnn: {{op: train_cnn, needs: [crop], params: {{epochs: 2, seed: 0}}, resources: {{cpu: {cpu}}}}}
+  ae: {{op: train_ae, needs: [crop], params: {{epochs: 1, seed: 0}}, resources: {{cpu: {cpu}}}}}
+  codes: {{op: extract_codes, needs: [ae, crop], resources: {{cpu: {cpu}}}}}
+"#
+        )
+    };
+    let run = |cpu: u32, jobs: &str, server: &str| {
+        let p = Project::new();
+        p.write("p.yaml", &pipeline(cpu));
+        let out = Run::from(
+            p.cmd(&["run", "p.yaml", "--json", "--jobs", jobs])
+                .env("HCPIPE_TORCH_SERVER", server)
+                .output()
+                .unwrap(),
+        )
+        .ok();
+        assert_eq!(out.ran().len(), 5, "{}", out.stdout);
+        p
+    };
+    let key = |p: &Project, stage: &str| {
+        let show = p.run(&["show", "p.yaml", stage, "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).unwrap();
+        v["key"].as_str().unwrap().to_string()
+    };
+    let (one, two) = (run(2, "1", "0"), run(2, "2", "1"));
+    for (stage, file) in [
+        ("cnn", "weights.safetensors"),
+        ("ae", "weights.safetensors"),
+        ("codes", "codes.tsv"),
+    ] {
+        assert_eq!(key(&one, stage), key(&two, stage), "{stage}'s key");
+        assert!(
+            artifact_file(&one, stage, file) == artifact_file(&two, stage, file),
+            "{stage}/{file} differs between --jobs 1 and --jobs 2"
+        );
+    }
+    let single = run(1, "2", "1");
+    for stage in ["cnn", "ae", "codes"] {
+        assert_ne!(
+            key(&single, stage),
+            key(&two, stage),
+            "{stage}: 1 and 2 declared threads share a key"
+        );
+    }
+    // A native op's key does not hold its thread count.
+    assert_eq!(key(&single, "crop"), key(&two, "crop"));
+}

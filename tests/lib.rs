@@ -26,6 +26,7 @@ mod matrix;
 mod own_stages;
 mod parallel;
 mod pipelines;
+mod priority;
 mod progress;
 mod remote;
 pub mod report;

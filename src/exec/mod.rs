@@ -3,6 +3,8 @@
 //! - [`job`]: one stage's execution, shared by every executor.
 //! - [`job_file`]: `hcpipe exec --job FILE`, a Slurm job's side.
 //! - [`local`]: stages as threads on this machine, within CPU/GPU slots.
+//! - [`priority`]: which ready stage launches first (longest expected path
+//!   to the end of the pipeline).
 //! - [`progress`]: each running stage's progress file (`$HCPIPE_PROGRESS`),
 //!   read each time the scheduler wakes and handed to the reporter.
 //! - [`torch_server`]: on a GPU machine, one torch worker serving every
@@ -19,12 +21,15 @@ pub mod interrupt;
 pub mod job;
 pub mod job_file;
 pub mod local;
+pub mod priority;
 pub mod progress;
 pub mod slots;
 pub mod slurm;
 pub mod torch_server;
 
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashSet};
+use std::ops::Bound;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -165,9 +170,19 @@ pub fn run_dag(
         .filter(|id| state[id.0] == State::Waiting && unmet[id.0] == 0)
         .map(|id| pos[id.0])
         .collect();
-    // Stages whose key is known and not cached, waiting for slots, in topological order.
-    let mut queued: BTreeSet<usize> = BTreeSet::new();
+    // Stages whose key is known and not cached, waiting for slots, highest
+    // priority first (the longest expected path to the end of the pipeline,
+    // see `priority`), then in topological order. Priorities are computed
+    // only when something is left to run (a no-op run reads no past records).
+    let rank: Vec<u64> = if state.contains(&State::Waiting) {
+        let cost = priority::costs(dag, plan, cache, &record.pipeline_path);
+        priority::ranks(dag, &cost)
+    } else {
+        vec![0; n]
+    };
     let order = dag.topo_order();
+    let qkey = |p: usize| (Reverse(rank[order[p].0]), p);
+    let mut queued: BTreeSet<(Reverse<u64>, usize)> = BTreeSet::new();
     // With an executor that launches groups: each matrix stage's queued
     // members (by topological position), so a launch finds a member's
     // siblings without scanning the queue.
@@ -221,7 +236,7 @@ pub fn run_dag(
                 .any(|u| matches!(state[u.0], State::Failed | State::Skipped))
             {
                 state[id.0] = State::Skipped;
-                queued.remove(&p);
+                queued.remove(&qkey(p));
                 if let Some(b) = base_of[id.0] {
                     queued_of[b].remove(&p);
                 }
@@ -230,7 +245,7 @@ pub fn run_dag(
                 doom(&children[id.0], &state, &pos, &mut check);
                 continue;
             }
-            if unmet[id.0] != 0 || queued.contains(&p) {
+            if unmet[id.0] != 0 || queued.contains(&qkey(p)) {
                 continue;
             }
             if resolved[id.0].is_none() {
@@ -279,7 +294,7 @@ pub fn run_dag(
                     continue;
                 }
             }
-            queued.insert(p);
+            queued.insert(qkey(p));
             if let Some(b) = base_of[id.0] {
                 queued_of[b].insert(p);
             }
@@ -300,27 +315,28 @@ pub fn run_dag(
                 }
             }
         }
-        // Launch queued stages that fit the free slots, in topological order;
-        // once no CPU slot is free nothing else can start.
-        let mut cursor = 0usize;
+        // Launch queued stages that fit the free slots, highest priority
+        // first; a stage that does not fit lets the next ones try; once no
+        // CPU slot is free nothing else can start.
+        let mut cursor = Bound::Unbounded;
         while slots.any_free() {
-            let Some(&p) = queued.range(cursor..).next() else {
+            let Some(&(prio, p)) = queued.range((cursor, Bound::Unbounded)).next() else {
                 break;
             };
-            cursor = p + 1;
+            cursor = Bound::Excluded((prio, p));
             let id = order[p];
             let res = &dag.stage(id).resources;
             if !slots.try_take(res) {
                 continue;
             }
-            queued.remove(&p);
+            queued.remove(&(prio, p));
             // This stage, and with a grouping executor every queued sibling
             // of its matrix stage: they share its resources.
             let mut members = vec![p];
             if let Some(b) = base_of[id.0] {
                 queued_of[b].remove(&p);
                 for q in std::mem::take(&mut queued_of[b]) {
-                    queued.remove(&q);
+                    queued.remove(&qkey(q));
                     members.push(q);
                 }
             }
@@ -698,18 +714,18 @@ fn build_job(
         });
     }
     let mut params = stage.params.clone();
-    let (work, threads) = match &stage.kind {
+    let work = match &stage.kind {
         crate::spec::StageKind::Op(def) => {
             if def.name == "fetch" {
                 crate::ops::fetch::resolve_local_path(&mut params, &dag.pipeline.dir);
             }
-            (Work::Op(def.name.to_string()), threads)
+            Work::Op(def.name.to_string())
         }
-        // A cmd sees its declared thread count (which is in its key), not the free slots.
-        crate::spec::StageKind::Cmd(text) => {
-            (Work::Cmd(text.clone()), plan::cmd_threads(stage) as usize)
-        }
+        crate::spec::StageKind::Cmd(text) => Work::Cmd(text.clone()),
     };
+    // A cmd or a torch op sees its declared thread count (which is in its
+    // key), not the free slots: its bytes must not depend on `--jobs`.
+    let threads = plan::fixed_threads(stage).unwrap_or(threads);
     Ok(Job {
         stage: stage.name.clone(),
         pipeline: dag.pipeline.name.clone(),

@@ -59,7 +59,9 @@ impl Slots {
         self.gpu_free = (self.gpu_free + self.gpu_need(r)).min(self.gpu_total);
     }
 
-    /// Threads a stage may use: what it asked for, within the run's cap.
+    /// Threads a native op may use: what it asked for, within the run's cap.
+    /// (A cmd or a torch op runs with its declared count whatever the cap,
+    /// since that count is in its key: `plan::fixed_threads`.)
     pub fn threads_for(&self, r: &Resources) -> usize {
         self.cpu_need(r)
     }

@@ -90,7 +90,9 @@ torch_ops! {
     Evaluate {
         name: "evaluate",
         // 2: metrics gain `roc_auc`.
-        version: 2,
+        // 3: without `batch_size`, batches of the worker's choice (4 on the CPU, was 32:
+        //    twice as fast; the values may round differently on some CPUs).
+        version: 3,
         params: EvaluateParams,
         summary: "a `train_cnn` model on the validation split or a subject list's `set`: predictions and lab metrics",
     }
@@ -105,7 +107,9 @@ torch_ops! {
     }
     ExtractCodes {
         name: "extract_codes",
-        version: 1,
+        // 2: without `batch_size`, batches of the worker's choice (1 on the CPU, was 32:
+        //    twice as fast; the codes round differently).
+        version: 2,
         params: ExtractCodesParams,
         summary: "a `train_ae` model's 80-value codes of one split or subject-list set, for clustering",
     }
@@ -138,9 +142,9 @@ mod tests {
             table,
             [
                 ("train_cnn", 3),
-                ("evaluate", 2),
+                ("evaluate", 3),
                 ("train_ae", 3),
-                ("extract_codes", 1)
+                ("extract_codes", 2)
             ]
         );
     }

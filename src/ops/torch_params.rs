@@ -73,9 +73,6 @@ fn default_epochs() -> usize {
 fn default_train_batch() -> usize {
     4
 }
-fn default_eval_batch() -> usize {
-    32
-}
 
 /// The params of a training op: the same fields and checks, each op with its own default `lr`
 /// (`default_lr` names the function that gives it).
@@ -130,9 +127,11 @@ training_params!(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateParams {
-    /// Only speed depends on it (evaluation mode: no batch statistics).
-    #[serde(default = "default_eval_batch")]
-    pub batch_size: usize,
+    /// Only speed depends on it (evaluation mode: no batch statistics), up
+    /// to rounding. Absent: the worker's fastest for the device (see
+    /// `eval_batch` in the torch worker: 4 on the CPU, 256 on a GPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
     #[serde(default)]
     pub device: DeviceChoice,
     /// With a subject-list need: the set to evaluate (default `validation`).
@@ -151,8 +150,10 @@ pub struct ExtractCodesParams {
     pub split: Option<Split>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set: Option<SubjectSet>,
-    #[serde(default = "default_eval_batch")]
-    pub batch_size: usize,
+    /// As `evaluate`'s: absent, the worker's fastest for the device (1 on
+    /// the CPU, 256 on a GPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
     #[serde(default)]
     pub device: DeviceChoice,
 }
@@ -177,7 +178,9 @@ fn check_batch(batch_size: usize) -> Result<(), String> {
 impl EvaluateParams {
     pub fn from_params(p: &Params) -> Result<Self, String> {
         let t: Self = parse_params(p)?;
-        check_batch(t.batch_size)?;
+        if let Some(b) = t.batch_size {
+            check_batch(b)?;
+        }
         Ok(t)
     }
 }
@@ -185,7 +188,9 @@ impl EvaluateParams {
 impl ExtractCodesParams {
     pub fn from_params(p: &Params) -> Result<Self, String> {
         let t: Self = parse_params(p)?;
-        check_batch(t.batch_size)?;
+        if let Some(b) = t.batch_size {
+            check_batch(b)?;
+        }
         if let (Some(split), Some(set)) = (t.split, t.set) {
             return Err(format!(
                 "`split: {}` and `set: {}` both given; `split` picks a split of a lab crop, `set` \

@@ -106,7 +106,8 @@ pub enum Net {
 }
 
 /// Batch size of the per-epoch evaluation over the training split on
-/// `device`: in eval mode the values depend on it only through rounding
+/// `device`, and of `evaluate` and `extract_codes` when their params give
+/// none: in eval mode the values depend on it only through rounding
 /// (BatchNorm uses its running statistics), so it is picked for speed. A GPU
 /// takes big batches. On the CPU (one thread, measured with libtorch 2.11
 /// on the lab's patches) small ones are about twice as fast per patch as 32:

@@ -45,15 +45,54 @@ fn padded(x: &Tensor, pad: [i64; 3]) -> Tensor {
 /// `PadMaxPool3d(kernel, stride)` without indices (the CNN's).
 pub fn pad_max_pool3d(x: &Tensor, kernel: i64, stride: i64) -> Tensor {
     let pad = front_pad(x, stride);
-    padded(x, pad).max_pool3d([kernel; 3], [stride; 3], [0; 3], [1; 3], false)
+    max_pool(&padded(x, pad), kernel, stride).0
 }
 
 /// `PadMaxPool3d(kernel, stride, return_indices=True, return_pad=True)` (the autoencoder's).
 pub fn pad_max_pool3d_with_indices(x: &Tensor, kernel: i64, stride: i64) -> Pooled {
     let pad = front_pad(x, stride);
-    let (out, indices) =
-        padded(x, pad).max_pool3d_with_indices([kernel; 3], [stride; 3], [0; 3], [1; 3], false);
+    let (out, indices) = max_pool(&padded(x, pad), kernel, stride);
     Pooled { out, indices, pad }
+}
+
+/// libtorch's 3-D max pooling, with its indices, faster on the CPU.
+///
+/// libtorch's kernel for channels-last input runs along the channels with
+/// vector instructions: three times as fast as the plain one on the lab's
+/// first block (4 × 8 × 30 × 40 × 30), where pooling took a fifth of a lab
+/// run's CPU time. Its maxima and indices are the same bytes (a max is
+/// exact, and both kernels keep the first maximum of a window, scanned in
+/// the same order); both come back in the usual layout. Its backward is
+/// slower, though, so with a gradient wanted the indices come from it
+/// without one, and the maxima are gathered at them: windows that do not
+/// overlap (`kernel == stride`, the lab's) give each input voxel at most one
+/// output, so the gather's backward puts each gradient where max pooling's
+/// backward would, with nothing summed: the same bytes again. A GPU, or
+/// overlapping windows, take libtorch's pooling as it is.
+fn max_pool(x: &Tensor, kernel: i64, stride: i64) -> (Tensor, Tensor) {
+    let pool =
+        |t: &Tensor| t.max_pool3d_with_indices([kernel; 3], [stride; 3], [0; 3], [1; 3], false);
+    if x.device() != tch::Device::Cpu || kernel != stride {
+        return pool(x);
+    }
+    let channels_last_pool = |t: &Tensor| {
+        // N, C, D, H, W viewed over N, D, H, W, C memory: channels-last strides.
+        let cl = t
+            .permute([0, 2, 3, 4, 1])
+            .contiguous()
+            .permute([0, 4, 1, 2, 3]);
+        let (out, indices) = pool(&cl);
+        (out.contiguous(), indices.contiguous())
+    };
+    if !x.requires_grad() {
+        return channels_last_pool(x);
+    }
+    let (_, indices) = tch::no_grad(|| channels_last_pool(&x.detach()));
+    let out = x
+        .flatten(2, -1)
+        .gather(2, &indices.flatten(2, -1), false)
+        .view(indices.size().as_slice());
+    (out, indices)
 }
 
 /// `CropMaxUnpool3d(kernel, stride)`: unpool to the padded size, then drop the front padding.
@@ -209,6 +248,40 @@ mod tests {
         // And pooling what came back gives the same maxima.
         let again = pad_max_pool3d(&back, 2, 2);
         assert_eq!((again - &pooled.out).abs().max().double_value(&[]), 0.0);
+    }
+
+    /// The faster pooling (channels-last, maxima gathered under a gradient)
+    /// gives libtorch's plain pooling's maxima, indices and input gradient to
+    /// the byte, ties included (a third of the voxels are zero here, as after
+    /// a ReLU).
+    #[test]
+    fn fast_pooling_is_libtorchs_to_the_byte() {
+        let _default = crate::rng::default_generator();
+        tch::manual_seed(5);
+        let opts = (Kind::Float, Device::Cpu);
+        let x = (Tensor::randn([2, 8, 14, 20, 14], opts) - 0.4).relu();
+        let plain = |t: &Tensor| t.max_pool3d_with_indices([2; 3], [2; 3], [0; 3], [1; 3], false);
+        let (want, want_idx) = plain(&x);
+        let (got, got_idx) = tch::no_grad(|| max_pool(&x, 2, 2));
+        assert!(got.equal(&want), "maxima differ");
+        assert!(got_idx.equal(&want_idx), "indices differ");
+        let g = Tensor::randn(want.size(), opts);
+        let backward = |fast: bool| {
+            let leaf = x.copy().set_requires_grad(true);
+            let (out, idx) = if fast {
+                max_pool(&leaf, 2, 2)
+            } else {
+                plain(&leaf)
+            };
+            (&out * &g).sum(Kind::Float).backward();
+            (out.detach(), idx, leaf.grad())
+        };
+        let (a, b) = (backward(false), backward(true));
+        assert!(
+            b.0.equal(&a.0) && b.1.equal(&a.1),
+            "forward with a gradient differs"
+        );
+        assert!(b.2.equal(&a.2), "input gradients differ");
     }
 
     #[test]

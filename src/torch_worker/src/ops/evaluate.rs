@@ -61,7 +61,10 @@ pub fn run(ctx: &OpCtx, p: EvaluateParams) -> Result<Metrics> {
     let vs = VarStore::new(device);
     let net = CustomNetwork::new(&vs.root());
     crate::weights::load(&vs, &model.dir.join("weights.safetensors"), "train_cnn")?;
-    let c = classify(&net, &data, p.batch_size)?;
+    let batch = p
+        .batch_size
+        .unwrap_or_else(|| crate::train::eval_batch(device, crate::train::Net::Cnn));
+    let c = classify(&net, &data, batch)?;
 
     let rows =
         data.subjects

@@ -38,12 +38,15 @@ pub fn run(ctx: &OpCtx, p: ExtractCodesParams) -> Result<Metrics> {
     let ae = AutoEncoder::new(&vs.root());
     crate::weights::load(&vs, &model.dir.join("weights.safetensors"), "train_ae")?;
 
+    let batch = p
+        .batch_size
+        .unwrap_or_else(|| crate::train::eval_batch(device, crate::train::Net::AutoEncoder));
     let n = data.len();
     let mut codes: Vec<Vec<f32>> = Vec::with_capacity(n);
     tch::no_grad(|| -> Result<()> {
         let mut start = 0;
         while start < n {
-            let len = p.batch_size.max(1).min(n - start);
+            let len = batch.max(1).min(n - start);
             let (code, _) = ae.forward_t(&data.centre_range(start, len), false);
             let code = code.to_device(Device::Cpu);
             for row in 0..len as i64 {
