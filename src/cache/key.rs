@@ -11,9 +11,9 @@
 //! | 5 | `upstream`: each need's name and the **content hash of its artifact** ([`content_hash`]), in `needs` order | the bytes a stage reads, not how they were made: a `--force`d non-deterministic stage re-runs exactly what its new output feeds, and an upstream re-run that produced the same bytes leaves everything below cached (early cut-off); the order is a gather's `{in.X}` order |
 //! | 6 | `deps`: path → blake3 of content (+ `+x` when executable; a folder: every entry's name, kind and content, symlinks followed and named) | declared input files, and a `fetch` op's local `path` |
 //! | 7 | `outs` | a cmd's promised outputs |
-//! | 8 | `env`: the variables hcpipe sets for a cmd (`HCPIPE_THREADS`) | a stage that reads them may change its output |
+//! | 8 | `env`: the variables hcpipe sets for a cmd (`HCPIPE_THREADS`, `HCPIPE_MATRIX_*`); a torch op's thread count (`HCPIPE_THREADS`) | a stage that reads them may change its output; libtorch splits reductions by its thread count |
 //!
-//! Not in the key, on purpose: resources other than a cmd's thread count,
+//! Not in the key, on purpose: resources other than a cmd's or torch op's thread count,
 //! the executor, the cache path (`{out}`, `{in.X}` are kept symbolic), the
 //! user's environment and mtimes (a touched, unchanged dep re-runs nothing).
 //!
