@@ -121,6 +121,7 @@ pub fn run_dag(
     reporter: &mut Reporter,
 ) -> bool {
     let n = dag.len();
+    record.stages.reserve(n);
     let mut state = vec![State::Waiting; n];
     // The finished artifact of each done stage: what its dependants' keys chain.
     let mut done: Vec<Option<Arc<Entry>>> = vec![None; n];

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::fsutil::write_atomic;
+use crate::cache::fsutil::write_atomic_with;
 use crate::cache::{Cache, CacheError, Entry, StageKey};
 use crate::git;
 use crate::ops::{Metrics, Params};
@@ -146,8 +146,9 @@ impl RunRecord {
     }
 
     pub fn save(&self, cache: &Cache) -> Result<(), CacheError> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| CacheError::Msg(e.to_string()))?;
-        write_atomic(&Self::path(cache, &self.id), &bytes)
+        write_atomic_with(&Self::path(cache, &self.id), |f| {
+            serde_json::to_writer_pretty(f, self).map_err(std::io::Error::other)
+        })
     }
 
     /// One stage's record (a scan: for many lookups use [`RunRecord::by_name`]).
