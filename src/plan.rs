@@ -290,16 +290,19 @@ pub fn stage_key_inputs(
     upstream: Vec<UpstreamInput>,
     deps: BTreeMap<String, String>,
 ) -> KeyInputs {
-    let (op, op_version, cmd) = match &stage.kind {
-        StageKind::Op(def) => (Some(def.name.to_string()), Some(def.version), None),
-        StageKind::Cmd(text) => (None, None, Some(text.clone())),
-    };
     let env = key_env(stage);
-    KeyInputs {
-        cache_version: crate::cache::key::CACHE_VERSION,
+    let KeyParts {
+        cache_version,
         op,
         op_version,
         cmd,
+        ..
+    } = stage_parts(stage, &[], &deps, &env);
+    KeyInputs {
+        cache_version,
+        op: op.map(str::to_string),
+        op_version,
+        cmd: cmd.map(str::to_string),
         params: serde_json::Value::Object(stage.params.clone()),
         upstream,
         deps,
@@ -315,11 +318,20 @@ pub fn stage_key(
     upstream: &[(&str, &str)],
     deps: &BTreeMap<String, String>,
 ) -> StageKey {
+    stage_parts(stage, upstream, deps, &key_env(stage)).key()
+}
+
+/// What a stage's key is made of, borrowed from its spec and the rest.
+fn stage_parts<'a>(
+    stage: &'a StageSpec,
+    upstream: &'a [(&'a str, &'a str)],
+    deps: &'a BTreeMap<String, String>,
+    env: &'a BTreeMap<String, String>,
+) -> KeyParts<'a> {
     let (op, op_version, cmd) = match &stage.kind {
         StageKind::Op(def) => (Some(def.name), Some(def.version), None),
         StageKind::Cmd(text) => (None, None, Some(text.as_str())),
     };
-    let env = key_env(stage);
     KeyParts {
         cache_version: crate::cache::key::CACHE_VERSION,
         op,
@@ -329,9 +341,8 @@ pub fn stage_key(
         upstream,
         deps,
         outs: &stage.outs,
-        env: &env,
+        env,
     }
-    .key()
 }
 
 /// The variables in a stage's key: a cmd's (see [`cmd_env`]); a torch op's
