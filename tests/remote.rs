@@ -302,11 +302,18 @@ fn push_then_pull_round_trip_and_run_pulls_instead_of_running() {
     b.run(&["verify"]).ok();
 
     // `run` with a remote and an empty cache: every stage `pulled`, none ran.
+    // Stages whose keys are known together are looked up together: `a`,
+    // then `b` and `c` at once, then `d`.
     let c = diamond();
-    let run = remote_run(&c, &ep, &["run", "p.yaml", "--json"]).ok();
+    let run = remote_run(&c, &ep, &["-v", "run", "p.yaml", "--json"]).ok();
     for s in ["a", "b", "c", "d"] {
         assert_eq!(run.status_of(s), "pulled", "{}", run.stdout);
     }
+    assert!(
+        run.stderr.contains("remote: 4 lookups in 3 batches"),
+        "{}",
+        run.stderr
+    );
     // The run's last line counts them apart from local cache hits.
     let last = run
         .stdout

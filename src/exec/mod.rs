@@ -209,6 +209,9 @@ pub fn run_dag(
     let mut verified = HashSet::new();
     // Each running stage's progress file (none when its folder cannot be made).
     let mut watch = progress::Watch::new(cache);
+    // Stages of this pass missing here, to look up in the remote cache
+    // (by topological position).
+    let mut to_pull: Vec<usize> = Vec::new();
     // A stage failed (for `--fail-fast`).
     let mut failed = false;
     let mut stopped = false;
@@ -267,31 +270,18 @@ pub fn run_dag(
             if !forced(id) {
                 // Known only now (an upstream ran): the cache may hold it already.
                 let key = &resolved[id.0].as_ref().expect("resolved above").1;
-                // Else the remote cache may (then it is pulled, not run).
-                let found = match cache.entry(key) {
-                    Ok(Some(entry)) => Some((entry, false)),
-                    _ => opts
-                        .remote
-                        .as_ref()
-                        .and_then(|r| r.pull(cache, key, &dag.stage(id).name))
-                        .map(|entry| (entry, true)),
-                };
-                if let Some((entry, pulled)) = found {
+                if let Ok(Some(entry)) = cache.entry(key) {
                     state[id.0] = State::Done;
                     let key = key.clone();
-                    let end = if pulled {
-                        End::Pulled(&entry)
-                    } else {
-                        End::Cached(&entry)
-                    };
-                    settle(dag, id, &key, end, record, reporter);
-                    if pulled {
-                        // A pull takes a while: show it now, not with the pass.
-                        reporter.release();
-                        reporter.hold();
-                    }
+                    settle(dag, id, &key, End::Cached(&entry), record, reporter);
                     done[id.0] = Some(Arc::new(entry));
                     ready_children(&children[id.0], &mut unmet, &pos, &mut check);
+                    continue;
+                }
+                // Else the remote cache may (then it is pulled, not run): the
+                // pass's lookups go out together once it is over.
+                if opts.remote.is_some() {
+                    to_pull.push(p);
                     continue;
                 }
             }
@@ -299,6 +289,40 @@ pub fn run_dag(
             if let Some(b) = base_of[id.0] {
                 queued_of[b].insert(p);
             }
+        }
+        if let (Some(remote), false) = (&opts.remote, to_pull.is_empty()) {
+            let wanted: Vec<(StageKey, String)> = to_pull
+                .iter()
+                .map(|&p| {
+                    let id = order[p];
+                    let key = resolved[id.0].as_ref().expect("resolved before a lookup");
+                    (key.1.clone(), dag.stage(id).name.clone())
+                })
+                .collect();
+            counts.remote_lookups += wanted.len() as u64;
+            counts.remote_batches += 1;
+            let found = remote.pull_all(cache, &wanted);
+            for (p, entry) in std::mem::take(&mut to_pull).into_iter().zip(found) {
+                let id = order[p];
+                match entry {
+                    Some(entry) => {
+                        state[id.0] = State::Done;
+                        let key = entry.key.clone();
+                        settle(dag, id, &key, End::Pulled(&entry), record, reporter);
+                        done[id.0] = Some(Arc::new(entry));
+                        ready_children(&children[id.0], &mut unmet, &pos, &mut check);
+                    }
+                    None => {
+                        queued.insert(qkey(p));
+                        if let Some(b) = base_of[id.0] {
+                            queued_of[b].insert(p);
+                        }
+                    }
+                }
+            }
+            // What the pulls made ready is examined before anything launches.
+            reporter.release();
+            continue;
         }
         reporter.release();
         if failed && opts.fail_fast && !stopped {
@@ -489,6 +513,13 @@ pub fn run_dag(
         counts.keys,
         counts.record_writes
     );
+    if opts.remote.is_some() {
+        tracing::info!(
+            "remote: {} lookups in {} batches",
+            counts.remote_lookups,
+            counts.remote_batches
+        );
+    }
     state.iter().all(|s| *s == State::Done)
 }
 
@@ -545,6 +576,9 @@ struct Counts {
     need_visits: u64,
     keys: u64,
     record_writes: u64,
+    /// Stages looked up in the remote cache, and in how many batches.
+    remote_lookups: u64,
+    remote_batches: u64,
 }
 
 /// `up` is done: each child with no unmet need left is examined next.

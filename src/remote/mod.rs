@@ -174,16 +174,61 @@ impl Lookup {
                 None
             }
             Err(e) => {
-                eprintln!(
-                    "warning: remote cache {} not used for the rest of this run: {e}",
-                    self.remote.url()
-                );
-                self.off.store(true, Ordering::Relaxed);
+                // Several lookups may fail at once: the first says so.
+                if !self.off.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "warning: remote cache {} not used for the rest of this run: {e}",
+                        self.remote.url()
+                    );
+                }
                 None
             }
         }
     }
+
+    /// [`Lookup::pull`] of each (key, stage), [`LOOKUPS_AT_ONCE`] at a
+    /// time; the results in the same order. A run's stages whose keys
+    /// become known together (a matrix below a pulled stage) are looked up
+    /// together: one after the other, each lookup's round trips add up.
+    pub fn pull_all(
+        &self,
+        cache: &crate::cache::Cache,
+        wanted: &[(crate::cache::StageKey, String)],
+    ) -> Vec<Option<crate::cache::Entry>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let next = AtomicUsize::new(0);
+        let mut found: Vec<Option<crate::cache::Entry>> = vec![None; wanted.len()];
+        let parts: Vec<Vec<(usize, crate::cache::Entry)>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..LOOKUPS_AT_ONCE.min(wanted.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some((key, stage)) = wanted.get(i) else {
+                                return mine;
+                            };
+                            if let Some(entry) = self.pull(cache, key, stage) {
+                                mine.push((i, entry));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        for (i, entry) in parts.into_iter().flatten() {
+            found[i] = Some(entry);
+        }
+        found
+    }
 }
+
+/// Stages a run looks up in the remote cache at once.
+pub const LOOKUPS_AT_ONCE: usize = 8;
 
 /// What a Slurm job needs to work without the shared cache folder: the
 /// remote, and its inputs' keys (in `needs` order). The job pulls those into
