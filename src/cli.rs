@@ -825,35 +825,24 @@ fn cmd_verify(cache_dir: &Path, args: VerifyArgs) -> Result<(), Error> {
     let report = crate::cache::verify::verify(&cache)?;
     if args.json {
         println!("{}", pretty(&report)?);
-    } else {
-        for p in &report.problems {
-            println!(
-                "CORRUPT  {}\n         {}\n         affects: {}",
-                p.path,
-                p.what,
-                p.stages.join(", ")
-            );
-        }
-        println!(
-            "{} entries, {} objects ({} bytes) checked: {} problem(s)",
-            report.entries,
-            report.objects,
-            report.bytes,
-            report.problems.len()
-        );
-        if !report.problems.is_empty() {
-            println!("fix: re-run the affected stages with `hcpipe run PIPELINE --force STAGE` (their corrupt objects are replaced)");
-        }
     }
-    if report.problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::CheckFailed(format!(
-            "verify: {} problem(s) in {}",
-            report.problems.len(),
-            cache.root.display()
-        )))
-    }
+    let problems: Vec<(String, &str, &[String])> = report
+        .problems
+        .iter()
+        .map(|p| (p.path.clone(), p.what.as_str(), p.stages.as_slice()))
+        .collect();
+    checked(
+        &VerifyTotals {
+            place: cache.root.display().to_string(),
+            counts_prefix: String::new(),
+            entries: report.entries,
+            objects: report.objects,
+            bytes: report.bytes,
+            fix: "re-run the affected stages with `hcpipe run PIPELINE --force STAGE` (their corrupt objects are replaced)",
+        },
+        &problems,
+        args.json,
+    )
 }
 
 /// `verify --remote`: every remote entry checked, every object it uses re-hashed.
@@ -861,33 +850,78 @@ fn verify_remote(remote: &crate::remote::Remote, json: bool) -> Result<(), Error
     let report = crate::remote::sync::verify(remote)?;
     if json {
         println!("{}", pretty(&report)?);
-    } else {
-        for (path, what, stages) in &report.problems {
+    }
+    let problems: Vec<(String, &str, &[String])> = report
+        .problems
+        .iter()
+        .map(|(path, what, stages)| {
+            (
+                format!("{}/{path}", remote.url()),
+                what.as_str(),
+                stages.as_slice(),
+            )
+        })
+        .collect();
+    checked(
+        &VerifyTotals {
+            place: remote.url().to_string(),
+            counts_prefix: format!("{}: ", remote.url()),
+            entries: report.entries,
+            objects: report.objects,
+            bytes: report.bytes,
+            fix: "push the affected stages again from a cache where `hcpipe verify` passes (a damaged object is replaced; a bad entry must be deleted from the remote first)",
+        },
+        &problems,
+        json,
+    )
+}
+
+/// What `verify` checked in one place (the local cache or a remote).
+struct VerifyTotals {
+    /// Where, for the failure message.
+    place: String,
+    /// Before the counts line (the remote's URL).
+    counts_prefix: String,
+    entries: usize,
+    objects: usize,
+    bytes: u64,
+    /// What to do about problems there.
+    fix: &'static str,
+}
+
+/// `verify`'s text report (unless `json`, printed by the caller) and its
+/// outcome: each problem as (path shown, what, stages affected).
+fn checked(
+    totals: &VerifyTotals,
+    problems: &[(String, &str, &[String])],
+    json: bool,
+) -> Result<(), Error> {
+    if !json {
+        for (path, what, stages) in problems {
             println!(
-                "CORRUPT  {}/{path}\n         {what}\n         affects: {}",
-                remote.url(),
+                "CORRUPT  {path}\n         {what}\n         affects: {}",
                 stages.join(", ")
             );
         }
         println!(
-            "{}: {} entries, {} objects ({} bytes) checked: {} problem(s)",
-            remote.url(),
-            report.entries,
-            report.objects,
-            report.bytes,
-            report.problems.len()
+            "{}{} entries, {} objects ({} bytes) checked: {} problem(s)",
+            totals.counts_prefix,
+            totals.entries,
+            totals.objects,
+            totals.bytes,
+            problems.len()
         );
-        if !report.problems.is_empty() {
-            println!("fix: push the affected stages again from a cache where `hcpipe verify` passes (a damaged object is replaced; a bad entry must be deleted from the remote first)");
+        if !problems.is_empty() {
+            println!("fix: {}", totals.fix);
         }
     }
-    if report.problems.is_empty() {
+    if problems.is_empty() {
         Ok(())
     } else {
         Err(Error::CheckFailed(format!(
             "verify: {} problem(s) in {}",
-            report.problems.len(),
-            remote.url()
+            problems.len(),
+            totals.place
         )))
     }
 }
