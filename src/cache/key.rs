@@ -8,7 +8,7 @@
 //! | 2 | `op` + `op_version` | an op's code change that alters output bumps its version |
 //! | 3 | `cmd` (after `${…}` substitution; `{in.X}`/`{out}` kept symbolic) | the command is the code |
 //! | 4 | `params` (canonical: object keys sorted) | one param change re-runs the stage |
-//! | 5 | `upstream`: each need's name and the **content hash of its artifact** ([`content_hash`]), in `needs` order | the bytes a stage reads, not how they were made: a `--force`d non-deterministic stage re-runs exactly what its new output feeds, and an upstream re-run that produced the same bytes leaves everything below cached (early cut-off); the order is a gather's `{in.X}` order |
+//! | 5 | `upstream`: each need's name and the **content hash of its artifact** (`store::manifest_hash`), in `needs` order | the bytes a stage reads, not how they were made: a `--force`d non-deterministic stage re-runs exactly what its new output feeds, and an upstream re-run that produced the same bytes leaves everything below cached (early cut-off); the order is a gather's `{in.X}` order |
 //! | 6 | `deps`: path → blake3 of content (+ `+x` when executable; a folder: every entry's name, kind and content, symlinks followed and named) | declared input files, and a `fetch` op's local `path` |
 //! | 7 | `outs` | a cmd's promised outputs |
 //! | 8 | `env`: the variables hcpipe sets for a cmd (`HCPIPE_THREADS`, `HCPIPE_MATRIX_*`); a torch op's thread count (`HCPIPE_THREADS`) | a stage that reads them may change its output; libtorch splits reductions by its thread count |
@@ -78,19 +78,8 @@ pub struct KeyInputs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamInput {
     pub stage: String,
-    /// [`content_hash`] of the upstream's artifact.
+    /// `store::manifest_hash` of the upstream's artifact.
     pub content: String,
-}
-
-/// The identity of an artifact's content: blake3 over its manifest (every
-/// path with its kind, object hash, size, mode or link target).
-pub fn content_hash<T: Serialize>(manifest: &T) -> String {
-    let mut text = Vec::with_capacity(256);
-    write_canonical(
-        &serde_json::to_value(manifest).unwrap_or(Value::Null),
-        &mut text,
-    );
-    blake3::hash(&text).to_hex().to_string()
 }
 
 impl KeyInputs {
@@ -344,7 +333,7 @@ pub(crate) fn write_json<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
 }
 
 /// `canonical(v).to_string()` appended to `out`, without building the copy.
-pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
@@ -482,19 +471,6 @@ mod tests {
                 blake3::hash(&reference_bytes(&k)).to_hex().to_string()
             );
         }
-    }
-
-    #[test]
-    fn streamed_content_hash_is_the_reference() {
-        let files = json!([
-            {"path": "b/ü x", "kind": "file", "hash": "ab", "size": 3, "exec": true},
-            {"path": "a", "kind": "dir"},
-            {"path": "l", "kind": "link", "target": "../\"t\""},
-        ]);
-        let reference = blake3::hash(canonical(&files).to_string().as_bytes())
-            .to_hex()
-            .to_string();
-        assert_eq!(content_hash(&files), reference);
     }
 
     #[test]

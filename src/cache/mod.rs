@@ -28,7 +28,7 @@ pub mod statcache;
 pub mod store;
 pub mod verify;
 
-pub use key::{content_hash, KeyInputs, StageKey, UpstreamInput};
+pub use key::{KeyInputs, StageKey, UpstreamInput};
 pub use stale::StaleReason;
 pub use store::{Cache, Entry};
 
