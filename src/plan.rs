@@ -130,25 +130,15 @@ pub fn plan_with(
     };
     let mut stages: Vec<Option<Planned>> = vec![None; n];
     for level in levels(dag) {
-        type Planning = Result<PlannedOne, CacheError>;
-        let planned: Vec<Planning> = if level.len() >= PARALLEL_LEVEL {
-            let mut hashed = Vec::with_capacity(level.len());
-            for &id in &level {
-                hashed.push(deps(dag.stage(id)));
-            }
-            level
-                .par_iter()
-                .zip(hashed)
-                .map(|(&id, d)| plan_one(dag, cache, &plan, &stages, id, d?))
-                .collect()
+        // Deps are hashed here, in order: the stat cache is not shared.
+        let hashed: Vec<_> = level.iter().map(|&id| deps(dag.stage(id))).collect();
+        let one = |(&id, hashed): (&StageId, Result<_, CacheError>)| {
+            plan_one(dag, cache, &plan, &stages, id, hashed?)
+        };
+        let planned: Vec<Result<PlannedOne, CacheError>> = if level.len() >= PARALLEL_LEVEL {
+            level.par_iter().zip(hashed).map(one).collect()
         } else {
-            let mut out = Vec::with_capacity(level.len());
-            for &id in &level {
-                out.push(
-                    deps(dag.stage(id)).and_then(|d| plan_one(dag, cache, &plan, &stages, id, d)),
-                );
-            }
-            out
+            level.iter().zip(hashed).map(one).collect()
         };
         for (&id, planned) in level.iter().zip(planned) {
             let PlannedOne {
