@@ -13,6 +13,12 @@ gather stage `table` that reads the members' folders through `{in.m:list}`. For 
               starts N shell processes), once per N unless --first-reps
   no-op run   `hcpipe run` again, everything cached
 
+A first run of 1,000,000 stages takes over an hour on 2 cores, so its cache
+is made once, apart (`make scale-cache`: --make-cache N --cache-dir DIR keeps
+the cache and the first run's figures in DIR), and the bench's no-op run of
+that N uses it (--made-cache N=DIR); the first-run cell then shows the
+figures DIR recorded, with their commit.
+
 N above the spec's stage cap (src/spec/validate.rs MAX_STAGES) is tried once
 and the cap error reported instead of figures. A first run longer than
 --first-timeout seconds is killed and reported as "> T s".
@@ -188,6 +194,55 @@ def fmt_mb(kib):
     return "–" if not kib else f"{max(kib) / 1024:.0f} MB"
 
 
+def first_run(work, cache, args, timeout):
+    """One first run of work/scale.yaml into `cache`: (result dict or None, error text)."""
+    cmd = [str(HCPIPE), "run", "scale.yaml", "--jobs", str(args.jobs), "--cache", str(cache)]
+    w, r, rc, err, cpu = timed_rss(cmd, work, timeout=timeout)
+    if rc == "timeout":
+        return None, "timeout"
+    if rc != 0:
+        return None, f"exited {rc}: {err.strip().splitlines()[-1] if err.strip() else ''}"
+    return {"wall": w, "rss_kib": r, "cpu": cpu}, None
+
+
+def make_cache(n, args):
+    """--make-cache: the first run of N into --cache-dir, kept, with its figures in first.json."""
+    root = Path(args.cache_dir)
+    if (root / "cache").exists():
+        runner.die(f"{root / 'cache'} exists: remove it, or pick another --cache-dir")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "scale.yaml").write_text(pipeline_text(n))
+    print(f"N={n}: first run into {root / 'cache'} (no timeout)", flush=True)
+    done, error = first_run(root, root / "cache", args, None)
+    if error:
+        runner.die(f"N={n} first run {error}")
+    commit = args.commit or runner.version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    record = {"n": n, "commit": commit, "jobs": args.jobs, "stages": n + 2,
+              "date": datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z'),
+              "load_after": runner.loadavg(), **done}
+    (root / "first.json").write_text(json.dumps(record, indent=1))
+    print(f"N={n} first: {done['wall']:.0f} s, {done['rss_kib'] / 1024:.0f} MB; wrote {root / 'first.json'}")
+
+
+def made_cache(n, args):
+    """The folder --made-cache names for N, checked: it holds this N's pipeline and first.json."""
+    for item in args.made_cache:
+        size, _, folder = item.partition("=")
+        if int(size) == n:
+            root = Path(folder)
+            if (root / "scale.yaml").read_text() != pipeline_text(n):
+                runner.die(f"{root}/scale.yaml is not the {n}-member pipeline: make it again")
+            return root, json.loads((root / "first.json").read_text())
+    return None, None
+
+
+def noop_ran_nothing(cmd, work):
+    """Whether a no-op sample really ran nothing: its last line says `0 ran`."""
+    out = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    return out.returncode == 0 and ": 0 ran," in last, last
+
+
 def measure(n, args):
     work = Path(tempfile.mkdtemp(prefix=f"scale-{n}-", dir=args.workdir))
     try:
@@ -211,6 +266,16 @@ def measure(n, args):
                 rss.append(r)
             res[key] = {"wall": walls, "rss_kib": rss}
             print(f"N={n} {key}: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
+        made, made_first = made_cache(n, args)
+        if made:
+            # The first run was made apart (make_cache); the no-op runs use its cache.
+            res["first"] = {"wall": [made_first["wall"]], "rss_kib": [made_first["rss_kib"]],
+                            "runner_cpu": [made_first["cpu"]] if made_first.get("cpu") else [],
+                            "stages": n + 2, "made": made_first["commit"]}
+            cache = made / "cache"
+            env_args = ["--cache", str(cache)]
+            print(f"N={n} first (made apart at {made_first['commit']}): {cell(res, 'first')}", flush=True)
+            return measure_noop(n, args, res, work, base, env_args)
         if n > args.max_first_run:
             return res
         walls, rss, cpus = [], [], []
@@ -218,41 +283,49 @@ def measure(n, args):
         for rep in range(reps):
             if rep:
                 shutil.rmtree(cache, ignore_errors=True)
-            cmd = base + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
-            w, r, rc, err, cpu = timed_rss(cmd, work, timeout=args.first_timeout)
-            if rc == "timeout":
+            done, error = first_run(work, cache, args, args.first_timeout)
+            if error == "timeout":
                 res["first"] = {"timeout": args.first_timeout}
                 print(f"N={n} first: > {args.first_timeout} s (killed)", flush=True)
                 return res
-            if rc != 0:
-                res["first_error"] = f"exited {rc}: {err.strip().splitlines()[-1] if err.strip() else ''}"
+            if error:
+                res["first_error"] = error
                 print(f"N={n} first: {res['first_error']}", flush=True)
                 return res
-            walls.append(w)
-            rss.append(r)
-            if cpu is not None:
-                cpus.append(cpu)
+            walls.append(done["wall"])
+            rss.append(done["rss_kib"])
+            if done["cpu"] is not None:
+                cpus.append(done["cpu"])
         res["first"] = {"wall": walls, "rss_kib": rss, "runner_cpu": cpus, "stages": n + 2}
         print(f"N={n} first: {cell(res, 'first')}", flush=True)
-        runs = [("noop", base)]
-        if args.baseline:
-            runs.append(("noop_base", [args.baseline]))
-        samples = {key: ([], []) for key, _ in runs}
-        for _ in range(args.reps):
-            for key, exe in runs:
-                cmd = exe + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
-                w, r, rc, err, _ = timed_rss(cmd, work)
-                if rc != 0:
-                    res[f"{key}_error"] = f"exited {rc}"
-                    return res
-                samples[key][0].append(w)
-                samples[key][1].append(r)
-        for key, (walls, rss) in samples.items():
-            res[key] = {"wall": walls, "rss_kib": rss}
-            print(f"N={n} {key}: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
-        return res
+        return measure_noop(n, args, res, work, base, env_args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_noop(n, args, res, work, base, env_args):
+    """The no-op run samples (and the baseline's, in turn) on a made cache."""
+    runs = [("noop", base)]
+    if args.baseline:
+        runs.append(("noop_base", [args.baseline]))
+    samples = {key: ([], []) for key, _ in runs}
+    for _ in range(args.reps):
+        for key, exe in runs:
+            cmd = exe + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
+            w, r, rc, err, _ = timed_rss(cmd, work)
+            if rc != 0:
+                res[f"{key}_error"] = f"exited {rc}"
+                return res
+            samples[key][0].append(w)
+            samples[key][1].append(r)
+    for key, (walls, rss) in samples.items():
+        res[key] = {"wall": walls, "rss_kib": rss}
+        print(f"N={n} {key}: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
+    ok, last = noop_ran_nothing(base + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args, work)
+    if not ok:
+        res["noop_error"] = f"not a no-op: {last!r}"
+        print(f"N={n} noop: {res['noop_error']}", flush=True)
+    return res
 
 
 def measure_snakemake(n, args):
@@ -295,6 +368,8 @@ def cell(r, key):
     if "error" in v:
         return f"failed: {v['error']}"
     text = f"{fmt_s(v['wall'])}, {fmt_mb(v['rss_kib'])}"
+    if v.get("made"):
+        text += f" (made apart, at {v['made']})"
     if v.get("runner_cpu"):
         per = statistics.median(v["runner_cpu"]) / v["stages"] * 1000
         text += f"; runner's own CPU {per:.2g} ms/stage"
@@ -337,11 +412,21 @@ def main():
     ap.add_argument("--baseline", default=None,
                     help="another hcpipe binary whose no-op run is measured in turn with this one's")
     ap.add_argument("--baseline-label", default="", help="what the baseline is (a commit), for the text")
+    ap.add_argument("--make-cache", type=int, default=None,
+                    help="only make N's first run into --cache-dir, kept for --made-cache (no timeout)")
+    ap.add_argument("--cache-dir", default=None, help="with --make-cache: where the cache and first.json go")
+    ap.add_argument("--made-cache", action="append", default=[], metavar="N=DIR",
+                    help="N's no-op runs use the cache --make-cache made in DIR (repeatable)")
     args = ap.parse_args()
     global HCPIPE
     HCPIPE = Path(args.hcpipe)
     if not HCPIPE.exists():
         runner.die(f"{HCPIPE} missing: run `cargo build --release` first")
+    if args.make_cache:
+        if not args.cache_dir:
+            runner.die("--make-cache needs --cache-dir")
+        make_cache(args.make_cache, args)
+        return
     sizes = [int(s) for s in args.sizes.split(",") if s]
     load_before = runner.loadavg()
     t0 = time.time()

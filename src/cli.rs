@@ -423,8 +423,11 @@ fn parse_sets(set: &[String]) -> Result<Vec<(String, String)>, Error> {
 }
 
 fn load_dag(pipeline: &Path, set: &[String]) -> Result<Dag, Error> {
+    let start = std::time::Instant::now();
     let spec = load_pipeline(pipeline, &parse_sets(set)?)?;
-    Ok(Dag::build(spec)?)
+    let dag = Dag::build(spec)?;
+    tracing::debug!("loaded {} stage(s) in {:.0?}", dag.len(), start.elapsed());
+    Ok(dag)
 }
 
 fn cmd_run(cache_dir: &Path, args: RunArgs) -> Result<(), Error> {
@@ -709,8 +712,8 @@ fn show_pipeline(
     for id in ids {
         let s = dag.stage(id);
         // The current key's result, else the newest run's result for this stage.
-        let entry = match plan.cached(id) {
-            Some(e) => Some(crate::cache::Entry::clone(e)),
+        let entry = match plan.entry(cache, dag, id)? {
+            Some(e) => Some(e),
             None => record::newest_entry(cache, &dag.pipeline.path, &s.name),
         };
         let Some(entry) = entry else {

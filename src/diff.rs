@@ -44,27 +44,24 @@ pub struct SideStage {
     pub table: Option<PaperTable>,
 }
 
-/// The `table.json` of a cached `aggregate` stage; a table that cannot be read is a note.
+/// The `table.json` of a cached `aggregate` stage (`stage` names it); a
+/// table that cannot be read is a note.
 fn aggregate_table(
     cache: &Cache,
-    entry: Option<&crate::cache::Entry>,
+    stage: &str,
+    entry: Result<&crate::cache::Entry, String>,
     notes: &mut Vec<String>,
 ) -> Option<PaperTable> {
-    let entry = entry?;
-    if entry.inputs.op().as_deref() != Some("aggregate") {
-        return None;
-    }
-    let read = cache
-        .ensure_artifact(entry, false)
-        .map_err(|e| e.to_string())
-        .and_then(|dir| PaperTable::read(&dir.join(table::FILE)).map_err(|e| e.to_string()));
+    let read = entry.and_then(|entry| {
+        let dir = cache
+            .ensure_artifact(entry, false)
+            .map_err(|e| e.to_string())?;
+        PaperTable::read(&dir.join(table::FILE)).map_err(|e| e.to_string())
+    });
     match read {
         Ok(t) => Some(t),
         Err(e) => {
-            notes.push(format!(
-                "the table of `{}` cannot be compared: {e}",
-                entry.stage
-            ));
+            notes.push(format!("the table of `{stage}` cannot be compared: {e}"));
             None
         }
     }
@@ -93,7 +90,12 @@ impl Side {
                 } else {
                     Some(s.metrics.clone())
                 };
-                let table = aggregate_table(cache, entry.as_ref(), &mut notes);
+                let table = match &entry {
+                    Some(e) if e.inputs.op().as_deref() == Some("aggregate") => {
+                        aggregate_table(cache, &s.stage, Ok(e), &mut notes)
+                    }
+                    _ => None,
+                };
                 SideStage {
                     name: s.stage.clone(),
                     key: (!s.key.0.is_empty()).then(|| s.key.clone()),
@@ -164,7 +166,18 @@ impl Side {
                         Some(key.clone()),
                         Some(planned.inputs(&dag, id)),
                         cached.as_ref().map(|e| e.metrics.clone()),
-                        aggregate_table(cache, cached.as_deref(), &mut notes),
+                        // The op is in the key: a cached entry was made by it.
+                        match dag.stage(id).op_name() {
+                            Some("aggregate") => {
+                                let name = &dag.stage(id).name;
+                                match planned.entry(cache, &dag, id) {
+                                    Ok(None) => None,
+                                    Ok(Some(e)) => aggregate_table(cache, name, Ok(&e), &mut notes),
+                                    Err(e) => aggregate_table(cache, name, Err(e.to_string()), &mut notes),
+                                }
+                            }
+                            _ => None,
+                        },
                     ),
                     Planned::Pending { .. } => (None, Some(planned.inputs(&dag, id)), None, None),
                 };

@@ -12,13 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::cache::key::KeyParts;
 use crate::cache::statcache::StatCache;
-use crate::cache::{Cache, CacheError, Entry, KeyInputs, StageKey, UpstreamInput};
+use crate::cache::{Cache, CacheError, Entry, EntrySummary, KeyInputs, StageKey, UpstreamInput};
 use crate::dag::{Dag, StageId};
 use crate::spec::{StageKind, StageSpec};
 
@@ -28,8 +27,8 @@ pub enum Planned {
     /// Every upstream is cached: the key is known, and so whether it is cached.
     Known {
         key: StageKey,
-        /// Shared with the scheduler, which settles it without a copy.
-        cached: Option<Arc<Entry>>,
+        /// Its entry's summary, when cached (the entry: [`Plan::entry`]).
+        cached: Option<EntrySummary>,
     },
     /// Its key depends on the output of `upstream`, which will (re-)run first.
     Pending { upstream: StageId },
@@ -44,8 +43,9 @@ pub struct Plan {
     pub stages: Vec<Planned>,
     /// Per stage: its deps' hashes.
     deps: Vec<BTreeMap<String, String>>,
-    /// Per stage: the content of its artifact, when cached and not forced.
-    content: Vec<Option<String>>,
+    /// Per stage: named by `--force` (its cached artifact is not what its
+    /// dependants will read).
+    forced: Vec<bool>,
 }
 
 impl Plan {
@@ -64,31 +64,59 @@ impl Plan {
             .filter_map(|up| {
                 Some(UpstreamInput {
                     stage: dag.stage(up).name.clone(),
-                    content: self.content[up.0].clone()?,
+                    content: self.content(up)?.to_string(),
                 })
             })
             .collect();
         stage_key_inputs(dag.stage(id), upstream, self.deps[id.0].clone())
     }
 
-    /// The key of a stage whose upstreams are all cached: [`Plan::inputs`]'
-    /// key, hashed from the stage's own fields without copying them (planning
-    /// a cached pipeline computes every stage's key).
-    fn key_now(&self, dag: &Dag, id: StageId, deps: &BTreeMap<String, String>) -> StageKey {
-        let names: Vec<(&str, &str)> = dag
-            .needs_iter(id)
-            .filter_map(|up| Some((dag.stage(up).name.as_str(), self.content[up.0].as_deref()?)))
-            .collect();
-        stage_key(dag.stage(id), &names, deps)
+    /// The summary of the entry for the stage's current key, when known
+    /// and cached.
+    pub fn cached(&self, id: StageId) -> Option<&EntrySummary> {
+        cached_in(&self.stages[id.0])
     }
 
-    /// The entry for the stage's current key, when known and cached.
-    pub fn cached(&self, id: StageId) -> Option<&Arc<Entry>> {
-        match &self.stages[id.0] {
-            Planned::Known { cached, .. } => cached.as_ref(),
-            Planned::Pending { .. } => None,
-        }
+    /// The content of the stage's artifact that its dependants' keys chain:
+    /// known when it is cached and not forced.
+    pub fn content(&self, id: StageId) -> Option<&str> {
+        content_in(&self.stages[id.0], self.forced[id.0])
     }
+
+    /// The entry of a cached stage, read again: `Ok(None)` when the stage
+    /// is not cached, an error when the entry is gone or no longer has the
+    /// content planned (another run replaced it since, e.g. under `--force`:
+    /// what was planned from it would not hold).
+    pub fn entry(&self, cache: &Cache, dag: &Dag, id: StageId) -> Result<Option<Entry>, CacheError> {
+        let Planned::Known { key, cached: Some(summary) } = &self.stages[id.0] else {
+            return Ok(None);
+        };
+        let changed = |what: &str| {
+            CacheError::Msg(format!(
+                "the cache entry of `{}` ({}) {what} since this command planned; run it again",
+                dag.stage(id).name,
+                key.short()
+            ))
+        };
+        let entry = cache.entry(key)?.ok_or_else(|| changed("was removed"))?;
+        if artifact_content(&entry) != summary.content {
+            return Err(changed("was replaced by another run"));
+        }
+        Ok(Some(entry))
+    }
+}
+
+fn cached_in(planned: &Planned) -> Option<&EntrySummary> {
+    match planned {
+        Planned::Known { cached, .. } => cached.as_ref(),
+        Planned::Pending { .. } => None,
+    }
+}
+
+fn content_in(planned: &Planned, forced: bool) -> Option<&str> {
+    cached_in(planned)
+        .filter(|_| !forced)
+        .map(|s| s.content.as_str())
 }
 
 /// Plan every stage; `forced(id)` stages will re-run whatever the cache holds,
@@ -126,29 +154,22 @@ pub fn plan_with(
     let mut plan = Plan {
         stages: Vec::with_capacity(n),
         deps: vec![BTreeMap::new(); n],
-        content: vec![None; n],
+        forced: dag.ids().map(forced).collect(),
     };
     let mut stages: Vec<Option<Planned>> = vec![None; n];
     for level in levels(dag) {
         // Deps are hashed here, in order: the stat cache is not shared.
         let hashed: Vec<_> = level.iter().map(|&id| deps(dag.stage(id))).collect();
         let one = |(&id, hashed): (&StageId, Result<_, CacheError>)| {
-            plan_one(dag, cache, &plan, &stages, id, hashed?)
+            plan_one(dag, cache, &plan.forced, &stages, id, hashed?)
         };
-        let planned: Vec<Result<PlannedOne, CacheError>> = if level.len() >= PARALLEL_LEVEL {
+        let planned: Vec<Result<(Planned, _), CacheError>> = if level.len() >= PARALLEL_LEVEL {
             level.par_iter().zip(hashed).map(one).collect()
         } else {
             level.iter().zip(hashed).map(one).collect()
         };
         for (&id, planned) in level.iter().zip(planned) {
-            let PlannedOne {
-                planned,
-                deps,
-                content,
-            } = planned?;
-            if !forced(id) {
-                plan.content[id.0] = content;
-            }
+            let (planned, deps) = planned?;
             plan.deps[id.0] = deps;
             stages[id.0] = Some(planned);
         }
@@ -184,45 +205,38 @@ fn levels(dag: &Dag) -> Vec<Vec<StageId>> {
     out
 }
 
-/// One stage's plan, with its deps' hashes and its artifact's content
-/// when cached.
-struct PlannedOne {
-    planned: Planned,
-    deps: BTreeMap<String, String>,
-    content: Option<String>,
-}
-
-/// One stage's plan, given its deps' hashes and the plans of the levels
-/// before its own.
+/// One stage's plan (and its deps' hashes, handed back), given the plans
+/// of the levels before its own. When every upstream is cached, its key is
+/// hashed from the stage's own fields without copying them (planning a
+/// cached pipeline computes every stage's key).
 fn plan_one(
     dag: &Dag,
     cache: &Cache,
-    plan: &Plan,
+    forced: &[bool],
     stages: &[Option<Planned>],
     id: StageId,
     deps: BTreeMap<String, String>,
-) -> Result<PlannedOne, CacheError> {
+) -> Result<(Planned, BTreeMap<String, String>), CacheError> {
+    let mut upstream = Vec::with_capacity(dag.needs_iter(id).len());
     for up in dag.needs_iter(id) {
-        if plan.content[up.0].is_none() {
-            // Name the stage that actually runs, not a pending one between.
-            let upstream = match &stages[up.0] {
-                Some(Planned::Pending { upstream }) => *upstream,
-                _ => up,
-            };
-            return Ok(PlannedOne {
-                planned: Planned::Pending { upstream },
-                deps,
-                content: None,
-            });
+        let planned = stages[up.0]
+            .as_ref()
+            .expect("the levels before are planned");
+        match content_in(planned, forced[up.0]) {
+            Some(content) => upstream.push((dag.stage(up).name.as_str(), content)),
+            None => {
+                // Name the stage that actually runs, not a pending one between.
+                let upstream = match planned {
+                    Planned::Pending { upstream } => *upstream,
+                    Planned::Known { .. } => up,
+                };
+                return Ok((Planned::Pending { upstream }, deps));
+            }
         }
     }
-    let key = plan.key_now(dag, id, &deps);
-    let cached = cache.entry(&key)?.map(Arc::new);
-    Ok(PlannedOne {
-        content: cached.as_deref().map(artifact_content),
-        planned: Planned::Known { key, cached },
-        deps,
-    })
+    let key = stage_key(dag.stage(id), &upstream, &deps);
+    let cached = cache.entry_summary(&key)?;
+    Ok((Planned::Known { key, cached }, deps))
 }
 
 /// The content hash a stage's key chains for an upstream artifact.

@@ -115,10 +115,12 @@ impl PlannedRun {
         let use_lock = cache.use_lock()?;
         let forced: HashSet<String> = force.into_iter().collect();
         let mut stat = StatCache::load(cache.stat_cache_path());
+        let start = std::time::Instant::now();
         let plan = plan(&dag, &cache, &mut stat, &|id| {
             is_forced(&forced, dag.stage(id))
         })?;
         tracing::info!("hashed {} dep file(s)", stat.hashed);
+        tracing::debug!("planned in {:.0?}", start.elapsed());
         let _ = stat.save();
         Ok(PlannedRun {
             dag,
@@ -251,6 +253,7 @@ impl PlannedRun {
         };
         interrupt::install();
         let mut reporter = Reporter::new(json, dag.len());
+        let start = std::time::Instant::now();
         let ok = run_dag(
             &dag,
             &cache,
@@ -262,6 +265,7 @@ impl PlannedRun {
             &mut reporter,
         );
         reporter.finish();
+        tracing::debug!("scheduled in {:.0?}", start.elapsed());
         drop(executor); // stops the run's torch worker
         if let Ok(mut stat) = stat.lock() {
             let _ = stat.save();
@@ -275,7 +279,9 @@ impl PlannedRun {
             RunStatus::Failed
         };
         record.finished = Some(now());
+        let start = std::time::Instant::now();
         record.save(&cache)?;
+        tracing::debug!("record saved in {:.0?}", start.elapsed());
         reporter.run_finished(&record);
         match record.status {
             RunStatus::Interrupted => Err(Error::Interrupted { id: record.id }),

@@ -311,3 +311,53 @@ fn diff_between_revisions_hashes_each_revisions_deps_from_git() {
         d.stdout
     );
 }
+
+/// Planning keeps only a cached stage's content (issue 15: a no-op run does
+/// not hold every entry); a dependant that launches later reads the entry
+/// again. When another run has replaced it meanwhile (`--force` on a stage
+/// whose bytes vary), the dependant fails with a clear error instead of
+/// running on files its key does not describe; the next run takes the new
+/// content.
+#[test]
+fn an_upstream_replaced_by_another_run_after_planning_fails_its_dependant_clearly() {
+    let p = Project::new();
+    let stage_a = "  a:\n    cmd: \"date +%s%N > {out}/a\"\n";
+    p.write("other.yaml", &format!("name: other\nstages:\n{stage_a}"));
+    let pipeline = |v: &str| {
+        format!(
+            "name: t\nstages:\n{stage_a}  hold:\n    cmd: \"echo {v} > {{out}}/h; touch started; while [ ! -f go ]; do sleep 0.02; done\"\n  b:\n    cmd: \"cat {{in.a}}/a {{in.hold}}/h > {{out}}/b\"\n    needs: [a, hold]\n"
+        )
+    };
+    p.write("p.yaml", &pipeline("1"));
+    p.write("go", "");
+    p.run(&["run", "p.yaml"]).ok();
+    let first_a = read(&artifact(&p, "p.yaml", "a"), "a");
+    std::fs::remove_file(p.path().join("go")).unwrap();
+    std::fs::remove_file(p.path().join("started")).unwrap();
+
+    // `a` is cached and planned; while `hold` runs, another run re-makes `a`.
+    p.write("p.yaml", &pipeline("2"));
+    let run = spawn_run(&p);
+    wait_for(&p.path().join("started"));
+    p.run(&["run", "other.yaml", "--force", "a"]).ok();
+    p.write("go", "");
+    let out = run.wait_with_output().unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.status_of("b"), "failed", "{}", run.stdout);
+    assert!(
+        run.stderr.contains("the cache entry of `a`")
+            && run.stderr.contains("was replaced by another run"),
+        "{}",
+        run.stderr
+    );
+
+    // Run again: `b` reads the new `a`.
+    let second_a = read(&artifact(&p, "other.yaml", "a"), "a");
+    assert_ne!(first_a, second_a);
+    p.run(&["run", "p.yaml"]).ok();
+    assert_eq!(
+        read(&artifact(&p, "p.yaml", "b"), "b"),
+        format!("{second_a}2\n")
+    );
+}

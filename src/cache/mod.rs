@@ -30,7 +30,7 @@ pub mod verify;
 
 pub use key::{KeyInputs, StageKey, UpstreamInput};
 pub use stale::StaleReason;
-pub use store::{Cache, Entry};
+pub use store::{Cache, Entry, EntrySummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

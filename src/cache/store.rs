@@ -184,6 +184,20 @@ impl StoredInputs {
     }
 }
 
+/// What planning keeps of a cached stage's entry: the content hash its
+/// dependants' keys chain, and what the run record and the launch order
+/// read. A no-op run reads every stage's entry but needs no more; holding
+/// whole entries was most of its memory (about 1.2 KB per stage). The
+/// entry itself is read again when a dependant needs its files
+/// ([`Cache::entry`]).
+#[derive(Debug, Clone)]
+pub struct EntrySummary {
+    /// [`manifest_hash`] of its files.
+    pub content: String,
+    pub metrics: Metrics,
+    pub wall_s: f64,
+}
+
 /// Facts about a stage run that the cache records beside its files.
 pub struct EntryMeta {
     pub stage: String,
@@ -288,6 +302,32 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CacheError::io(path, e)),
         }
+    }
+
+    /// [`Cache::entry`], summarized: the entry's other fields are skipped
+    /// unread.
+    pub fn entry_summary(&self, key: &StageKey) -> Result<Option<EntrySummary>, CacheError> {
+        #[derive(Deserialize)]
+        struct Fields {
+            files: Vec<FileRec>,
+            metrics: Metrics,
+            wall_s: f64,
+        }
+        let path = self.entry_path(key);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CacheError::io(path, e)),
+        };
+        let f: Fields = serde_json::from_slice(&bytes).map_err(|e| CacheError::BadEntry {
+            path,
+            reason: e.to_string(),
+        })?;
+        Ok(Some(EntrySummary {
+            content: manifest_hash(&f.files),
+            metrics: f.metrics,
+            wall_s: f.wall_s,
+        }))
     }
 
     /// Every entry in the cache (unreadable ones are returned as errors).

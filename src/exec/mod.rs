@@ -124,9 +124,12 @@ pub fn run_dag(
     record.stages.reserve(n);
     let mut state = vec![State::Waiting; n];
     // The finished artifact of each done stage: what its dependants' keys chain.
-    let mut done: Vec<Option<Arc<Entry>>> = vec![None; n];
+    let mut done: Vec<Option<Done>> = vec![None; n];
     // Each stage's key once its needs are done.
-    let mut resolved: Vec<Option<(KeyInputs, StageKey)>> = vec![None; n];
+    let mut resolved: Vec<Option<StageKey>> = vec![None; n];
+    // Its key's inputs, from then until it launches (a job takes them):
+    // held for every finished stage, they were most of a big run's memory.
+    let mut inputs: Vec<Option<KeyInputs>> = vec![None; n];
     let (tx, rx): (Sender<Finished>, Receiver<Finished>) = channel();
     let mut slots = Slots::new(opts.jobs, opts.gpus);
     let forced = |id: StageId| is_forced(&opts.force, dag.stage(id));
@@ -134,11 +137,11 @@ pub fn run_dag(
     // Cached stages are done before anything launches.
     reporter.hold();
     for &id in dag.topo_order() {
-        if let Some(entry) = plan.cached(id) {
+        if let (Some(key), Some(cached)) = (plan.key(id), plan.cached(id)) {
             if !forced(id) {
                 state[id.0] = State::Done;
-                settle(dag, id, &entry.key, End::Cached(entry), record, reporter);
-                done[id.0] = Some(Arc::clone(entry));
+                settle(dag, id, key, End::Cached(&cached.metrics), record, reporter);
+                done[id.0] = Some(Done::Planned);
             }
         }
     }
@@ -254,8 +257,11 @@ pub fn run_dag(
             }
             if resolved[id.0].is_none() {
                 counts.keys += 1;
-                match resolve_key(dag, id, &done, stat) {
-                    Ok(r) => resolved[id.0] = Some(r),
+                match resolve_key(dag, plan, id, &done, stat) {
+                    Ok((i, key)) => {
+                        resolved[id.0] = Some(key);
+                        inputs[id.0] = Some(i);
+                    }
                     Err(message) => {
                         state[id.0] = State::Failed;
                         let key = plan.key(id).cloned().unwrap_or_else(StageKey::unknown);
@@ -269,12 +275,13 @@ pub fn run_dag(
             }
             if !forced(id) {
                 // Known only now (an upstream ran): the cache may hold it already.
-                let key = &resolved[id.0].as_ref().expect("resolved above").1;
+                let key = resolved[id.0].as_ref().expect("resolved above");
                 if let Ok(Some(entry)) = cache.entry(key) {
                     state[id.0] = State::Done;
+                    inputs[id.0] = None;
                     let key = key.clone();
-                    settle(dag, id, &key, End::Cached(&entry), record, reporter);
-                    done[id.0] = Some(Arc::new(entry));
+                    settle(dag, id, &key, End::Cached(&entry.metrics), record, reporter);
+                    done[id.0] = Some(Done::Entry(Arc::new(entry)));
                     ready_children(&children[id.0], &mut unmet, &pos, &mut check);
                     continue;
                 }
@@ -296,7 +303,7 @@ pub fn run_dag(
                 .map(|&p| {
                     let id = order[p];
                     let key = resolved[id.0].as_ref().expect("resolved before a lookup");
-                    (key.1.clone(), dag.stage(id).name.clone())
+                    (key.clone(), dag.stage(id).name.clone())
                 })
                 .collect();
             counts.remote_lookups += wanted.len() as u64;
@@ -307,9 +314,10 @@ pub fn run_dag(
                 match entry {
                     Some(entry) => {
                         state[id.0] = State::Done;
+                        inputs[id.0] = None;
                         let key = entry.key.clone();
                         settle(dag, id, &key, End::Pulled(&entry), record, reporter);
-                        done[id.0] = Some(Arc::new(entry));
+                        done[id.0] = Some(Done::Entry(Arc::new(entry)));
                         ready_children(&children[id.0], &mut unmet, &pos, &mut check);
                     }
                     None => {
@@ -374,15 +382,17 @@ pub fn run_dag(
             let mut jobs = Vec::with_capacity(members.len());
             for q in members {
                 let id = order[q];
-                let Some((inputs, key)) = resolved[id.0].clone() else {
+                let (Some(key), Some(key_inputs)) = (resolved[id.0].clone(), inputs[id.0].take())
+                else {
                     continue;
                 };
                 match build_job(
                     dag,
                     cache,
+                    plan,
                     id,
-                    (inputs, key.clone()),
-                    &done,
+                    (key_inputs, key.clone()),
+                    &mut done,
                     forced(id),
                     slots.threads_for(res),
                     &mut verified,
@@ -475,10 +485,7 @@ pub fn run_dag(
                 }
                 None => slots.give_back(res),
             }
-            let key = resolved[id.0]
-                .as_ref()
-                .map(|r| r.1.clone())
-                .unwrap_or_else(StageKey::unknown);
+            let key = resolved[id.0].clone().unwrap_or_else(StageKey::unknown);
             match outcome {
                 Ok((status, entry)) => {
                     state[id.0] = State::Done;
@@ -493,7 +500,7 @@ pub fn run_dag(
                         record,
                         reporter,
                     );
-                    done[id.0] = Some(Arc::new(entry));
+                    done[id.0] = Some(Done::Entry(Arc::new(entry)));
                     ready_children(&children[id.0], &mut unmet, &pos, &mut check);
                 }
                 Err(failure) => {
@@ -605,32 +612,65 @@ fn doom(children: &[StageId], state: &[State], pos: &[usize], check: &mut BTreeS
     }
 }
 
-/// A ready stage's needs, each with its finished artifact.
-fn done_needs<'a>(
+/// A done stage's artifact, as its dependants need it.
+#[derive(Clone)]
+enum Done {
+    /// Cached when the run was planned: its content is the plan's, and its
+    /// entry is read when a dependant launches (see [`need_entry`]); on a
+    /// no-op run none does.
+    Planned,
+    /// Made, pulled, or found cached during the run.
+    Entry(Arc<Entry>),
+}
+
+fn not_done(dag: &Dag, up: StageId) -> String {
+    format!(
+        "internal: upstream `{}` is done but has no result (bug, please report)",
+        dag.stage(up).name
+    )
+}
+
+/// The content of a done need's artifact, which its dependants' keys chain.
+fn need_content(dag: &Dag, plan: &Plan, done: &[Option<Done>], up: StageId) -> Result<String, String> {
+    match &done[up.0] {
+        Some(Done::Entry(entry)) => Ok(plan::artifact_content(entry)),
+        Some(Done::Planned) => plan
+            .content(up)
+            .map(str::to_string)
+            .ok_or_else(|| not_done(dag, up)),
+        None => Err(not_done(dag, up)),
+    }
+}
+
+/// A done need's entry. A planned one is read now, once, and must still
+/// hold the content its dependants' keys were planned with.
+fn need_entry(
     dag: &Dag,
-    id: StageId,
-    done: &'a [Option<Arc<Entry>>],
-) -> Result<Vec<(StageId, &'a Entry)>, String> {
-    dag.needs(id)
-        .into_iter()
-        .map(|up| {
-            let entry = done[up.0].as_deref().ok_or_else(|| {
-                format!(
-                    "internal: upstream `{}` is done but has no result (bug, please report)",
-                    dag.stage(up).name
-                )
-            })?;
-            Ok((up, entry))
-        })
-        .collect()
+    cache: &Cache,
+    plan: &Plan,
+    done: &mut [Option<Done>],
+    up: StageId,
+) -> Result<Arc<Entry>, String> {
+    match &done[up.0] {
+        Some(Done::Entry(entry)) => Ok(Arc::clone(entry)),
+        Some(Done::Planned) => {
+            let entry = plan
+                .entry(cache, dag, up)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| not_done(dag, up))?;
+            let entry = Arc::new(entry);
+            done[up.0] = Some(Done::Entry(Arc::clone(&entry)));
+            Ok(entry)
+        }
+        None => Err(not_done(dag, up)),
+    }
 }
 
 /// A stage's key as far as it is known: resolved this run, else planned,
 /// else unknown (an upstream failed before it could be computed).
-fn key_so_far(resolved: &[Option<(KeyInputs, StageKey)>], plan: &Plan, id: StageId) -> StageKey {
+fn key_so_far(resolved: &[Option<StageKey>], plan: &Plan, id: StageId) -> StageKey {
     resolved[id.0]
-        .as_ref()
-        .map(|r| r.1.clone())
+        .clone()
         .or_else(|| plan.key(id).cloned())
         .unwrap_or_else(StageKey::unknown)
 }
@@ -638,16 +678,17 @@ fn key_so_far(resolved: &[Option<(KeyInputs, StageKey)>], plan: &Plan, id: Stage
 /// A ready stage's key: its needs' artifact contents and its deps as they are now.
 fn resolve_key(
     dag: &Dag,
+    plan: &Plan,
     id: StageId,
-    done: &[Option<Arc<Entry>>],
+    done: &[Option<Done>],
     stat: &Mutex<StatCache>,
 ) -> Result<(KeyInputs, StageKey), String> {
     let stage = dag.stage(id);
     let mut upstream = Vec::new();
-    for (up, entry) in done_needs(dag, id, done)? {
+    for up in dag.needs_iter(id) {
         upstream.push(UpstreamInput {
             stage: dag.stage(up).name.clone(),
-            content: plan::artifact_content(entry),
+            content: need_content(dag, plan, done, up)?,
         });
     }
     let mut stat = stat
@@ -661,8 +702,8 @@ fn resolve_key(
 
 /// How a stage ended, for its line in the run record and in the progress report.
 enum End<'a> {
-    /// The cache held its key before it was launched.
-    Cached(&'a Entry),
+    /// The cache held its key before it was launched (its metrics).
+    Cached(&'a crate::ops::Metrics),
     /// The remote cache held its key; pulled instead of launched.
     Pulled(&'a Entry),
     /// Its job's outcome: `Ran`, or `Cached` when another run made it meanwhile.
@@ -683,7 +724,7 @@ fn settle(
     reporter: &mut Reporter,
 ) {
     let (status, wall_s, metrics, error, failure) = match end {
-        End::Cached(entry) => (StageStatus::Cached, 0.0, entry.metrics.clone(), None, None),
+        End::Cached(metrics) => (StageStatus::Cached, 0.0, metrics.clone(), None, None),
         End::Pulled(entry) => (StageStatus::Pulled, 0.0, entry.metrics.clone(), None, None),
         End::Finished(status, entry) => (status, entry.wall_s, entry.metrics.clone(), None, None),
         End::Failed(f) => (
@@ -721,9 +762,10 @@ fn settle(
 fn build_job(
     dag: &Dag,
     cache: &Cache,
+    plan: &Plan,
     id: StageId,
     (key_inputs, key): (KeyInputs, StageKey),
-    done: &[Option<Arc<Entry>>],
+    done: &mut [Option<Done>],
     force: bool,
     threads: usize,
     verified: &mut HashSet<StageKey>,
@@ -732,12 +774,12 @@ fn build_job(
     let mut inputs = Vec::new();
     let mut input_matrix = Vec::new();
     // The key already holds each need's content, in `needs` order: not hashed again here.
-    let needs = done_needs(dag, id, done)?;
-    for ((up, entry), upstream) in needs.into_iter().zip(&key_inputs.upstream) {
+    for (up, upstream) in dag.needs_iter(id).zip(&key_inputs.upstream) {
+        let entry = need_entry(dag, cache, plan, done, up)?;
         // Re-hash a cached input once per run, not once per consumer.
         let rehash = !verified.contains(&entry.key);
         let dir = cache
-            .ensure_artifact(entry, rehash)
+            .ensure_artifact(&entry, rehash)
             .map_err(|e| e.to_string())?;
         verified.insert(entry.key.clone());
         input_matrix.push(dag.stage(up).matrix.to_map());

@@ -583,9 +583,9 @@ pub fn push_pipeline(
     for &id in dag.topo_order() {
         let stage = dag.stage(id).name.clone();
         let key = plan.key(id).cloned();
-        let status = match plan.cached(id) {
+        let status = match plan.entry(cache, dag, id)? {
             Some(entry) => {
-                let t = push_entry(remote, cache, entry)?;
+                let t = push_entry(remote, cache, &entry)?;
                 total.add(&t);
                 if t.entries == 1 {
                     "pushed"
