@@ -173,7 +173,9 @@ impl Side {
                                 match planned.entry(cache, &dag, id) {
                                     Ok(None) => None,
                                     Ok(Some(e)) => aggregate_table(cache, name, Ok(&e), &mut notes),
-                                    Err(e) => aggregate_table(cache, name, Err(e.to_string()), &mut notes),
+                                    Err(e) => {
+                                        aggregate_table(cache, name, Err(e.to_string()), &mut notes)
+                                    }
                                 }
                             }
                             _ => None,

@@ -87,8 +87,17 @@ impl Plan {
     /// is not cached, an error when the entry is gone or no longer has the
     /// content planned (another run replaced it since, e.g. under `--force`:
     /// what was planned from it would not hold).
-    pub fn entry(&self, cache: &Cache, dag: &Dag, id: StageId) -> Result<Option<Entry>, CacheError> {
-        let Planned::Known { key, cached: Some(summary) } = &self.stages[id.0] else {
+    pub fn entry(
+        &self,
+        cache: &Cache,
+        dag: &Dag,
+        id: StageId,
+    ) -> Result<Option<Entry>, CacheError> {
+        let Planned::Known {
+            key,
+            cached: Some(summary),
+        } = &self.stages[id.0]
+        else {
             return Ok(None);
         };
         let changed = |what: &str| {

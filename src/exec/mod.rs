@@ -631,7 +631,12 @@ fn not_done(dag: &Dag, up: StageId) -> String {
 }
 
 /// The content of a done need's artifact, which its dependants' keys chain.
-fn need_content(dag: &Dag, plan: &Plan, done: &[Option<Done>], up: StageId) -> Result<String, String> {
+fn need_content(
+    dag: &Dag,
+    plan: &Plan,
+    done: &[Option<Done>],
+    up: StageId,
+) -> Result<String, String> {
     match &done[up.0] {
         Some(Done::Entry(entry)) => Ok(plan::artifact_content(entry)),
         Some(Done::Planned) => plan
