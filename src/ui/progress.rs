@@ -31,6 +31,9 @@ pub struct Reporter {
     held: Option<Held>,
 }
 
+/// How much [`Reporter::hold`] keeps back at most before writing it.
+const HELD_LIMIT: usize = 1 << 20;
+
 /// What [`Reporter::hold`] keeps back: text for stderr, JSON lines for stdout.
 #[derive(Default)]
 struct Held {
@@ -291,7 +294,22 @@ impl Reporter {
             }
             self.println(&text);
         }
+        self.release_if_full();
         self.update_bar();
+    }
+
+    /// Write what is held once it passes [`HELD_LIMIT`], and hold on: a
+    /// batch stays one write per megabyte, and the lines of a million
+    /// stages settled in one pass are not all kept at once.
+    fn release_if_full(&mut self) {
+        let full = self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.text.len() + h.json.len() >= HELD_LIMIT);
+        if full {
+            self.release();
+            self.hold();
+        }
     }
 
     /// Keep the lines of the stages settled from now on until
