@@ -239,7 +239,8 @@ def made_cache(n, args):
 def noop_ran_nothing(cmd, work):
     """Whether a no-op sample really ran nothing: its last line says `0 ran`."""
     out = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    text = (out.stdout + out.stderr).strip()
+    last = text.splitlines()[-1] if text else ""
     return out.returncode == 0 and ": 0 ran," in last, last
 
 
