@@ -20,11 +20,11 @@ use serde_json::Value;
 use crate::artifact::table::{self, PaperTable};
 use crate::cache::statcache::StatCache;
 use crate::cache::{stale, Cache, CacheError, KeyInputs, StageKey, StaleReason};
-use crate::dag::Dag;
+use crate::dag::{Dag, StageId};
 use crate::error::Error;
 use crate::git;
 use crate::ops::{Metrics, Params};
-use crate::plan::{all_deps, plan_with, Planned};
+use crate::plan::{all_deps, plan_with, Plan, Planned};
 use crate::record::RunRecord;
 use crate::spec::load::load_pipeline_text;
 
@@ -64,6 +64,27 @@ fn aggregate_table(
             notes.push(format!("the table of `{stage}` cannot be compared: {e}"));
             None
         }
+    }
+}
+
+/// The table of stage `id` of a planned revision, when it is a cached
+/// `aggregate` stage.
+fn planned_table(
+    cache: &Cache,
+    dag: &Dag,
+    plan: &Plan,
+    id: StageId,
+    notes: &mut Vec<String>,
+) -> Option<PaperTable> {
+    // The op is in the key: a cached entry of this stage was made by it.
+    if dag.stage(id).op_name() != Some("aggregate") {
+        return None;
+    }
+    let name = &dag.stage(id).name;
+    match plan.entry(cache, dag, id) {
+        Ok(None) => None,
+        Ok(Some(e)) => aggregate_table(cache, name, Ok(&e), notes),
+        Err(e) => aggregate_table(cache, name, Err(e.to_string()), notes),
     }
 }
 
@@ -166,20 +187,7 @@ impl Side {
                         Some(key.clone()),
                         Some(planned.inputs(&dag, id)),
                         cached.as_ref().map(|e| e.metrics.clone()),
-                        // The op is in the key: a cached entry was made by it.
-                        match dag.stage(id).op_name() {
-                            Some("aggregate") => {
-                                let name = &dag.stage(id).name;
-                                match planned.entry(cache, &dag, id) {
-                                    Ok(None) => None,
-                                    Ok(Some(e)) => aggregate_table(cache, name, Ok(&e), &mut notes),
-                                    Err(e) => {
-                                        aggregate_table(cache, name, Err(e.to_string()), &mut notes)
-                                    }
-                                }
-                            }
-                            _ => None,
-                        },
+                        planned_table(cache, &dag, &planned, id, &mut notes),
                     ),
                     Planned::Pending { .. } => (None, Some(planned.inputs(&dag, id)), None, None),
                 };

@@ -289,6 +289,30 @@ impl Cache {
 
     /// Read a stage's entry, if the stage has finished before.
     pub fn entry(&self, key: &StageKey) -> Result<Option<Entry>, CacheError> {
+        self.read_entry(key)
+    }
+
+    /// [`Cache::entry`], summarized: the entry's other fields are skipped
+    /// unread.
+    pub fn entry_summary(&self, key: &StageKey) -> Result<Option<EntrySummary>, CacheError> {
+        #[derive(Deserialize)]
+        struct Fields {
+            files: Vec<FileRec>,
+            metrics: Metrics,
+            wall_s: f64,
+        }
+        Ok(self.read_entry::<Fields>(key)?.map(|f| EntrySummary {
+            content: manifest_hash(&f.files),
+            metrics: f.metrics,
+            wall_s: f.wall_s,
+        }))
+    }
+
+    /// A stage's entry file read as `T`: `None` when there is none.
+    fn read_entry<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &StageKey,
+    ) -> Result<Option<T>, CacheError> {
         let path = self.entry_path(key);
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -302,32 +326,6 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CacheError::io(path, e)),
         }
-    }
-
-    /// [`Cache::entry`], summarized: the entry's other fields are skipped
-    /// unread.
-    pub fn entry_summary(&self, key: &StageKey) -> Result<Option<EntrySummary>, CacheError> {
-        #[derive(Deserialize)]
-        struct Fields {
-            files: Vec<FileRec>,
-            metrics: Metrics,
-            wall_s: f64,
-        }
-        let path = self.entry_path(key);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(CacheError::io(path, e)),
-        };
-        let f: Fields = serde_json::from_slice(&bytes).map_err(|e| CacheError::BadEntry {
-            path,
-            reason: e.to_string(),
-        })?;
-        Ok(Some(EntrySummary {
-            content: manifest_hash(&f.files),
-            metrics: f.metrics,
-            wall_s: f.wall_s,
-        }))
     }
 
     /// Every entry in the cache (unreadable ones are returned as errors).
