@@ -205,6 +205,11 @@ def first_run(work, cache, args, timeout):
     return {"wall": w, "rss_kib": r, "cpu": cpu}, None
 
 
+def commit_of(args):
+    """The commit measured: --commit, else the checkout's HEAD."""
+    return args.commit or runner.version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+
+
 def make_cache(n, args):
     """--make-cache: the first run of N into --cache-dir, kept, with its figures in first.json."""
     root = Path(args.cache_dir)
@@ -216,8 +221,7 @@ def make_cache(n, args):
     done, error = first_run(root, root / "cache", args, None)
     if error:
         runner.die(f"N={n} first run {error}")
-    commit = args.commit or runner.version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    record = {"n": n, "commit": commit, "jobs": args.jobs, "stages": n + 2,
+    record = {"n": n, "commit": commit_of(args), "jobs": args.jobs, "stages": n + 2,
               "date": datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z'),
               "load_after": runner.loadavg(), **done}
     (root / "first.json").write_text(json.dumps(record, indent=1))
@@ -305,15 +309,17 @@ def measure(n, args):
 
 
 def measure_noop(n, args, res, work, base, env_args):
-    """The no-op run samples (and the baseline's, in turn) on a made cache."""
+    """The no-op run samples (and the baseline's, in turn) on the cache
+    `env_args` names, everything in it cached."""
+    def noop(exe):
+        return exe + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
     runs = [("noop", base)]
     if args.baseline:
         runs.append(("noop_base", [args.baseline]))
     samples = {key: ([], []) for key, _ in runs}
     for _ in range(args.reps):
         for key, exe in runs:
-            cmd = exe + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args
-            w, r, rc, err, _ = timed_rss(cmd, work)
+            w, r, rc, err, _ = timed_rss(noop(exe), work)
             if rc != 0:
                 res[f"{key}_error"] = f"exited {rc}"
                 return res
@@ -322,7 +328,7 @@ def measure_noop(n, args, res, work, base, env_args):
     for key, (walls, rss) in samples.items():
         res[key] = {"wall": walls, "rss_kib": rss}
         print(f"N={n} {key}: {fmt_s(walls)}, {fmt_mb(rss)}", flush=True)
-    ok, last = noop_ran_nothing(base + ["run", "scale.yaml", "--jobs", str(args.jobs)] + env_args, work)
+    ok, last = noop_ran_nothing(noop(base), work)
     if not ok:
         res["noop_error"] = f"not a no-op: {last!r}"
         print(f"N={n} noop: {res['noop_error']}", flush=True)
@@ -441,7 +447,7 @@ def main():
             r["snakemake"] = measure_snakemake(n, args)
         results.append(r)
     elapsed = time.time() - t0
-    commit = args.commit or runner.version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    commit = commit_of(args)
     runner.DATA.mkdir(parents=True, exist_ok=True)
     raw = runner.DATA / f"scale-{args.label or 'latest'}.json"
     raw.write_text(json.dumps({"commit": commit, "results": results}, indent=1))
