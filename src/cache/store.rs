@@ -558,27 +558,14 @@ impl Cache {
             .map_err(|e| CacheError::io(src, e))?
             .to_hex()
             .to_string();
-        let dest = self.object_path(&hash, exec);
-        let mode = if exec { 0o555 } else { 0o444 };
         // An existing object is trusted only if it still holds its bytes and
         // mode: a forced re-run is how a corrupt object gets replaced.
-        let intact = std::fs::metadata(&dest).is_ok_and(|m| m.permissions().mode() & 0o777 == mode)
-            && hash_file(&dest).is_ok_and(|h| h.to_hex().as_str() == hash);
-        if intact {
-            if src != file {
-                let _ = std::fs::remove_file(src);
-            }
+        if self.has_object(&hash, exec) {
+            // `src` is ours (a file of the stage's `{out}` or our copy of a
+            // user's file), its name no longer needed.
+            let _ = std::fs::remove_file(src);
         } else {
-            let dir = dest.parent().unwrap_or(&self.root);
-            std::fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
-            std::fs::set_permissions(src, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| CacheError::io(src, e))?;
-            std::fs::File::open(src)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| CacheError::io(src, e))?;
-            // Same bytes from a concurrent run may land first: rename over it is harmless.
-            std::fs::rename(src, &dest).map_err(|e| CacheError::io(&dest, e))?;
-            sync_dir(dir).map_err(|e| CacheError::io(dir, e))?;
+            self.adopt_object(src, &hash, exec)?;
         }
         Ok((hash, size, exec))
     }
@@ -594,8 +581,7 @@ impl Cache {
                     if let Some(parent) = dest.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| CacheError::io(parent, e))?;
                     }
-                    std::fs::hard_link(self.object_path(hash, *exec), &dest)
-                        .map_err(|e| CacheError::io(&dest, e))?;
+                    link_object(&self.object_path(hash, *exec), &dest)?;
                 }
                 FileKind::Link { target } => {
                     if let Some(parent) = dest.parent() {
@@ -650,7 +636,21 @@ impl Cache {
         std::fs::File::open(file)
             .and_then(|f| f.sync_all())
             .map_err(|e| CacheError::io(file, e))?;
-        std::fs::rename(file, &dest).map_err(|e| CacheError::io(&dest, e))?;
+        // Linked in, not renamed over: the same bytes from a concurrent stage
+        // or pull may have landed meanwhile, and a rename over them would
+        // take the name from an inode another stage is linking into its view
+        // (its `link` then fails with "No such file or directory"). Only an
+        // object that is still not intact is replaced.
+        match std::fs::hard_link(file, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !self.has_object(hash, exec) {
+                    std::fs::rename(file, &dest).map_err(|e| CacheError::io(&dest, e))?;
+                }
+            }
+            Err(e) => return Err(CacheError::io(&dest, e)),
+        }
+        let _ = std::fs::remove_file(file);
         sync_dir(dir).map_err(|e| CacheError::io(dir, e))
     }
 
@@ -699,6 +699,21 @@ pub fn object_name(hash: &str, exec: bool) -> String {
 /// Whether any execute bit is set: what a file of an artifact records.
 fn is_exec(meta: &std::fs::Metadata) -> bool {
     meta.permissions().mode() & 0o111 != 0
+}
+
+/// Hard-link an object into a view. A rotted object being replaced by a
+/// forced run (renamed over) can make `link` find an inode whose last name
+/// just went; the new object is there a moment later, so that is retried.
+fn link_object(object: &Path, dest: &Path) -> Result<(), CacheError> {
+    let mut tries = 0;
+    loop {
+        match std::fs::hard_link(object, dest) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 && object.is_file() => {
+                tries += 1;
+            }
+            other => return other.map_err(|e| CacheError::io(dest, e)),
+        }
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -919,6 +934,41 @@ mod tests {
                 },
             },
         ]
+    }
+
+    /// Two stages of one run (or two runs) storing the same bytes at once:
+    /// each must be able to link the shared object into its view. A rename
+    /// over the object while another stage links it made `link` see an inode
+    /// with no name left (ENOENT: the CAPS test failed in CI that way).
+    #[test]
+    fn stages_storing_the_same_bytes_at_once_all_link_their_views() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let cache = cache.clone();
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        let scratch = cache.scratch_dir("t").unwrap();
+                        let file = scratch.join("f.tsv");
+                        // The same bytes in every thread, new bytes each round.
+                        std::fs::write(&file, format!("round {i}\n")).unwrap();
+                        let (hash, size, exec) = cache.store_object(&file, &scratch).unwrap();
+                        let view = cache.tmp_dir("view").unwrap();
+                        let rec = FileRec {
+                            path: format!("x/{t}.tsv"),
+                            kind: FileKind::File { hash, size, exec },
+                        };
+                        cache.link_view(&view, &[rec]).unwrap();
+                        std::fs::remove_dir_all(&scratch).unwrap();
+                        std::fs::remove_dir_all(&view).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 
     #[test]
