@@ -181,13 +181,18 @@ def timed_rss(args, cwd, timeout=None):
     return wall, ru.ru_maxrss, p.returncode, err, cpu
 
 
+def sig3(x):
+    """Three significant digits, never in e-notation (a 1M first run is ~3,000 s)."""
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.3g}"
+
+
 def fmt_s(xs):
     if not xs:
         return "–"
     med = statistics.median(xs)
     if len(xs) == 1:
-        return f"{med:.3g} s"
-    return f"{med:.3g} s ({min(xs):.3g}–{max(xs):.3g})"
+        return f"{sig3(med)} s"
+    return f"{sig3(med)} s ({sig3(min(xs))}–{sig3(max(xs))})"
 
 
 def fmt_mb(kib):
