@@ -426,7 +426,12 @@ fn load_dag(pipeline: &Path, set: &[String]) -> Result<Dag, Error> {
     let start = std::time::Instant::now();
     let spec = load_pipeline(pipeline, &parse_sets(set)?)?;
     let dag = Dag::build(spec)?;
-    tracing::debug!("loaded {} stage(s) in {:.0?}", dag.len(), start.elapsed());
+    tracing::debug!(
+        "loaded {} stage(s) in {:.0?}; {}",
+        dag.len(),
+        start.elapsed(),
+        crate::run::memory_note()
+    );
     Ok(dag)
 }
 

@@ -120,7 +120,7 @@ impl PlannedRun {
             is_forced(&forced, dag.stage(id))
         })?;
         tracing::info!("hashed {} dep file(s)", stat.hashed);
-        tracing::debug!("planned in {:.0?}", start.elapsed());
+        tracing::debug!("planned in {:.0?}; {}", start.elapsed(), memory_note());
         let _ = stat.save();
         Ok(PlannedRun {
             dag,
@@ -265,7 +265,7 @@ impl PlannedRun {
             &mut reporter,
         );
         reporter.finish();
-        tracing::debug!("scheduled in {:.0?}", start.elapsed());
+        tracing::debug!("scheduled in {:.0?}; {}", start.elapsed(), memory_note());
         drop(executor); // stops the run's torch worker
         if let Ok(mut stat) = stat.lock() {
             let _ = stat.save();
@@ -281,7 +281,7 @@ impl PlannedRun {
         record.finished = Some(now());
         let start = std::time::Instant::now();
         record.save(&cache)?;
-        tracing::debug!("record saved in {:.0?}", start.elapsed());
+        tracing::debug!("record saved in {:.0?}; {}", start.elapsed(), memory_note());
         reporter.run_finished(&record);
         match record.status {
             RunStatus::Interrupted => Err(Error::Interrupted { id: record.id }),
@@ -292,6 +292,23 @@ impl PlannedRun {
             RunStatus::Ok | RunStatus::Running => Ok(record),
         }
     }
+}
+
+/// This process's resident memory now and at its peak, for `-vv`'s phase
+/// lines (where a big pipeline's memory goes: `VmRSS`/`VmHWM` of
+/// `/proc/self/status`; empty where there is no such file).
+pub fn memory_note() -> String {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return String::new();
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or("?".to_string(), |kib| format!("{} MB", kib / 1024))
+    };
+    format!("memory {}, peak {}", field("VmRSS:"), field("VmHWM:"))
 }
 
 /// Every `--force` value names a stage, a matrix stage's base name, or is `*`.

@@ -598,12 +598,27 @@ impl Cache {
     fn install_view(&self, view: &Path, key: &StageKey) -> Result<PathBuf, CacheError> {
         let dest = self.artifact_dir(key);
         if dest.exists() {
-            // Left by an attempt that died before writing its entry, or being rebuilt.
-            let trash = self.tmp_dir("trash")?;
-            std::fs::rename(&dest, trash.join("old")).map_err(|e| CacheError::io(&dest, e))?;
-            let _ = std::fs::remove_dir_all(&trash);
+            // Left by an attempt that died before writing its entry, being
+            // rebuilt, or replaced by a forced re-run while another run's
+            // dependant may be reading it: the two folders swap places in one
+            // step, so `dest` is never missing; the old one is then deleted
+            // from where the view was.
+            match exchange(view, &dest) {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(view);
+                }
+                // A file system without RENAME_EXCHANGE: out of the way, then in.
+                Err(_) => {
+                    let trash = self.tmp_dir("trash")?;
+                    std::fs::rename(&dest, trash.join("old"))
+                        .map_err(|e| CacheError::io(&dest, e))?;
+                    let _ = std::fs::remove_dir_all(&trash);
+                    std::fs::rename(view, &dest).map_err(|e| CacheError::io(&dest, e))?;
+                }
+            }
+        } else {
+            std::fs::rename(view, &dest).map_err(|e| CacheError::io(&dest, e))?;
         }
-        std::fs::rename(view, &dest).map_err(|e| CacheError::io(&dest, e))?;
         let parent = self.root.join("artifacts");
         sync_dir(&parent).map_err(|e| CacheError::io(&parent, e))?;
         Ok(dest)
@@ -699,6 +714,31 @@ pub fn object_name(hash: &str, exec: bool) -> String {
 /// Whether any execute bit is set: what a file of an artifact records.
 fn is_exec(meta: &std::fs::Metadata) -> bool {
     meta.permissions().mode() & 0o111 != 0
+}
+
+/// Swap two paths in one step (Linux's `renameat2(RENAME_EXCHANGE)`; std
+/// has no such call and no well-kept crate is needed for one libc call).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let (a, b) = (
+        std::ffi::CString::new(a.as_os_str().as_bytes())?,
+        std::ffi::CString::new(b.as_os_str().as_bytes())?,
+    );
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Hard-link an object into a view. A rotted object being replaced by a
@@ -969,6 +1009,55 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+    }
+
+    /// A forced re-run replaces a stage's artifact folder while another
+    /// run's dependant may be reading it: the folder's path must never be
+    /// missing, even for a moment (it used to be renamed away, then the new
+    /// one renamed in).
+    #[test]
+    fn replacing_an_artifact_folder_never_leaves_its_path_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let scratch = cache.scratch_dir("t").unwrap();
+        let file = scratch.join("f");
+        std::fs::write(&file, "bytes\n").unwrap();
+        let (hash, size, exec) = cache.store_object(&file, &scratch).unwrap();
+        let files = [FileRec {
+            path: "f".into(),
+            kind: FileKind::File { hash, size, exec },
+        }];
+        let key = StageKey("ab".repeat(32));
+        let install = |cache: &Cache| {
+            let view = cache.tmp_dir("view").unwrap();
+            cache.link_view(&view, &files).unwrap();
+            cache.install_view(&view, &key).unwrap();
+        };
+        install(&cache);
+        let target = cache.artifact_dir(&key).join("f");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let missing = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut missing = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if std::fs::metadata(&target).is_err() {
+                        missing += 1;
+                    }
+                }
+                missing
+            });
+            for _ in 0..2000 {
+                install(&cache);
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        assert_eq!(
+            missing, 0,
+            "the artifact folder was missing {missing} time(s)"
+        );
+        let left = std::fs::read_dir(cache.root.join("tmp")).unwrap().count();
+        assert_eq!(left, 1, "only the test's scratch folder is left in tmp/");
     }
 
     #[test]
