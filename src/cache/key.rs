@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,9 +32,12 @@ use super::stale::StaleReason;
 /// Bump when the meaning or layout of [`KeyInputs`] changes.
 pub const CACHE_VERSION: u32 = 2;
 
+/// 64 lowercase hex digits (blake3). Shared, not copied: the plan, the
+/// scheduler and the run record each hold every stage's key, and a million
+/// stages' keys as one `String` each cost ~90 bytes three times over.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct StageKey(pub String);
+pub struct StageKey(pub Arc<str>);
 
 impl fmt::Display for StageKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -50,13 +54,13 @@ impl StageKey {
     /// The key of a stage skipped before its needs finished (so before its key
     /// could be known); never names a cache entry.
     pub fn unknown() -> StageKey {
-        StageKey(String::new())
+        StageKey("".into())
     }
 
     /// A key read from a user or a file must be plain hex before it names a path.
     pub fn parse(s: &str) -> Option<StageKey> {
         (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| StageKey(s.to_ascii_lowercase()))
+            .then(|| StageKey(s.to_ascii_lowercase().into()))
     }
 }
 
@@ -85,7 +89,12 @@ pub struct UpstreamInput {
 impl KeyInputs {
     /// blake3 of [`KeyInputs::canonical_json`].
     pub fn key(&self) -> StageKey {
-        StageKey(blake3::hash(&self.canonical_json()).to_hex().to_string())
+        StageKey(
+            blake3::hash(&self.canonical_json())
+                .to_hex()
+                .as_str()
+                .into(),
+        )
     }
 
     /// The bytes a key hashes: the canonical JSON of these inputs (see
@@ -228,7 +237,12 @@ pub struct KeyParts<'a> {
 impl KeyParts<'_> {
     /// blake3 of [`KeyParts::canonical_json`].
     pub fn key(&self) -> StageKey {
-        StageKey(blake3::hash(&self.canonical_json()).to_hex().to_string())
+        StageKey(
+            blake3::hash(&self.canonical_json())
+                .to_hex()
+                .as_str()
+                .into(),
+        )
     }
 
     /// The bytes a key hashes: `canonical(&serde_json::to_value(inputs))` of
@@ -468,7 +482,7 @@ mod tests {
             );
             assert_eq!(
                 k.key().0,
-                blake3::hash(&reference_bytes(&k)).to_hex().to_string()
+                blake3::hash(&reference_bytes(&k)).to_hex().as_str().into()
             );
         }
     }

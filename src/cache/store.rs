@@ -263,7 +263,7 @@ impl Cache {
     }
 
     pub fn artifact_dir(&self, key: &StageKey) -> PathBuf {
-        self.root.join("artifacts").join(&key.0)
+        self.root.join("artifacts").join(&*key.0)
     }
 
     /// Where the object with these bytes and this mode lives.
@@ -1027,7 +1027,7 @@ mod tests {
             path: "f".into(),
             kind: FileKind::File { hash, size, exec },
         }];
-        let key = StageKey("ab".repeat(32));
+        let key = StageKey("ab".repeat(32).into());
         let install = |cache: &Cache| {
             let view = cache.tmp_dir("view").unwrap();
             cache.link_view(&view, &files).unwrap();
