@@ -37,6 +37,29 @@ impl Stamp {
     }
 }
 
+/// How long a stamp on a file system with whole-second times stays racy.
+/// FAT keeps 2 s, most others 1 s.
+const COARSE_CLOCK_WINDOW_NS: i64 = 2_000_000_000;
+
+impl Stamp {
+    /// Whether this stamp tells the file's next edit apart. On a file system
+    /// with whole-second times (FAT, some NFS servers: both nanosecond parts
+    /// are 0), an edit of the same size later in the same second leaves the
+    /// stamp as it was, and a remembered hash would then be stale: such a
+    /// stamp is trusted only once its second is well past (as git treats a
+    /// "racily clean" index entry). Nanosecond stamps are trusted at once.
+    fn settled(&self, now: std::time::SystemTime) -> bool {
+        let coarse = self.mtime_ns % 1_000_000_000 == 0 && self.ctime_ns % 1_000_000_000 == 0;
+        if !coarse {
+            return true;
+        }
+        let now_ns = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        self.mtime_ns.max(self.ctime_ns) < now_ns.saturating_sub(COARSE_CLOCK_WINDOW_NS)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Remembered {
     stamp: Stamp,
@@ -169,7 +192,7 @@ impl StatCache {
         self.hashed += 1;
         // A file modified while we hashed it gets no stamp: next time it is hashed again.
         let after = std::fs::metadata(path).map(|m| Stamp::of(&m)).ok();
-        if after.as_ref() == Some(&stamp) {
+        if after.as_ref() == Some(&stamp) && stamp.settled(std::time::SystemTime::now()) {
             self.map.insert(
                 id,
                 Remembered {
@@ -236,6 +259,30 @@ fn is_dangling_link(e: &walkdir::Error) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_whole_second_stamp_is_trusted_only_once_its_second_is_past() {
+        let at = |secs: i64, nanos: i64| Stamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: secs * 1_000_000_000 + nanos,
+            ctime_ns: secs * 1_000_000_000 + nanos,
+        };
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_millis(100_500);
+        // Whole seconds: the same second (or the one before) is still racy.
+        assert!(!at(100, 0).settled(now));
+        assert!(!at(99, 0).settled(now));
+        assert!(at(98, 0).settled(now));
+        // A stamp from the future (a clock ahead) is not trusted either.
+        assert!(!at(200, 0).settled(now));
+        // Nanosecond stamps tell the next edit apart at once.
+        assert!(at(100, 123).settled(now));
+        // One part fine-grained is enough (ctime cannot be set by a user).
+        let mut mixed = at(100, 0);
+        mixed.ctime_ns += 7;
+        assert!(mixed.settled(now));
+    }
 
     fn tree_hash(stat: &mut StatCache, dir: &Path) -> String {
         stat.hash_path(dir).unwrap()
