@@ -654,7 +654,7 @@ fn cmd_show(cache_dir: &Path, args: ShowArgs) -> Result<(), Error> {
 
 /// `show`: every run, oldest first, and where the newest report is.
 fn show_runs(cache: &Cache, json: bool) -> Result<(), Error> {
-    let runs = record::list_runs(cache);
+    let runs = record::list_summaries(cache);
     if json {
         for r in &runs {
             println!(

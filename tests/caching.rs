@@ -136,6 +136,40 @@ fn show_lists_runs_and_one_run() {
     assert!(one.contains("ran") && one.contains("diamond"), "{one}");
 }
 
+/// `show` lists runs from a summary of each record, and `show ID` reads the
+/// one record named by the id: a record cut short (a full disk) is left out
+/// of the list, and asked for by id it gets a clear error, not "no run".
+#[test]
+fn show_reads_the_records_it_needs_and_names_an_unreadable_one() {
+    let p = diamond();
+    p.run(&["run", "p.yaml"]).ok();
+    p.run(&["run", "p.yaml"]).ok();
+    let list = p.run(&["show"]).ok().stdout;
+    let ids: Vec<String> = list
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert!(list.contains("4 ran, 0 cached, 0 failed"), "{list}");
+    assert!(list.contains("0 ran, 4 cached, 0 failed"), "{list}");
+    let runs = p.cache().join("runs");
+    let cut = runs.join(format!("{}.json", ids[0]));
+    let text = std::fs::read_to_string(&cut).unwrap();
+    std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+    let list = p.run(&["show"]).ok().stdout;
+    assert!(!list.contains(&ids[0]) && list.contains(&ids[1]), "{list}");
+    let cut_run = p.run(&["show", &ids[0]]);
+    assert_ne!(cut_run.code, 0);
+    assert!(
+        cut_run.stderr.contains("cannot be read"),
+        "{}",
+        cut_run.stderr
+    );
+    let one = p.run(&["show", &ids[1][..20]]).ok().stdout;
+    assert!(one.contains("cached") && one.contains("diamond"), "{one}");
+}
+
 /// Regression (found by the lab benchmark): forcing a stage whose output
 /// differs each time must not make its dependants in the same run see the
 /// old entry and call the cache corrupt.

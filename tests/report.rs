@@ -654,7 +654,12 @@ fn commit_stage(
     key
 }
 
-fn save_run(cache: &hcpipe::cache::Cache, id: &str, stages: &[(&str, &hcpipe::cache::StageKey)]) {
+/// A run record as `hcpipe run` writes it: each stage with its op and key.
+fn save_run(
+    cache: &hcpipe::cache::Cache,
+    id: &str,
+    stages: &[(&str, &str, &hcpipe::cache::StageKey)],
+) {
     use hcpipe::record::{RunRecord, RunStatus, StageRecord, StageStatus};
     RunRecord {
         id: id.into(),
@@ -671,9 +676,9 @@ fn save_run(cache: &hcpipe::cache::Cache, id: &str, stages: &[(&str, &hcpipe::ca
         runner: None,
         stages: stages
             .iter()
-            .map(|(s, k)| StageRecord {
+            .map(|(s, op, k)| StageRecord {
                 stage: s.to_string(),
-                op: None,
+                op: Some(op.to_string()),
                 params: Default::default(),
                 key: (*k).clone(),
                 status: StageStatus::Ran,
@@ -692,7 +697,11 @@ fn show_prints_where_the_newest_report_is() {
     let project = crate::common::Project::new();
     let cache = hcpipe::cache::Cache::open(&project.cache()).unwrap();
     let plain = commit_stage(&cache, "stats", "collect", "report.html");
-    save_run(&cache, "20260101-000000-000-aaaaaa", &[("stats", &plain)]);
+    save_run(
+        &cache,
+        "20260101-000000-000-aaaaaa",
+        &[("stats", "collect", &plain)],
+    );
     let run = project.run(&["show"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     // A `report.html` from another op is not a report.
@@ -703,14 +712,18 @@ fn show_prints_where_the_newest_report_is() {
     save_run(
         &cache,
         "20260102-000000-000-bbbbbb",
-        &[("stats", &plain), ("report", &old)],
+        &[("stats", "collect", &plain), ("report", "report", &old)],
     );
     save_run(
         &cache,
         "20260103-000000-000-cccccc",
-        &[("stats", &plain), ("report", &new)],
+        &[("stats", "collect", &plain), ("report", "report", &new)],
     );
-    save_run(&cache, "20260104-000000-000-dddddd", &[("stats", &plain)]);
+    save_run(
+        &cache,
+        "20260104-000000-000-dddddd",
+        &[("stats", "collect", &plain)],
+    );
     let run = project.run(&["show"]);
     let want = format!(
         "newest report: {}/report.html",

@@ -6,6 +6,9 @@
 
 pub mod fresh;
 pub mod gc;
+mod summary;
+
+pub use summary::RunSummary;
 
 use std::path::{Path, PathBuf};
 
@@ -190,41 +193,80 @@ pub fn new_run_id() -> String {
 
 /// Every readable run record, oldest first.
 pub fn list_runs(cache: &Cache) -> Vec<RunRecord> {
-    let mut runs: Vec<RunRecord> = std::fs::read_dir(cache.runs_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice::<RunRecord>(&b).ok())
+    let mut runs: Vec<RunRecord> = record_files(cache)
+        .filter_map(|path| read_record(&path))
         .collect();
     for run in &mut runs {
-        let gone = run.runner.as_ref().is_some_and(|r| !r.is_alive());
-        if run.status == RunStatus::Running && gone {
-            run.status = RunStatus::Interrupted;
-        }
+        run.status = seen_status(run.status, run.runner.as_ref());
     }
     runs.sort_by(|a, b| a.id.cmp(&b.id));
     runs
 }
 
-/// Find a run by id or unique id prefix.
+/// Every readable run record's summary, oldest first: for listing runs,
+/// where whole records would be read into memory for a count.
+pub fn list_summaries(cache: &Cache) -> Vec<RunSummary> {
+    let mut runs: Vec<RunSummary> = record_files(cache)
+        .filter_map(|path| std::fs::read(path).ok())
+        .filter_map(|b| serde_json::from_slice::<RunSummary>(&b).ok())
+        .collect();
+    for run in &mut runs {
+        run.status = seen_status(run.status, run.runner.as_ref());
+    }
+    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    runs
+}
+
+/// The files of `runs/` that hold records (`ID.json`).
+fn record_files(cache: &Cache) -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir(cache.runs_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+}
+
+fn read_record(path: &Path) -> Option<RunRecord> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<RunRecord>(&bytes).ok()
+}
+
+/// A `running` record whose runner is gone (killed, or a second Ctrl-C) reads `interrupted`.
+fn seen_status(status: RunStatus, runner: Option<&Runner>) -> RunStatus {
+    let gone = runner.is_some_and(|r| !r.is_alive());
+    if status == RunStatus::Running && gone {
+        RunStatus::Interrupted
+    } else {
+        status
+    }
+}
+
+/// Find a run by id or unique id prefix. A record is named by its id, so
+/// only the one found is read.
 pub fn find_run(cache: &Cache, id: &str) -> Result<RunRecord, String> {
-    let runs = list_runs(cache);
-    let matches: Vec<&RunRecord> = runs.iter().filter(|r| r.id.starts_with(id)).collect();
-    match matches.as_slice() {
-        [one] => Ok((*one).clone()),
+    let mut ids: Vec<String> = record_files(cache)
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_string()))
+        .filter(|stem| stem.starts_with(id))
+        .collect();
+    ids.sort();
+    match ids.as_slice() {
+        [one] => {
+            let mut run = read_record(&RunRecord::path(cache, one)).ok_or_else(|| {
+                format!(
+                    "the record of run `{one}` in {} cannot be read (cut short by a full disk?); \
+                     `hcpipe show` lists the runs that can",
+                    cache.runs_dir().display()
+                )
+            })?;
+            run.status = seen_status(run.status, run.runner.as_ref());
+            Ok(run)
+        }
         [] => Err(format!(
             "no run `{id}` in {}; `hcpipe show` lists the runs",
             cache.runs_dir().display()
         )),
-        many => Err(format!(
-            "run id `{id}` is ambiguous: {}",
-            many.iter()
-                .map(|r| r.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        many => Err(format!("run id `{id}` is ambiguous: {}", many.join(", "))),
     }
 }
 
@@ -240,14 +282,12 @@ pub fn newest_entry(cache: &Cache, pipeline_path: &Path, stage: &str) -> Option<
 }
 
 /// The `report.html` of the newest run with a `report` op stage whose
-/// artifact is still in the cache (stage records carry keys, not ops: the
-/// op is in the key's cache entry).
-pub fn newest_report(cache: &Cache, runs: &[RunRecord]) -> Option<PathBuf> {
+/// artifact is still in the cache.
+pub fn newest_report(cache: &Cache, runs: &[RunSummary]) -> Option<PathBuf> {
     runs.iter().rev().find_map(|run| {
-        run.stages.iter().find_map(|st| {
-            let entry = cache.entry(&st.key).ok().flatten()?;
-            let page = cache.artifact_dir(&st.key).join("report.html");
-            (entry.inputs.op().as_deref() == Some("report") && page.is_file()).then_some(page)
+        run.report_keys().iter().find_map(|key| {
+            let page = cache.artifact_dir(key).join("report.html");
+            (cache.entry_path(key).is_file() && page.is_file()).then_some(page)
         })
     })
 }
