@@ -2,10 +2,11 @@
 //! pipeline, and why a stale one is stale.
 
 use crate::cache::statcache::StatCache;
+use crate::cache::StageKey;
 use crate::cache::{stale, Cache, CacheError, StaleReason};
 use crate::dag::{Dag, StageId};
 use crate::plan::{plan, Plan, Planned};
-use crate::record::{runs_of, RunRecord};
+use crate::record::history::history;
 
 /// A stage's freshness, with the reason when it is not fresh.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,50 +53,33 @@ pub fn status(dag: &Dag, cache: &Cache) -> Result<(Plan, Vec<Freshness>), CacheE
 
 /// Compare each stage's current key with what the newest run of this pipeline used.
 pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
-    // Run records explain stale stages only; when every stage is cached,
-    // `status` need not read (every) one of them.
-    let all_cached = dag.ids().all(|id| plan.cached(id).is_some());
-    let runs = if all_cached {
-        Vec::new()
-    } else {
-        runs_of(cache, &dag.pipeline.path)
-    };
-    // Each run's stages by name: a lookup per stage and run, not a scan of
-    // the run's stages (which made `status` O(stages²) after a failed run).
-    let runs: Vec<_> = runs.iter().map(RunRecord::by_name).collect();
-    dag.ids()
-        .map(|id: StageId| {
-            let name = &dag.stage(id).name;
-            let key = match &plan.stages[id.0] {
-                Planned::Known {
-                    cached: Some(_), ..
-                } => return Freshness::Fresh,
-                Planned::Known { key, .. } => key,
-                Planned::Pending { upstream, .. } => {
-                    let ran_before = runs.iter().any(|r| r.contains_key(name.as_str()));
-                    return if ran_before {
-                        Freshness::AfterUpstream(dag.stage(*upstream).name.clone())
-                    } else {
-                        Freshness::NeverRun
-                    };
+    // Run records explain stale stages only: the runs' past of the stages
+    // not cached is read, nothing when every stage is.
+    let unsettled: Vec<StageId> = dag.ids().filter(|&id| plan.cached(id).is_none()).collect();
+    let wanted: Vec<(&str, Option<&StageKey>)> = unsettled
+        .iter()
+        .map(|&id| (dag.stage(id).name.as_str(), plan.key(id)))
+        .collect();
+    let past = history(cache, &dag.pipeline.path, &wanted);
+    let mut fresh = vec![Freshness::Fresh; dag.len()];
+    for (&id, past) in unsettled.iter().zip(past) {
+        fresh[id.0] = match &plan.stages[id.0] {
+            Planned::Known {
+                cached: Some(_), ..
+            } => Freshness::Fresh,
+            Planned::Pending { upstream } => {
+                if past.seen {
+                    Freshness::AfterUpstream(dag.stage(*upstream).name.clone())
+                } else {
+                    Freshness::NeverRun
                 }
-            };
-            let failed_before = runs
-                .iter()
-                .rev()
-                .filter_map(|r| r.get(name.as_str()).copied())
-                .any(|s| &s.key == key);
-            if failed_before {
-                return Freshness::Stale(vec![StaleReason::LastAttemptUnfinished]);
             }
-            let previous = runs
-                .iter()
-                .rev()
-                .filter_map(|r| r.get(name.as_str()).copied())
-                .find(|s| &s.key != key);
-            match previous {
+            Planned::Known { .. } if past.same_key => {
+                Freshness::Stale(vec![StaleReason::LastAttemptUnfinished])
+            }
+            Planned::Known { .. } => match past.newest_other {
                 None => Freshness::NeverRun,
-                Some(prev) => match cache.entry(&prev.key).map(|e| e.map(|e| e.inputs.get())) {
+                Some(prev) => match cache.entry(&prev).map(|e| e.map(|e| e.inputs.get())) {
                     Ok(Some(Ok(old))) => {
                         let why = plan.inputs(dag, id).why_differs(&old);
                         Freshness::Stale(if why.is_empty() {
@@ -106,7 +90,8 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
                     }
                     _ => Freshness::Stale(vec![StaleReason::PreviousResultGone]),
                 },
-            }
-        })
-        .collect()
+            },
+        };
+    }
+    fresh
 }

@@ -6,6 +6,7 @@
 
 pub mod fresh;
 pub mod gc;
+pub mod history;
 mod summary;
 
 pub use summary::RunSummary;
@@ -159,20 +160,6 @@ impl RunRecord {
             self.serialize(&mut ser).map_err(std::io::Error::other)?;
             f.write_all(b"\n")
         })
-    }
-
-    /// One stage's record (a scan: for many lookups use [`RunRecord::by_name`]).
-    pub fn stage(&self, name: &str) -> Option<&StageRecord> {
-        self.stages.iter().find(|s| s.stage == name)
-    }
-
-    /// Every stage's record by name (the first, as [`RunRecord::stage`] finds it).
-    pub fn by_name(&self) -> std::collections::HashMap<&str, &StageRecord> {
-        let mut map = std::collections::HashMap::with_capacity(self.stages.len());
-        for s in &self.stages {
-            map.entry(s.stage.as_str()).or_insert(s);
-        }
-        map
     }
 
     /// How many of its stages ended with `status`.
@@ -353,11 +340,25 @@ pub fn find_run(cache: &Cache, id: &str) -> Result<RunRecord, String> {
 /// entry the cache still holds (`show PIPELINE` when the current key is not
 /// cached).
 pub fn newest_entry(cache: &Cache, pipeline_path: &Path, stage: &str) -> Option<Entry> {
-    runs_of(cache, pipeline_path)
-        .iter()
-        .rev()
-        .filter_map(|r| r.stage(stage))
-        .find_map(|st| cache.entry(&st.key).ok().flatten())
+    let mut newest = None;
+    history::each_run(
+        cache,
+        pipeline_path,
+        &[stage],
+        history::Order::NewestFirst,
+        |_, found| {
+            // The run's first record of the stage.
+            newest = found
+                .first()
+                .and_then(|(_, key)| cache.entry(key).ok().flatten());
+            if newest.is_some() {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        },
+    );
+    newest
 }
 
 /// The `report.html` of the newest run with a `report` op stage whose
@@ -369,15 +370,6 @@ pub fn newest_report(cache: &Cache, runs: &[RunSummary]) -> Option<PathBuf> {
             (cache.entry_path(key).is_file() && page.is_file()).then_some(page)
         })
     })
-}
-
-/// The runs of one pipeline file, oldest first.
-pub fn runs_of(cache: &Cache, pipeline_path: &Path) -> Vec<RunRecord> {
-    let p = pipeline_path.display().to_string();
-    list_runs(cache)
-        .into_iter()
-        .filter(|r| r.pipeline_path == p)
-        .collect()
 }
 
 #[cfg(test)]
