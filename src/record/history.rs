@@ -211,27 +211,17 @@ impl<'de> Visitor<'de> for StagesSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{RunRecord, RunStatus, StageRecord, StageStatus};
+    use crate::record::{record_for_test, StageRecord, StageStatus};
 
     fn key(n: u8) -> StageKey {
         StageKey(format!("{n:064x}").into())
     }
 
     fn save(cache: &Cache, id: &str, path: &str, stages: &[(&str, Option<StageKey>)]) {
-        RunRecord {
-            id: id.into(),
-            pipeline: "p".into(),
-            pipeline_path: path.into(),
-            pipeline_hash: "h".into(),
-            git: None,
-            params: Default::default(),
-            executor: "local".into(),
-            started: "2026-11-30T00:00:00Z".into(),
-            finished: None,
-            status: RunStatus::Ok,
-            hcpipe_version: "0".into(),
-            runner: None,
-            stages: stages
+        record_for_test(
+            id,
+            path,
+            stages
                 .iter()
                 .map(|(name, k)| StageRecord {
                     stage: name.to_string(),
@@ -248,7 +238,7 @@ mod tests {
                     error: None,
                 })
                 .collect(),
-        }
+        )
         .save(cache)
         .unwrap();
     }

@@ -372,6 +372,30 @@ pub fn newest_report(cache: &Cache, runs: &[RunSummary]) -> Option<PathBuf> {
     })
 }
 
+/// A finished run's record with these stages, for tests.
+#[cfg(test)]
+pub(crate) fn record_for_test(
+    id: &str,
+    pipeline_path: &str,
+    stages: Vec<StageRecord>,
+) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        pipeline: "p".into(),
+        pipeline_path: pipeline_path.into(),
+        pipeline_hash: "h".into(),
+        git: None,
+        params: Default::default(),
+        executor: "local".into(),
+        started: "2026-11-30T00:00:00Z".into(),
+        finished: None,
+        status: RunStatus::Ok,
+        hcpipe_version: "0".into(),
+        runner: None,
+        stages,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,23 +416,11 @@ mod tests {
             metrics: Default::default(),
             error: None,
         };
-        let mut record = RunRecord {
-            id: "20261130-000000-000-abcdef".into(),
-            pipeline: "p".into(),
-            pipeline_path: "/x/p.yaml".into(),
-            pipeline_hash: "h".into(),
-            git: None,
-            params: [("lr".to_string(), serde_json::json!(0.1))]
-                .into_iter()
-                .collect(),
-            executor: "local".into(),
-            started: "2026-11-30T00:00:00Z".into(),
-            finished: None,
-            status: RunStatus::Ok,
-            hcpipe_version: "0".into(),
-            runner: Runner::this_process(),
-            stages: Vec::new(),
-        };
+        let mut record = record_for_test("20261130-000000-000-abcdef", "/x/p.yaml", Vec::new());
+        record.params = [("lr".to_string(), serde_json::json!(0.1))]
+            .into_iter()
+            .collect();
+        record.runner = Runner::this_process();
         for stages in [
             vec![],
             vec![

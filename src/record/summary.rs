@@ -86,7 +86,7 @@ impl<'de> Deserialize<'de> for StageTally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{RunRecord, StageRecord};
+    use crate::record::{record_for_test, StageRecord};
 
     fn stage(name: &str, op: Option<&str>, status: StageStatus) -> StageRecord {
         StageRecord {
@@ -107,20 +107,10 @@ mod tests {
 
     #[test]
     fn a_summary_counts_what_the_full_record_holds() {
-        let record = RunRecord {
-            id: "20261130-000000-000-abcdef".into(),
-            pipeline: "p".into(),
-            pipeline_path: "/x/p.yaml".into(),
-            pipeline_hash: "h".into(),
-            git: None,
-            params: Default::default(),
-            executor: "local".into(),
-            started: "2026-11-30T00:00:00Z".into(),
-            finished: None,
-            status: RunStatus::Failed,
-            hcpipe_version: "0".into(),
-            runner: None,
-            stages: vec![
+        let mut record = record_for_test(
+            "20261130-000000-000-abcdef",
+            "/x/p.yaml",
+            vec![
                 stage("a", None, StageStatus::Ran),
                 stage("bb", Some("report"), StageStatus::Cached),
                 stage("ccc", Some("crop"), StageStatus::Cached),
@@ -128,7 +118,8 @@ mod tests {
                 stage("eeeee", Some("report"), StageStatus::Skipped),
                 stage("ffffff", None, StageStatus::Pulled),
             ],
-        };
+        );
+        record.status = RunStatus::Failed;
         for text in [
             serde_json::to_string_pretty(&record).unwrap(),
             serde_json::to_string(&record).unwrap(),
