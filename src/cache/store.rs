@@ -607,11 +607,16 @@ impl Cache {
                 Ok(()) => {
                     let _ = std::fs::remove_dir_all(view);
                 }
-                // A file system without RENAME_EXCHANGE: out of the way, then in.
+                // A file system without RENAME_EXCHANGE (or `dest` gone
+                // meanwhile): out of the way, then in.
                 Err(_) => {
                     let trash = self.tmp_dir("trash")?;
-                    std::fs::rename(&dest, trash.join("old"))
-                        .map_err(|e| CacheError::io(&dest, e))?;
+                    match std::fs::rename(&dest, trash.join("old")) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(CacheError::io(&dest, e))
+                        }
+                        _ => {}
+                    }
                     let _ = std::fs::remove_dir_all(&trash);
                     std::fs::rename(view, &dest).map_err(|e| CacheError::io(&dest, e))?;
                 }
