@@ -407,9 +407,7 @@ impl Cache {
                 }
             }
         }
-        let view = self.tmp_dir("view")?;
-        self.link_view(&view, &entry.files)?;
-        self.install_view(&view, &entry.key)
+        self.place_view(&entry.files, &entry.key)
     }
 
     /// A fresh staging folder for an attempt at `key`.
@@ -507,9 +505,7 @@ impl Cache {
         }
         let objects = self.root.join("objects");
         sync_dir(&objects).map_err(|e| CacheError::io(&objects, e))?;
-        let view = self.tmp_dir("view")?;
-        self.link_view(&view, &files)?;
-        self.install_view(&view, key)?;
+        self.place_view(&files, key)?;
         let entry = Entry {
             key: key.clone(),
             stage: meta.stage,
@@ -568,6 +564,14 @@ impl Cache {
             self.adopt_object(src, &hash, exec)?;
         }
         Ok((hash, size, exec))
+    }
+
+    /// Make `artifacts/<key>`: a folder of links to `files`' objects, built
+    /// aside and then put in place.
+    fn place_view(&self, files: &[FileRec], key: &StageKey) -> Result<PathBuf, CacheError> {
+        let view = self.tmp_dir("view")?;
+        self.link_view(&view, files)?;
+        self.install_view(&view, key)
     }
 
     fn link_view(&self, view: &Path, files: &[FileRec]) -> Result<(), CacheError> {
@@ -679,9 +683,7 @@ impl Cache {
     /// entry as its maker wrote it) as `entries/<key>.json`, the commit
     /// point, as [`Cache::commit`] does. The caller holds the stage lock.
     pub fn import_entry(&self, entry: &Entry, bytes: &[u8]) -> Result<PathBuf, CacheError> {
-        let view = self.tmp_dir("view")?;
-        self.link_view(&view, &entry.files)?;
-        let dir = self.install_view(&view, &entry.key)?;
+        let dir = self.place_view(&entry.files, &entry.key)?;
         write_atomic(&self.entry_path(&entry.key), bytes)?;
         Ok(dir)
     }
@@ -1034,9 +1036,7 @@ mod tests {
         }];
         let key = StageKey("ab".repeat(32).into());
         let install = |cache: &Cache| {
-            let view = cache.tmp_dir("view").unwrap();
-            cache.link_view(&view, &files).unwrap();
-            cache.install_view(&view, &key).unwrap();
+            cache.place_view(&files, &key).unwrap();
         };
         install(&cache);
         let target = cache.artifact_dir(&key).join("f");
