@@ -63,10 +63,8 @@ pub fn freshness(dag: &Dag, cache: &Cache, plan: &Plan) -> Vec<Freshness> {
     let past = history(cache, &dag.pipeline.path, &wanted);
     let mut fresh = vec![Freshness::Fresh; dag.len()];
     for (&id, past) in unsettled.iter().zip(past) {
+        // Not cached (so `Known` has no entry): only what the runs say decides.
         fresh[id.0] = match &plan.stages[id.0] {
-            Planned::Known {
-                cached: Some(_), ..
-            } => Freshness::Fresh,
             Planned::Pending { upstream } => {
                 if past.seen {
                     Freshness::AfterUpstream(dag.stage(*upstream).name.clone())

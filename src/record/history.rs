@@ -30,10 +30,10 @@ pub struct StageHistory {
     pub newest_other: Option<StageKey>,
 }
 
-/// For each `(stage name, current key)` (names distinct), what the runs of the pipeline at
-/// `pipeline_path` recorded. A stage a run records twice counts once, by
-/// its first record. Records that
-/// cannot be read are passed over, as `show` does.
+/// For each `(stage name, current key)` (names distinct), what the runs of
+/// the pipeline at `pipeline_path` recorded. A stage a run records twice
+/// counts once, by its first record. Records that cannot be read are passed
+/// over, as `show` does.
 pub fn history(
     cache: &Cache,
     pipeline_path: &Path,
@@ -94,8 +94,7 @@ pub fn each_run(
     let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     debug_assert_eq!(index.len(), names.len(), "stage names are distinct");
     let path = pipeline_path.display().to_string();
-    let mut files: Vec<_> = super::record_files(cache).collect();
-    files.sort();
+    let mut files = super::record_files(cache);
     if let Order::NewestFirst = order {
         files.reverse();
     }
@@ -108,7 +107,9 @@ pub fn each_run(
             pipeline_path: &path,
         };
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        if let Ok(Some(found)) = seed.deserialize(&mut de) {
+        // Whole records only, as `serde_json::from_slice` reads them elsewhere.
+        let read = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+        if let Ok(Some(found)) = read {
             if visit(run, found).is_break() {
                 return;
             }

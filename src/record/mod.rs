@@ -259,43 +259,48 @@ pub fn new_run_id() -> String {
 
 /// Every readable run record, oldest first.
 pub fn list_runs(cache: &Cache) -> Vec<RunRecord> {
-    let mut runs: Vec<RunRecord> = record_files(cache)
-        .filter_map(|path| read_record(&path))
-        .collect();
+    let mut runs: Vec<RunRecord> = read_all(cache);
     for run in &mut runs {
         run.status = seen_status(run.status, run.runner.as_ref());
     }
-    runs.sort_by(|a, b| a.id.cmp(&b.id));
     runs
 }
 
 /// Every readable run record's summary, oldest first: for listing runs,
 /// where whole records would be read into memory for a count.
 pub fn list_summaries(cache: &Cache) -> Vec<RunSummary> {
-    let mut runs: Vec<RunSummary> = record_files(cache)
-        .filter_map(|path| std::fs::read(path).ok())
-        .filter_map(|b| serde_json::from_slice::<RunSummary>(&b).ok())
-        .collect();
+    let mut runs: Vec<RunSummary> = read_all(cache);
     for run in &mut runs {
         run.status = seen_status(run.status, run.runner.as_ref());
     }
-    runs.sort_by(|a, b| a.id.cmp(&b.id));
     runs
 }
 
-/// The files of `runs/` that hold records (`ID.json`).
-fn record_files(cache: &Cache) -> impl Iterator<Item = PathBuf> {
-    std::fs::read_dir(cache.runs_dir())
+/// The files of `runs/` that hold records (`ID.json`), oldest first: run
+/// ids sort by time.
+fn record_files(cache: &Cache) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(cache.runs_dir())
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
 }
 
-fn read_record(path: &Path) -> Option<RunRecord> {
+/// Every record that can be read as `T`, oldest first.
+fn read_all<T: serde::de::DeserializeOwned>(cache: &Cache) -> Vec<T> {
+    record_files(cache)
+        .iter()
+        .filter_map(|path| read_record(path))
+        .collect()
+}
+
+fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice::<RunRecord>(&bytes).ok()
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// A `running` record whose runner is gone (killed, or a second Ctrl-C) reads `interrupted`.
@@ -311,20 +316,21 @@ fn seen_status(status: RunStatus, runner: Option<&Runner>) -> RunStatus {
 /// Find a run by id or unique id prefix. A record is named by its id, so
 /// only the one found is read.
 pub fn find_run(cache: &Cache, id: &str) -> Result<RunRecord, String> {
-    let mut ids: Vec<String> = record_files(cache)
+    let ids: Vec<String> = record_files(cache)
+        .iter()
         .filter_map(|p| Some(p.file_stem()?.to_str()?.to_string()))
         .filter(|stem| stem.starts_with(id))
         .collect();
-    ids.sort();
     match ids.as_slice() {
         [one] => {
-            let mut run = read_record(&RunRecord::path(cache, one)).ok_or_else(|| {
-                format!(
+            let mut run: RunRecord =
+                read_record(&RunRecord::path(cache, one)).ok_or_else(|| {
+                    format!(
                     "the record of run `{one}` in {} cannot be read (cut short by a full disk?); \
                      `hcpipe show` lists the runs that can",
                     cache.runs_dir().display()
                 )
-            })?;
+                })?;
             run.status = seen_status(run.status, run.runner.as_ref());
             Ok(run)
         }
